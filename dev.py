@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Set up and run: ``python3 dev.py run`` (service on the demo table) or ``python3 dev.py test``.
+
+Needs only Python 3.11+ and the package registries: creates ``.venv``, installs the
+package with the extras the command needs (again only when pyproject.toml changed),
+then runs the command inside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / "python"
+
+# torch 2.13.0 (CPU build) lies on the CI machines' disk and installs in seconds; elsewhere
+# PyPI's torch is a multi-GB CUDA build: REFERENCE=0 skips it and the reference tests report
+# themselves as skipped by name.
+TORCH_PIN = "torch==2.13.0"
+
+
+def ensure_env(extras: str, with_torch: bool) -> None:
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may run on any python3
+        sys.exit("Python 3.11 or newer is needed")
+    if not PY.exists():
+        print(f"creating {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    spec = (ROOT / "pyproject.toml").read_bytes() + extras.encode() + str(with_torch).encode()
+    stamp = VENV / f".installed-{hashlib.sha256(spec).hexdigest()[:16]}"
+    if stamp.exists():
+        return
+    subprocess.run([PY, "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
+    packages = [f"-e{ROOT}[{extras}]" if extras else f"-e{ROOT}"]
+    if with_torch:
+        packages.append(TORCH_PIN)
+    print(f"installing {' '.join(packages)}", flush=True)
+    subprocess.run([PY, "-m", "pip", "install", "-q", *packages], check=True)
+    for old in VENV.glob(".installed-*"):
+        old.unlink()
+    stamp.touch()
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0] if argv else "help"
+    rest = argv[1:]
+    os.chdir(ROOT)
+    if command == "run":
+        ensure_env("", with_torch=False)
+        return subprocess.call([BIN / "embedding-service", "serve", *rest])
+    if command == "test":
+        reference = os.environ.get("REFERENCE", "1") != "0"
+        extras = "test,load,reference" if reference else "test,load"
+        ensure_env(extras, with_torch=reference)
+        for check in (["ruff", "check", "."], ["ruff", "format", "--check", "."]):
+            if subprocess.call([BIN / check[0], *check[1:]]) != 0:
+                return 1
+        workers = os.environ.get("PYTEST_WORKERS", "2")
+        return subprocess.call([PY, "-m", "pytest", "-n", workers, *rest])
+    if command == "bench":
+        ensure_env("test,load", with_torch=False)
+        return subprocess.call([PY, "loadtest/bench.py", *rest])
+    print(__doc__)
+    return 0 if command == "help" else 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,27 @@
+"""The one small interface every gather backend implements."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+
+class GatherBackend(Protocol):
+    """Returns ``table[ids]`` for validated ids; safe to call from one worker thread."""
+
+    name: str  # "numpy" | "onnxruntime"
+    device: str  # "cpu" | "cuda:N"
+    # True when a call is cheap enough to run on the event loop (no executor hop).
+    inline_safe: bool
+
+    def gather(self, ids: np.ndarray) -> np.ndarray:
+        """``ids``: 1-D int64, every value already checked to lie in ``[0, rows)``.
+
+        Returns a new ``(len(ids), dim)`` array in the table's dtype.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release what the backend holds (sessions, GPU memory)."""
+        ...

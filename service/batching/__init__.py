@@ -1,0 +1,1 @@
+"""Micro-batching of concurrent requests into one backend call per table."""

@@ -1,0 +1,303 @@
+"""One micro-batcher per table: concurrent requests share one backend call.
+
+Design (after mosec's and TEI's batchers): requests put ``(ids, future,
+enqueued_at)`` on one bounded queue; a single worker task blocks for the first
+request, then fills the batch until ``max_batch_ids`` ids or until
+``max_delay_us`` has passed since that *first request's arrival*. The gather
+runs on one executor thread per table, so the event loop keeps accepting and
+the next batch forms while one runs. Entries whose future is already done
+(deadline passed, client gone) are skipped when the batch is built. If the
+worker ever dies, every pending future fails and ``healthy`` turns false:
+nothing waits forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from service import metrics
+from service.backends.base import GatherBackend
+from service.errors import InternalError, Overloaded, ServiceError, Timeout
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """Per-table batching knobs (defaults come from the service settings)."""
+
+    enabled: bool
+    max_batch_ids: int = 16384
+    max_delay_us: int = 0
+    max_queue_ids: int = 1_048_576
+    timeout_ms: int = 10_000
+
+
+@dataclass(frozen=True)
+class GatherResult:
+    """The rows of one request plus where its time went."""
+
+    rows: np.ndarray
+    queue_seconds: float
+    backend_seconds: float
+    batch_ids: int
+    batch_requests: int
+
+
+class _Entry:
+    __slots__ = ("enqueued", "future", "ids", "timer")
+
+    def __init__(self, ids: np.ndarray, future: asyncio.Future[GatherResult], enqueued: float):
+        self.ids = ids
+        self.future = future
+        self.enqueued = enqueued
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class MicroBatcher:
+    """Batches gathers of one backend; ``gather`` is the only call requests make."""
+
+    # Seconds a client should wait before retrying a 503.
+    retry_after_seconds = 1
+    # Clock, replaceable in tests so timing is not measured with sleeps.
+    clock = staticmethod(time.perf_counter)
+
+    def __init__(self, backend: GatherBackend, config: BatchingConfig, table: str) -> None:
+        self.backend = backend
+        self.config = config
+        self.table = table
+        self._queue: deque[_Entry] = deque()
+        self._queued_ids = 0
+        self._inflight_ids = 0  # direct (unbatched) executor calls in progress
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gather-{table}")
+        self._worker: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
+        self._closed = False
+        self._m_queue = metrics.QUEUE_IDS.labels(table)
+        self._m_wait = metrics.QUEUE_SECONDS.labels(table)
+        self._m_backend = metrics.BACKEND_SECONDS.labels(table)
+        self._m_batch_ids = metrics.BATCH_IDS.labels(table)
+        self._m_batch_requests = metrics.BATCH_REQUESTS.labels(table)
+        self._m_events = {
+            event: metrics.BATCHER_EVENTS.labels(table, event)
+            for event in ("rejected", "timed_out", "cancelled", "failed")
+        }
+
+    # ----------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Start the worker task (call from the running event loop)."""
+        if self.config.enabled and self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(
+                self._run(), name=f"batcher-{self.table}"
+            )
+            self._worker.add_done_callback(self._worker_ended)
+
+    @property
+    def healthy(self) -> bool:
+        """False once the worker has died; ``/readyz`` reports it."""
+        return self._failure is None and not self._closed
+
+    @property
+    def queued_ids(self) -> int:
+        return self._queued_ids
+
+    async def close(self) -> None:
+        """Stop the worker; requests still queued fail with 503 rather than hang."""
+        self._closed = True
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._worker
+        self._fail_pending(Overloaded("the table is being unloaded; retry", headers=self._retry()))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until nothing is queued or running (bounded); True when drained."""
+        deadline = self.clock() + timeout
+        while (self._queue or self._inflight_ids) and self.clock() < deadline:
+            await asyncio.sleep(0.005)
+        return not self._queue and not self._inflight_ids
+
+    # ------------------------------------------------------------------- requests
+    async def gather(self, ids: np.ndarray) -> GatherResult:
+        """Rows for ``ids`` (1-D int64, validated); raises ``ServiceError`` subclasses."""
+        if self._failure is not None or self._closed:
+            raise InternalError("the table's batch worker is not running")
+        n = int(ids.size)
+        if not self.config.enabled:
+            return await self._gather_direct(ids, n)
+        if self._queued_ids + n > self.config.max_queue_ids and self._queued_ids:
+            self._m_events["rejected"].inc()
+            raise Overloaded(
+                f"table {self.table!r} has {self._queued_ids} ids queued; retry shortly",
+                headers=self._retry(),
+            )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[GatherResult] = loop.create_future()
+        entry = _Entry(ids, future, self.clock())
+        entry.timer = loop.call_later(self.config.timeout_ms / 1000, self._expire, entry)
+        self._queue.append(entry)
+        self._queued_ids += n
+        self._m_queue.set(self._queued_ids)
+        self._wakeup.set()
+        try:
+            return await future
+        finally:
+            entry.timer.cancel()
+
+    async def _gather_direct(self, ids: np.ndarray, n: int) -> GatherResult:
+        start = self.clock()
+        if self.backend.inline_safe:
+            rows = self.backend.gather(ids)
+        else:
+            if self._inflight_ids + n > self.config.max_queue_ids and self._inflight_ids:
+                self._m_events["rejected"].inc()
+                raise Overloaded(
+                    f"table {self.table!r} has {self._inflight_ids} ids in flight; retry shortly",
+                    headers=self._retry(),
+                )
+            self._inflight_ids += n
+            try:
+                rows = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self.backend.gather, ids
+                )
+            except Exception as exc:
+                self._m_events["failed"].inc()
+                log.error("backend failure on table %s: %r", self.table, exc, exc_info=exc)
+                raise InternalError("the backend failed to compute this request") from None
+            finally:
+                self._inflight_ids -= n
+        elapsed = self.clock() - start
+        self._m_backend.observe(elapsed)
+        return GatherResult(rows, 0.0, elapsed, n, 1)
+
+    def _retry(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
+
+    def _expire(self, entry: _Entry) -> None:
+        if not entry.future.done():
+            self._m_events["timed_out"].inc()
+            entry.future.set_exception(
+                Timeout(
+                    f"the request waited more than {self.config.timeout_ms} ms",
+                    {"timeout_ms": self.config.timeout_ms},
+                )
+            )
+
+    # --------------------------------------------------------------------- worker
+    def _pop_ready(self, batch: list[_Entry], batch_ids: int) -> int:
+        """Move queued entries into ``batch`` up to ``max_batch_ids``; skip finished ones."""
+        limit = self.config.max_batch_ids
+        queue = self._queue
+        while queue:
+            entry = queue[0]
+            n = int(entry.ids.size)
+            if entry.future.done():
+                queue.popleft()
+                self._queued_ids -= n
+                if entry.future.cancelled():
+                    self._m_events["cancelled"].inc()
+                continue
+            # A request is one unit: never split, but always take at least one.
+            if batch and batch_ids + n > limit:
+                break
+            queue.popleft()
+            self._queued_ids -= n
+            batch.append(entry)
+            batch_ids += n
+        self._m_queue.set(self._queued_ids)
+        return batch_ids
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = self.config.max_delay_us / 1_000_000
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch: list[_Entry] = []
+            batch_ids = self._pop_ready(batch, 0)
+            if delay > 0 and batch:
+                # Fill until the batch is full or `delay` has passed since the FIRST
+                # request arrived (not since this worker woke up).
+                close_at = batch[0].enqueued + delay
+                while batch_ids < self.config.max_batch_ids:
+                    remaining = close_at - self.clock()
+                    if remaining <= 0:
+                        break
+                    self._wakeup.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), remaining)
+                    batch_ids = self._pop_ready(batch, batch_ids)
+                    if self._queue:  # the next one did not fit: batch is full
+                        break
+            batch = [e for e in batch if not e.future.done()]
+            if not batch:
+                continue
+            await self._execute(loop, batch)
+
+    async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Entry]) -> None:
+        ids = batch[0].ids if len(batch) == 1 else np.concatenate([e.ids for e in batch])
+        started = self.clock()
+        try:
+            rows = await loop.run_in_executor(self._executor, self.backend.gather, ids)
+        except Exception as exc:
+            # Only this batch's requests fail; the worker goes on with the next batch.
+            self._m_events["failed"].inc(len(batch))
+            log.error(
+                "backend failure on table %s (batch of %d requests, %d ids): %r",
+                self.table,
+                len(batch),
+                ids.size,
+                exc,
+                exc_info=exc,
+            )
+            for entry in batch:
+                if not entry.future.done():
+                    entry.future.set_exception(
+                        InternalError("the backend failed to compute this request")
+                    )
+            return
+        finished = self.clock()
+        backend_seconds = finished - started
+        self._m_backend.observe(backend_seconds)
+        self._m_batch_ids.observe(ids.size)
+        self._m_batch_requests.observe(len(batch))
+        offset = 0
+        for entry in batch:
+            n = int(entry.ids.size)
+            if not entry.future.done():
+                wait = started - entry.enqueued
+                self._m_wait.observe(wait)
+                entry.future.set_result(
+                    GatherResult(
+                        rows[offset : offset + n], wait, backend_seconds, int(ids.size), len(batch)
+                    )
+                )
+            offset += n
+
+    def _worker_ended(self, task: asyncio.Task[None]) -> None:
+        if self._closed:
+            return
+        exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
+        self._failure = exc or RuntimeError("batch worker returned")
+        log.critical("batch worker of table %s died: %r", self.table, self._failure)
+        self._fail_pending(InternalError("the table's batch worker stopped"))
+
+    def _fail_pending(self, error: ServiceError) -> None:
+        while self._queue:
+            entry = self._queue.popleft()
+            if not entry.future.done():
+                entry.future.set_exception(error)
+        self._queued_ids = 0
+        self._m_queue.set(0)

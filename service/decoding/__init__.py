@@ -1,0 +1,1 @@
+"""Request decoding: body bytes and headers in, validated numpy ids and options out."""

@@ -1,0 +1,1 @@
+"""Response encoding: JSON (with cached row text), base64 and raw binary bodies."""

@@ -1,0 +1,97 @@
+"""Builds response bodies: JSON exactly as orjson writes it, base64, raw bytes.
+
+JSON bodies are assembled from fragments so that vectors can come either from
+an array (orjson) or from cached row texts, byte-identical either way.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+
+from service.decoding.body import JSON, OCTET_STREAM
+
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
+@dataclass
+class EncodedResponse:
+    """A finished response: status, body bytes and headers (lower-case names)."""
+
+    body: bytes
+    media_type: str = JSON
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def nest_texts(texts: Sequence[bytes], shape: Sequence[int]) -> bytes:
+    """JSON text of nested lists of ``shape`` whose innermost items are ``texts``."""
+    if not shape:
+        return texts[0]
+    if 0 in shape:
+        # No vector at all: only the empty list structure (e.g. [[],[]]) remains.
+        return orjson.dumps(np.zeros(tuple(shape), dtype=np.float32), option=_NUMPY)
+    level: list[bytes] = list(texts)
+    for size in reversed(shape[1:]):
+        level = [b"[" + b",".join(level[i : i + size]) + b"]" for i in range(0, len(level), size)]
+    return b"[" + b",".join(level) + b"]"
+
+
+def vectors_json(vectors: np.ndarray) -> bytes:
+    """orjson's text of an array of vectors (float32 or float16)."""
+    return orjson.dumps(vectors, option=_NUMPY)
+
+
+def vectors_base64(vectors: np.ndarray) -> bytes:
+    """A JSON string holding base64 of the row-major little-endian bytes."""
+    return b'"' + base64.b64encode(np.ascontiguousarray(vectors).data) + b'"'
+
+
+def json_envelope(
+    table: str, shape: Sequence[int], dtype: str, vectors: bytes, **tail: bytes
+) -> bytes:
+    """``{"table", "shape", "dtype", "vectors", ...tail}`` with pre-encoded vectors/tail values."""
+    parts = [
+        b'{"table":',
+        orjson.dumps(table),
+        b',"shape":',
+        orjson.dumps(list(shape)),
+        b',"dtype":"',
+        dtype.encode(),
+        b'","vectors":',
+        vectors,
+    ]
+    for key, value in tail.items():
+        parts += [b',"', key.encode(), b'":', value]
+    parts.append(b"}")
+    return b"".join(parts)
+
+
+def binary_lookup(vectors: np.ndarray, dtype: str) -> EncodedResponse:
+    """Raw row-major bytes with ``X-Shape`` and ``X-Dtype``."""
+    return EncodedResponse(
+        np.ascontiguousarray(vectors).tobytes(),
+        OCTET_STREAM,
+        headers={"x-shape": ",".join(map(str, vectors.shape)), "x-dtype": dtype},
+    )
+
+
+def binary_sequences(
+    vectors: np.ndarray, mask: np.ndarray, lengths: np.ndarray, dtype: str
+) -> EncodedResponse:
+    """Vector bytes then ``B*L`` mask bytes (uint8 0/1), with shape, mask and length headers."""
+    body = np.ascontiguousarray(vectors).tobytes() + mask.astype(np.uint8).tobytes()
+    return EncodedResponse(
+        body,
+        OCTET_STREAM,
+        headers={
+            "x-shape": ",".join(map(str, vectors.shape)),
+            "x-dtype": dtype,
+            "x-mask-shape": ",".join(map(str, mask.shape)),
+            "x-lengths": ",".join(map(str, lengths.tolist())),
+        },
+    )

@@ -1,0 +1,127 @@
+"""One exception hierarchy for everything a request can fail with.
+
+Each class carries its HTTP status and the snake_case ``code`` of API.md's
+error table; ``service.http.error_responses`` turns any of them into the error
+body in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ServiceError(Exception):
+    """Base of all errors that reach a client; subclasses fix status and code."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
+
+    def __init__(
+        self,
+        message: str,
+        detail: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+        self.headers = headers or {}
+
+
+class InvalidBody(ServiceError):
+    """The body cannot be decoded at all (not JSON, wrong byte length)."""
+
+    status = 400
+    code = "invalid_body"
+
+
+class Unauthorized(ServiceError):
+    """API keys are configured and the request carries none or a wrong one."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(ServiceError):
+    """Unknown route."""
+
+    status = 404
+    code = "not_found"
+
+
+class TableNotFound(ServiceError):
+    """Unknown (or not loaded) table name."""
+
+    status = 404
+    code = "table_not_found"
+
+
+class MethodNotAllowed(ServiceError):
+    """Known route, wrong method."""
+
+    status = 405
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(ServiceError):
+    """Body, id count or response size over the configured limits."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    """Content-Type other than JSON or octet-stream."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class InvalidIds(ServiceError):
+    """Ids that are not integers, or not the shape the route needs."""
+
+    status = 422
+    code = "invalid_ids"
+
+
+class IdOutOfRange(ServiceError):
+    """An id below 0 or at/above the table's row count."""
+
+    status = 422
+    code = "id_out_of_range"
+
+
+class InvalidRequest(ServiceError):
+    """Unknown or missing fields, bad option values."""
+
+    status = 422
+    code = "invalid_request"
+
+
+class Overloaded(ServiceError):
+    """The table's queue is full; the client should retry after a pause."""
+
+    status = 503
+    code = "overloaded"
+
+
+class Timeout(ServiceError):
+    """The request waited in the queue past its deadline."""
+
+    status = 504
+    code = "timeout"
+
+
+class InternalError(ServiceError):
+    """A backend failure; the message stays generic, details go to the log."""
+
+    status = 500
+    code = "internal"
+
+
+class TableLoadError(Exception):
+    """A table could not be loaded; the message names the file and the reason.
+
+    Not a ``ServiceError``: it never reaches a client as a response, only
+    ``/readyz`` and the log.
+    """

@@ -1,0 +1,1 @@
+"""HTTP layer: the FastAPI app (routes, schemas, docs) behind a lean ASGI hot path."""

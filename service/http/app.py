@@ -1,0 +1,135 @@
+"""Builds the service's ASGI app: FastAPI for routes and docs, the hot path in front."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.requests import Request
+from fastapi.responses import Response
+from pydantic.json_schema import models_json_schema
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import __version__
+from service.errors import InvalidRequest, MethodNotAllowed, NotFound, ServiceError
+from service.http.error_responses import error_response, unexpected_error_response
+from service.http.handlers import LookupHandlers
+from service.http.hot_path import HotPathApp
+from service.http.routes import build_router
+from service.http.schemas import LookupBody, SequencesBody
+from service.settings import ServiceSettings
+from service.tables.registry import TableRegistry
+
+log = logging.getLogger(__name__)
+
+
+def _as_response(error: ServiceError) -> Response:
+    encoded = error_response(error)
+    return Response(encoded.body, encoded.status, encoded.headers, encoded.media_type)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error FastAPI/Starlette raises gets API.md's body, mapped here and only here."""
+
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, exc: ServiceError) -> Response:
+        return _as_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            return _as_response(NotFound(f"no route {request.url.path}"))
+        if exc.status_code == 405:
+            error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+            response = _as_response(error)
+            if exc.headers and "Allow" in exc.headers:
+                response.headers["allow"] = exc.headers["Allow"]
+            return response
+        generic = ServiceError(str(exc.detail))
+        generic.status, generic.code = exc.status_code, "http_error"  # type: ignore[misc]
+        return _as_response(generic)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
+        return _as_response(InvalidRequest("invalid request", {"errors": exc.errors()[:5]}))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        encoded = unexpected_error_response(exc, request.url.path)
+        return Response(encoded.body, encoded.status, encoded.headers, encoded.media_type)
+
+
+def _add_body_schemas(app: FastAPI) -> None:
+    """Request bodies read raw by the routes still appear, as models, in the OpenAPI schema."""
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = default_openapi()
+        _, extra = models_json_schema(
+            [(LookupBody, "validation"), (SequencesBody, "validation")],
+            ref_template="#/components/schemas/{model}",
+        )
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(extra.get("$defs", {}))
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(settings: ServiceSettings, registry: TableRegistry | None = None) -> HotPathApp:
+    """The ASGI app for ``settings``; ``registry`` may be injected (tests use fake backends)."""
+    registry = registry or TableRegistry(settings)
+    handlers = LookupHandlers(registry, settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Load in the background: /healthz answers at once, /readyz says "loading".
+        loader = asyncio.create_task(registry.load(), name="table-loader")
+        loader.add_done_callback(_log_loader_failure)
+        try:
+            yield
+        finally:
+            if not loader.done():
+                loader.cancel()
+            await registry.close()
+
+    app = FastAPI(
+        title="Embedding lookup service",
+        version=__version__,
+        description="Trained embedding tables served by id: lookups, masked sequences. See API.md.",
+        lifespan=lifespan,
+    )
+    _install_error_handlers(app)
+    app.include_router(build_router(registry, handlers, settings.max_body_bytes))
+    _add_body_schemas(app)
+    app.state.registry = registry
+    front = HotPathApp(app, handlers, settings.max_body_bytes, settings.fast_path)
+    front.registry = registry  # type: ignore[attr-defined]
+    return front
+
+
+def _log_loader_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("loading the model repository failed", exc_info=task.exception())
+
+
+def create_app_from_env() -> HotPathApp:
+    """Factory for uvicorn workers: settings from the ``EMBED_*`` environment."""
+    settings = ServiceSettings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
+def configure_logging(level: str) -> None:
+    """One log format for the service's own loggers."""
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s",
+    )

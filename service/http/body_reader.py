@@ -1,0 +1,57 @@
+"""Reads a request body from ASGI ``receive`` without ever holding more than the limit."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from service.errors import InvalidBody, PayloadTooLarge
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its body arrived; nobody is left to answer."""
+
+
+def too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"request body exceeds the limit of {limit} bytes", {"max_body_bytes": limit}
+    )
+
+
+def check_declared_length(content_length: str | None, limit: int) -> None:
+    """Refuse at once, before reading a byte, when Content-Length is over the limit."""
+    if content_length is None:
+        return
+    try:
+        declared = int(content_length)
+    except ValueError:
+        raise InvalidBody("Content-Length is not an integer") from None
+    if declared > limit:
+        raise too_large(limit)
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole body, or ``PayloadTooLarge`` as soon as the chunks pass ``limit``."""
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnected
+    body = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise too_large(limit)
+        return body
+    chunks = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)

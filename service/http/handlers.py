@@ -1,0 +1,213 @@
+"""Lookup and sequences requests from body bytes to encoded response.
+
+The same two coroutines serve the lean ASGI hot path and the FastAPI routes:
+decode (numpy) -> validate against the table -> batcher/backend -> semantics
+(max_norm, masks) -> encode (cached row text, base64, binary).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+
+from service import metrics
+from service.decoding.body import request_media_type, wants_binary
+from service.decoding.ids import check_in_range
+from service.decoding.requests import decode_lookup, decode_sequences
+from service.encoding.responses import (
+    EncodedResponse,
+    binary_lookup,
+    binary_sequences,
+    json_envelope,
+    nest_texts,
+    vectors_base64,
+    vectors_json,
+)
+from service.encoding.row_text_cache import rows_text
+from service.errors import PayloadTooLarge
+from service.semantics.max_norm import renormalise
+from service.semantics.sequence_layout import output_length, sequence_layout
+from service.settings import ServiceSettings
+from service.tables.registry import TableRegistry
+from service.tables.served_table import ServedTable
+
+
+@dataclass
+class _Timing:
+    queue_seconds: float = 0.0
+    backend_seconds: float = 0.0
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "x-queue-time-ms": f"{self.queue_seconds * 1000:.3f}",
+            "x-backend-time-ms": f"{self.backend_seconds * 1000:.3f}",
+        }
+
+
+class LookupHandlers:
+    """The lookup and sequences routes, independent of the HTTP framework around them."""
+
+    def __init__(self, registry: TableRegistry, settings: ServiceSettings) -> None:
+        self.registry = registry
+        self.max_ids = settings.max_ids
+        self.max_output_bytes = settings.max_output_bytes
+        self._zero_text: dict[int, bytes] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def _check_output(self, count: int, dim: int, itemsize: int) -> None:
+        size = count * dim * itemsize
+        if size > self.max_output_bytes:
+            raise PayloadTooLarge(
+                f"the response would hold {size} bytes of vectors; the limit is {self.max_output_bytes}",
+                {"bytes": size, "max_output_bytes": self.max_output_bytes},
+            )
+
+    async def _rows(
+        self, table: ServedTable, ids: np.ndarray, dtype: str, timing: _Timing
+    ) -> np.ndarray:
+        """Final rows for 1-D ids: gathered, float32, renormalised when configured."""
+        result = await table.batcher.gather(ids)
+        timing.queue_seconds += result.queue_seconds
+        timing.backend_seconds += result.backend_seconds
+        rows = result.rows
+        if table.options.max_norm is not None:
+            # Our own slice of the batch result (or a fresh cast): safe to rescale in place.
+            rows = rows.astype(
+                np.float32, copy=rows.dtype != np.float32 or not rows.flags.writeable
+            )
+            renormalise(rows, table.options.max_norm, table.options.norm_type)
+        if dtype == "float16":
+            return rows.astype(np.float16)
+        return rows.astype(np.float32, copy=False)
+
+    async def _row_texts(
+        self, table: ServedTable, flat: np.ndarray, timing: _Timing
+    ) -> list[bytes]:
+        """JSON text of each row of ``flat`` from the cache; misses gathered once, then cached."""
+        keys = flat.tolist()
+        texts, missing = table.row_cache.lookup(keys)
+        if missing:
+            miss_ids = np.unique(flat[missing])
+            miss_keys = miss_ids.tolist()
+            miss_texts = rows_text(await self._rows(table, miss_ids, "float32", timing))
+            table.row_cache.store(miss_keys, miss_texts)
+            found = dict(zip(miss_keys, miss_texts, strict=True))
+            for i in missing:
+                texts[i] = found[keys[i]]
+        return texts  # type: ignore[return-value]
+
+    def _zero_row_text(self, dim: int) -> bytes:
+        text = self._zero_text.get(dim)
+        if text is None:
+            text = self._zero_text[dim] = vectors_json(np.zeros(dim, dtype=np.float32))
+        return text
+
+    # ------------------------------------------------------------------- routes
+    async def lookup(
+        self, table_name: str, body: bytes, headers: Mapping[str, str]
+    ) -> EncodedResponse:
+        """``POST /v1/tables/{table}/lookup``."""
+        media_type = request_media_type(headers.get("content-type"))
+        table = self.registry.get(table_name)
+        request = decode_lookup(body, media_type, headers, self.max_ids)
+        ids = request.ids
+        check_in_range(ids, table.rows)
+        binary = wants_binary(headers.get("accept"))
+        self._check_output(ids.size, table.dim, 2 if request.dtype == "float16" else 4)
+        shape = (*ids.shape, table.dim)
+        flat = ids.reshape(-1)
+        timing = _Timing()
+        if (
+            not binary
+            and request.encoding == "float"
+            and request.dtype == "float32"
+            and table.row_cache.enabled
+        ):
+            texts = await self._row_texts(table, flat, timing)
+            body_out = json_envelope(table_name, shape, "float32", nest_texts(texts, ids.shape))
+            response = EncodedResponse(body_out)
+        else:
+            vectors = (await self._rows(table, flat, request.dtype, timing)).reshape(shape)
+            if binary:
+                response = binary_lookup(vectors, request.dtype)
+            else:
+                encoded = (
+                    vectors_base64(vectors)
+                    if request.encoding == "base64"
+                    else vectors_json(vectors)
+                )
+                response = EncodedResponse(json_envelope(table_name, shape, request.dtype, encoded))
+        response.headers.update(timing.headers())
+        return response
+
+    async def sequences(
+        self, table_name: str, body: bytes, headers: Mapping[str, str]
+    ) -> EncodedResponse:
+        """``POST /v1/tables/{table}/sequences``: padded vectors, mask and lengths."""
+        media_type = request_media_type(headers.get("content-type"))
+        table = self.registry.get(table_name)
+        request = decode_sequences(body, media_type, headers, self.max_ids)
+        check_in_range(request.flat_ids, table.rows, request.position)
+        batch = int(request.lengths.size)
+        length = output_length(request.lengths, request.max_length)
+        self._check_output(batch * length, table.dim, 2 if request.dtype == "float16" else 4)
+        layout = sequence_layout(
+            request.lengths, request.max_length, request.padding, request.truncating
+        )
+        kept_ids = request.flat_ids[layout.kept]
+        valid = (
+            kept_ids != table.pad_id if table.pad_id is not None else np.ones(kept_ids.size, bool)
+        )
+        mask = np.zeros(batch * length, dtype=bool)
+        mask[layout.slots] = valid
+        gather_ids = kept_ids[valid]
+        slots = layout.slots[valid]
+        shape = (batch, length, table.dim)
+        mask2d = mask.reshape(batch, length)
+        timing = _Timing()
+        binary = wants_binary(headers.get("accept"))
+        if (
+            not binary
+            and request.encoding == "float"
+            and request.dtype == "float32"
+            and table.row_cache.enabled
+        ):
+            texts = [self._zero_row_text(table.dim)] * (batch * length)
+            for slot, text in zip(
+                slots.tolist(), await self._row_texts(table, gather_ids, timing), strict=True
+            ):
+                texts[slot] = text
+            vectors_text = nest_texts(texts, (batch, length))
+        else:
+            out_dtype = np.float16 if request.dtype == "float16" else np.float32
+            vectors = np.zeros((batch * length, table.dim), dtype=out_dtype)
+            if gather_ids.size:
+                vectors[slots] = await self._rows(table, gather_ids, request.dtype, timing)
+            vectors = vectors.reshape(shape)
+            if binary:
+                response = binary_sequences(vectors, mask2d, layout.lengths, request.dtype)
+                response.headers.update(timing.headers())
+                return response
+            vectors_text = (
+                vectors_base64(vectors) if request.encoding == "base64" else vectors_json(vectors)
+            )
+        body_out = json_envelope(
+            table_name,
+            shape,
+            request.dtype,
+            vectors_text,
+            mask=orjson.dumps(mask2d, option=orjson.OPT_SERIALIZE_NUMPY),
+            lengths=orjson.dumps(layout.lengths.tolist()),
+        )
+        response = EncodedResponse(body_out)
+        response.headers.update(timing.headers())
+        return response
+
+
+def route_metrics(table: str, route: str, status: int, seconds: float) -> None:
+    """Count and time one answered request (unknown tables share one label)."""
+    metrics.REQUESTS.labels(table, route, str(status)).inc()
+    metrics.REQUEST_SECONDS.labels(table, route, str(status)).observe(seconds)

@@ -1,0 +1,119 @@
+"""The lean ASGI front: lookup and sequences bypass FastAPI's per-request machinery.
+
+FastAPI keeps every route, schema and the docs; this layer only answers the two
+hot routes itself (routing by string split, no dependency injection, no response
+validation, no ``jsonable_encoder``) and enforces the body limit for all routes.
+Every other request passes through to FastAPI unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from service.encoding.responses import EncodedResponse
+from service.errors import ServiceError
+from service.http.body_reader import ClientDisconnected, check_declared_length, read_body, too_large
+from service.http.error_responses import error_response, unexpected_error_response
+from service.http.handlers import LookupHandlers, route_metrics
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_PREFIX = "/v1/tables/"
+_HOT_ROUTES = ("lookup", "sequences")
+
+
+def scope_headers(scope: Scope) -> dict[str, str]:
+    """Request headers as a lower-case ``str`` dict (the last of repeated names wins)."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+async def send_response(send: Send, response: EncodedResponse) -> None:
+    """Send a finished response in two ASGI messages."""
+    headers = [
+        (b"content-type", response.media_type.encode()),
+        (b"content-length", str(len(response.body)).encode()),
+    ]
+    headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+class HotPathApp:
+    """ASGI app: hot routes answered directly, everything else handed to ``app``."""
+
+    def __init__(
+        self, app: ASGIApp, handlers: LookupHandlers, max_body_bytes: int, fast_path: bool = True
+    ) -> None:
+        self.app = app
+        self.handlers = handlers
+        self.max_body_bytes = max_body_bytes
+        self.fast_path = fast_path
+        self._routes = {"lookup": handlers.lookup, "sequences": handlers.sequences}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if self.fast_path and scope["method"] == "POST" and path.startswith(_PREFIX):
+                name, slash, route = path[len(_PREFIX) :].partition("/")
+                if slash and route in _HOT_ROUTES and name:
+                    await self._serve(scope, receive, send, name, route)
+                    return
+            receive = self._limited(scope, receive)
+        await self.app(scope, receive, send)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, name: str, route: str
+    ) -> None:
+        started = time.perf_counter()
+        headers = scope_headers(scope)
+        table_label = name if self.handlers.registry.has(name) else "_unknown"
+        try:
+            check_declared_length(headers.get("content-length"), self.max_body_bytes)
+            body = await read_body(receive, self.max_body_bytes)
+            response = await self._routes[route](name, body, headers)
+        except ClientDisconnected:
+            return
+        except ServiceError as error:
+            response = error_response(error)
+        except Exception as exc:
+            response = unexpected_error_response(exc, f"{route} on table {name!r}")
+        await send_response(send, response)
+        route_metrics(table_label, route, response.status, time.perf_counter() - started)
+
+    def _limited(self, scope: Scope, receive: Receive) -> Receive:
+        """Body limit for the routes FastAPI serves: refuse by header, or while streaming."""
+        limit = self.max_body_bytes
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length":
+                try:
+                    if int(value) > limit:
+                        return _refusing(limit)
+                except ValueError:
+                    pass
+        received = 0
+
+        async def limited_receive() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise too_large(limit)
+            return message
+
+        return limited_receive
+
+
+def _refusing(limit: int) -> Receive:
+    async def refuse() -> dict[str, Any]:
+        raise too_large(limit)
+
+    return refuse

@@ -1,0 +1,127 @@
+"""FastAPI routes: health, tables, metrics, and the documented lookup/sequences routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.encoding.responses import EncodedResponse
+from service.http.body_reader import read_body
+from service.http.handlers import LookupHandlers
+from service.http.schemas import (
+    ERROR_RESPONSES,
+    Health,
+    LookupBody,
+    LookupResult,
+    Readiness,
+    SequencesBody,
+    SequencesResult,
+    TableInfo,
+    TablesList,
+)
+from service.tables.registry import TableRegistry
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+def _encoded(response: EncodedResponse) -> Response:
+    return Response(
+        response.body,
+        status_code=response.status,
+        media_type=response.media_type,
+        headers=response.headers,
+    )
+
+
+def _body_doc(model: type) -> dict[str, Any]:
+    """Documents a request body that the route reads raw (JSON or octet-stream)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    }
+
+
+def build_router(
+    registry: TableRegistry, handlers: LookupHandlers, max_body_bytes: int
+) -> APIRouter:
+    """All routes of the service; lookup/sequences here run only with the fast path off."""
+    router = APIRouter()
+
+    @router.get("/healthz", response_model=Health, tags=["health"])
+    async def healthz() -> Response:
+        """Liveness: answers as soon as the process serves."""
+        return _json({"status": "ok"})
+
+    @router.get(
+        "/readyz",
+        response_model=Readiness,
+        tags=["health"],
+        responses={503: {"model": Readiness, "description": "Loading or degraded"}},
+    )
+    async def readyz() -> Response:
+        """Readiness: every table loaded and every batch worker alive."""
+        state, failed = registry.status()
+        if state == "ready":
+            return _json({"status": "ready", "tables": registry.names()})
+        return _json({"status": state, "tables": registry.names(), "failed": failed}, 503)
+
+    @router.get("/metrics", tags=["health"], response_class=Response)
+    async def prometheus_metrics() -> Response:
+        """Prometheus text exposition."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @router.get("/v1/tables", response_model=TablesList, tags=["tables"])
+    async def list_tables() -> Response:
+        """Every loaded table's ``TableInfo``."""
+        return _json({"tables": [t.info() for t in registry.tables()]})
+
+    @router.get(
+        "/v1/tables/{table}",
+        response_model=TableInfo,
+        tags=["tables"],
+        responses={404: ERROR_RESPONSES[404]},
+    )
+    async def table_info(table: str) -> Response:
+        """One table's ``TableInfo``."""
+        return _json(registry.get(table).info())
+
+    @router.post(
+        "/v1/tables/{table}/lookup",
+        response_model=LookupResult,
+        tags=["lookup"],
+        openapi_extra=_body_doc(LookupBody),
+        responses=ERROR_RESPONSES,
+    )
+    async def lookup(table: str, request: Request) -> Response:
+        """id -> vector for ids of any rank (JSON, base64 or binary)."""
+        body = await read_body(request.receive, max_body_bytes)
+        return _encoded(await handlers.lookup(table, body, _headers(request)))
+
+    @router.post(
+        "/v1/tables/{table}/sequences",
+        response_model=SequencesResult,
+        tags=["lookup"],
+        openapi_extra=_body_doc(SequencesBody),
+        responses=ERROR_RESPONSES,
+    )
+    async def sequences(table: str, request: Request) -> Response:
+        """Ragged id sequences -> padded vectors, mask and lengths."""
+        body = await read_body(request.receive, max_body_bytes)
+        return _encoded(await handlers.sequences(table, body, _headers(request)))
+
+    return router
+
+
+def _headers(request: Request) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}

@@ -1,0 +1,118 @@
+"""Pydantic models of the HTTP contract, for the OpenAPI schema and the docs.
+
+They describe the bodies; the hot path does not run them per request (ids are
+decoded and validated with numpy in ``service.decoding``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypeAliasType
+
+Ids = TypeAliasType("Ids", "int | list[Ids]")  # type: ignore[misc]
+Floats = TypeAliasType("Floats", "float | list[Floats]")  # type: ignore[misc]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LookupBody(_Strict):
+    """Ids of any rank; ``base64`` returns the vector bytes as one string."""
+
+    ids: Ids = Field(..., description="An id or rectangular nested lists of ids (int64, >= 0).")
+    encoding: Literal["float", "base64"] = "float"
+    dtype: Literal["float32", "float16"] = "float32"
+
+
+class LookupResult(BaseModel):
+    table: str
+    shape: list[int]
+    dtype: Literal["float32", "float16"]
+    vectors: Floats | str = Field(..., description="Nested lists of `shape`, or a base64 string.")
+
+
+class SequencesBody(_Strict):
+    """Ragged sequences, padded and truncated like Keras ``pad_sequences``."""
+
+    sequences: list[list[int]]
+    max_length: int | None = Field(None, ge=0)
+    padding: Literal["post", "pre"] = "post"
+    truncating: Literal["post", "pre"] = "post"
+    encoding: Literal["float", "base64"] = "float"
+    dtype: Literal["float32", "float16"] = "float32"
+
+
+class SequencesResult(BaseModel):
+    table: str
+    shape: list[int]
+    dtype: Literal["float32", "float16"]
+    vectors: Floats | str
+    mask: list[list[bool]]
+    lengths: list[int]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(..., description="snake_case error code (API.md's error table).")
+    message: str
+    detail: dict[str, Any] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class BatchingInfo(BaseModel):
+    enabled: bool
+    max_batch_ids: int
+    max_delay_us: int
+    max_queue_ids: int
+    timeout_ms: int
+
+
+class TableInfo(BaseModel):
+    name: str
+    rows: int
+    dim: int
+    dtype: str
+    format: str
+    backend: str
+    device: str
+    padding_idx: int | None
+    mask_zero: bool
+    max_norm: float | None
+    norm_type: float
+    version: str
+    placement_reason: str
+    batching: BatchingInfo
+
+
+class TablesList(BaseModel):
+    tables: list[TableInfo]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "loading", "degraded"]
+    tables: list[str]
+    failed: dict[str, str] | None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "Body not decodable",
+        404: "Unknown table or route",
+        413: "Body, ids or response over the limits",
+        415: "Unsupported Content-Type",
+        422: "Invalid ids or request fields",
+        503: "Queue full (Retry-After)",
+        504: "Deadline passed",
+        500: "Backend failure",
+    }.items()
+}

@@ -1,0 +1,1 @@
+"""Model repository: finds table files, reads their options, loads their weights."""

@@ -1,0 +1,62 @@
+"""What a loader hands on: the table's rows as an array, and where they came from."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from service.errors import TableLoadError
+
+SERVABLE_DTYPES = (np.dtype("float16"), np.dtype("float32"), np.dtype("float64"))
+
+
+@dataclass(frozen=True)
+class TableWeights:
+    """A read-only ``(rows, dim)`` float matrix, usually memory-mapped, plus provenance."""
+
+    array: np.ndarray
+    format: str  # "npy" | "onnx"
+    path: Path
+    version: str
+    # Where the rows lie byte for byte in a file (path, offset), when they do: lets
+    # onnxruntime map the same file instead of copying the table into its arena.
+    file_region: tuple[Path, int] | None = None
+
+    @property
+    def rows(self) -> int:
+        return int(self.array.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.array.shape[1])
+
+
+def file_version(*paths: Path) -> str:
+    """A short version string that changes whenever a file's size or mtime does."""
+    digest = hashlib.blake2b(digest_size=8)
+    for path in paths:
+        stat = path.stat()
+        digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()
+
+
+def check_servable(array: np.ndarray, source: Path) -> np.ndarray:
+    """Reject arrays that cannot be served as an embedding table, naming the reason."""
+    if array.ndim != 2:
+        raise TableLoadError(f"{source}: table must be 2-D (rows, dim), got shape {array.shape}")
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise TableLoadError(f"{source}: table is empty, shape {array.shape}")
+    if array.dtype.newbyteorder("=") not in SERVABLE_DTYPES:
+        raise TableLoadError(
+            f"{source}: table dtype {array.dtype} is not float16, float32 or float64"
+        )
+    if not array.dtype.isnative:
+        raise TableLoadError(f"{source}: table is big-endian; save it little-endian")
+    if not array.flags.c_contiguous:
+        raise TableLoadError(
+            f"{source}: table is not C-contiguous (Fortran order); save np.ascontiguousarray(w)"
+        )
+    return array

@@ -1,0 +1,94 @@
+"""Service-wide settings: environment variables prefixed ``EMBED_``, mirrored by the CLI.
+
+Every field's description says what the knob trades off; ``service.cli``
+turns each field into a ``--flag`` with the same text, so ``--help`` and the
+environment stay one list.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "EMBED_"
+
+
+class ServiceSettings(BaseSettings):
+    """Settings of one service process (and of each of its workers)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    models: Path = Field(
+        Path("models/repository"),
+        description="Model repository folder. With no table in it, a demo table is written there first.",
+    )
+    host: str = Field("127.0.0.1", description="Address to bind. 0.0.0.0 inside containers.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one).")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Worker processes. Each maps the same .npy files (shared page cache), "
+        "so memory does not grow N-fold; ORT-CUDA tables are loaded once per worker.",
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="Log level of the service and uvicorn."
+    )
+    access_log: bool = Field(
+        False, description="Uvicorn access log. Off by default: it costs ~10% throughput."
+    )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body; larger ones get 413 before they are read whole.",
+    )
+    max_ids: int = Field(
+        100_000,
+        ge=1,
+        description="Most ids in one request (lookup ids, or all sequence positions).",
+    )
+    max_output_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Largest response payload (batch x length x dim x 4 bytes), "
+        "checked before anything is allocated.",
+    )
+    row_cache_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=0,
+        description="Memory per worker for cached JSON text of rows (tables are read-only, "
+        "so a row's text never changes). Speeds up JSON responses on skewed traffic; 0 turns it off.",
+    )
+    max_batch_ids: int = Field(
+        16384,
+        ge=1,
+        description="Default per table: most ids gathered in one backend call. "
+        "Larger batches amortise per-call cost but delay the requests at the end of a batch.",
+    )
+    max_delay_us: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="Default per table: how long a batch waits for more requests, counted from its "
+        "first request's arrival (like Triton's max_queue_delay_microseconds). 0 batches only what "
+        "queued while the backend was busy: no added latency at low load.",
+    )
+    max_queue_ids: int = Field(
+        1_048_576,
+        ge=1,
+        description="Default per table: ids allowed to wait; past it requests get 503 overloaded "
+        "with Retry-After instead of queueing without bound.",
+    )
+    timeout_ms: int = Field(
+        10_000,
+        ge=1,
+        description="Default per table: deadline of a request in the queue; past it 504 timeout.",
+    )
+    fast_path: bool = Field(
+        True,
+        description="Serve lookup and sequences through the lean ASGI handler instead of FastAPI's "
+        "routing machinery (same code, same answers; off only to measure what it saves).",
+    )

@@ -1,0 +1,184 @@
+"""TableRegistry: loads every table of the model repository and hands them out by name.
+
+A table that fails to load is kept aside with its reason (``/readyz``, logs);
+the others still serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import onnxruntime as ort
+
+from service import metrics
+from service.backends.base import GatherBackend
+from service.backends.gpu_memory import gpu_free_bytes
+from service.backends.numpy_gather import NumpyGatherBackend
+from service.backends.ort_gather import OrtGatherBackend
+from service.backends.placement import Placement, choose_placement
+from service.batching.micro_batcher import BatchingConfig, MicroBatcher
+from service.encoding.row_text_cache import RowTextCache
+from service.errors import TableLoadError, TableNotFound
+from service.repository.discovery import TableSource, discover_tables
+from service.repository.npy_loader import load_npy
+from service.repository.onnx_loader import load_onnx
+from service.repository.options import TableOptions, read_table_options
+from service.repository.weights import TableWeights
+from service.settings import ServiceSettings
+from service.tables.served_table import ServedTable
+
+log = logging.getLogger(__name__)
+
+BackendFactory = Callable[[TableWeights, Placement], GatherBackend]
+
+
+def default_backend_factory(weights: TableWeights, placement: Placement) -> GatherBackend:
+    """numpy or onnxruntime (CPU/CUDA) as the placement says."""
+    if placement.backend == "numpy":
+        return NumpyGatherBackend(weights.array)
+    return OrtGatherBackend(weights, placement.device, placement.gpu_mem_limit)
+
+
+def batching_defaults(backend: GatherBackend) -> bool:
+    """Batching on for onnxruntime (each run costs ~10-20 us plus copies on CUDA, so sharing
+    one run pays), off for numpy (a gather of a few rows costs ~2 us inline; an executor
+    hop costs more than it saves). See the README's batching section for the figures."""
+    return backend.name != "numpy"
+
+
+class TableRegistry:
+    """Tables by name; ``load`` fills it, ``get`` serves it."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        backend_factory: BackendFactory = default_backend_factory,
+        providers: Callable[[], list[str]] = ort.get_available_providers,
+        free_gpu_bytes: Callable[[int], int | None] = gpu_free_bytes,
+    ) -> None:
+        self.settings = settings
+        self._backend_factory = backend_factory
+        self._providers = providers
+        self._free_gpu_bytes = free_gpu_bytes
+        self._tables: dict[str, ServedTable] = {}
+        self.failures: dict[str, str] = {}
+        self.loading = True
+
+    # ------------------------------------------------------------------ queries
+    def get(self, name: str) -> ServedTable:
+        """The table called ``name``, or ``TableNotFound``."""
+        table = self._tables.get(name)
+        if table is None:
+            raise TableNotFound(f"no table named {name!r}", {"table": name})
+        return table
+
+    def has(self, name: str) -> bool:
+        return name in self._tables
+
+    def names(self) -> list[str]:
+        return sorted(self._tables)
+
+    def tables(self) -> list[ServedTable]:
+        return [self._tables[name] for name in sorted(self._tables)]
+
+    def status(self) -> tuple[str, dict[str, str]]:
+        """``ready`` | ``loading`` | ``degraded``, and failed tables (dead batchers included)."""
+        failed = dict(self.failures)
+        for table in self._tables.values():
+            if not table.batcher.healthy:
+                failed[table.name] = "batch worker stopped"
+        if self.loading:
+            return "loading", failed
+        return ("degraded" if failed else "ready"), failed
+
+    # ------------------------------------------------------------------ loading
+    async def load(self) -> None:
+        """Load every table of the repository (file work off the event loop)."""
+        folder = Path(self.settings.models)
+        sources, problems = await asyncio.to_thread(discover_tables, folder)
+        for name, reason in problems.items():
+            log.error("table %s not loaded: %s", name, reason)
+            self.failures[name] = reason
+        for name, source in sources.items():
+            try:
+                table = await asyncio.to_thread(self._build, source)
+            except TableLoadError as exc:
+                log.error("table %s not loaded: %s", name, exc)
+                self.failures[name] = str(exc)
+                continue
+            except Exception as exc:  # a loader bug must not take the other tables down
+                log.exception("table %s not loaded", name)
+                self.failures[name] = f"{source.path}: unexpected error: {exc!r}"
+                continue
+            table.batcher.start()
+            self._tables[name] = table
+            log.info(
+                "table %s: %d x %d %s from %s on %s/%s (%s)",
+                name,
+                table.rows,
+                table.dim,
+                table.weights.array.dtype,
+                source.path.name,
+                table.backend.name,
+                table.backend.device,
+                table.placement.reason,
+            )
+        metrics.TABLES_LOADED.set(len(self._tables))
+        metrics.TABLES_FAILED.set(len(self.failures))
+        self.loading = False
+
+    def _build(self, source: TableSource) -> ServedTable:
+        options = read_table_options(source.options_path)
+        weights = load_npy(source.path) if source.format == "npy" else load_onnx(source.path)
+        pad_id = options.pad_id(weights.rows, source.options_path or source.path)
+        placement = choose_placement(
+            device=options.device,
+            backend=options.backend,
+            table_format=weights.format,
+            table_bytes=weights.array.nbytes,
+            providers=self._providers(),
+            free_gpu_bytes=self._free_gpu_bytes,
+            source=str(source.path),
+        )
+        try:
+            backend = self._backend_factory(weights, placement)
+        except TableLoadError:
+            raise
+        except Exception as exc:
+            raise TableLoadError(
+                f"{source.path}: backend {placement.backend} failed: {exc}"
+            ) from exc
+        return ServedTable(
+            name=source.name,
+            weights=weights,
+            options=options,
+            placement=placement,
+            backend=backend,
+            batcher=MicroBatcher(backend, self._batching(options, backend), source.name),
+            row_cache=RowTextCache(self.settings.row_cache_bytes),
+            pad_id=pad_id,
+        )
+
+    def _batching(self, options: TableOptions, backend: GatherBackend) -> BatchingConfig:
+        s = self.settings
+        return BatchingConfig(
+            enabled=options.batching
+            if options.batching is not None
+            else batching_defaults(backend),
+            max_batch_ids=options.max_batch_ids or s.max_batch_ids,
+            max_delay_us=options.max_delay_us
+            if options.max_delay_us is not None
+            else s.max_delay_us,
+            max_queue_ids=options.max_queue_ids or s.max_queue_ids,
+            timeout_ms=options.timeout_ms or s.timeout_ms,
+        )
+
+    async def close(self) -> None:
+        """Stop every batcher and release every backend."""
+        for table in self._tables.values():
+            await table.batcher.close()
+            table.backend.close()
+        self._tables.clear()

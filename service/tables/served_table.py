@@ -1,0 +1,61 @@
+"""One loaded table, ready to answer lookups."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from service.backends.base import GatherBackend
+from service.backends.placement import Placement
+from service.batching.micro_batcher import MicroBatcher
+from service.encoding.row_text_cache import RowTextCache
+from service.repository.options import TableOptions
+from service.repository.weights import TableWeights
+
+
+@dataclass
+class ServedTable:
+    """Everything a request needs about one table; immutable once built (a reload swaps it)."""
+
+    name: str
+    weights: TableWeights
+    options: TableOptions
+    placement: Placement
+    backend: GatherBackend
+    batcher: MicroBatcher
+    row_cache: RowTextCache
+    pad_id: int | None
+
+    @property
+    def rows(self) -> int:
+        return self.weights.rows
+
+    @property
+    def dim(self) -> int:
+        return self.weights.dim
+
+    def info(self) -> dict[str, Any]:
+        """API.md's ``TableInfo`` plus the placement reason and the batching knobs."""
+        cfg = self.batcher.config
+        return {
+            "name": self.name,
+            "rows": self.rows,
+            "dim": self.dim,
+            "dtype": str(self.weights.array.dtype),
+            "format": self.weights.format,
+            "backend": self.backend.name,
+            "device": self.backend.device,
+            "padding_idx": self.pad_id if self.options.padding_idx is not None else None,
+            "mask_zero": self.options.mask_zero,
+            "max_norm": self.options.max_norm,
+            "norm_type": self.options.norm_type,
+            "version": self.weights.version,
+            "placement_reason": self.placement.reason,
+            "batching": {
+                "enabled": cfg.enabled,
+                "max_batch_ids": cfg.max_batch_ids,
+                "max_delay_us": cfg.max_delay_us,
+                "max_queue_ids": cfg.max_queue_ids,
+                "timeout_ms": cfg.timeout_ms,
+            },
+        }

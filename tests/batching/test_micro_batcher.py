@@ -1,0 +1,230 @@
+"""MicroBatcher behaviour with a gated fake backend and a fake clock (no timing by sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from service.batching.micro_batcher import BatchingConfig, MicroBatcher
+from service.errors import InternalError, Overloaded, Timeout
+
+TABLE = np.arange(1000 * 4, dtype=np.float32).reshape(1000, 4)
+
+
+class GatedBackend:
+    """Gathers from TABLE; each call waits until the test opens the gate, and is recorded."""
+
+    name = "fake"
+    device = "cpu"
+    inline_safe = False
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.calls: list[np.ndarray] = []
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.fail_on = fail_on
+
+    def gather(self, ids: np.ndarray) -> np.ndarray:
+        self.calls.append(ids.copy())
+        self.entered.set()
+        assert self.gate.wait(5), "test never opened the gate"
+        if self.fail_on is not None and self.fail_on in ids:
+            raise RuntimeError("injected backend failure")
+        return TABLE[ids]
+
+    def close(self) -> None:
+        pass
+
+
+def config(**kwargs) -> BatchingConfig:
+    return BatchingConfig(enabled=True, **{"timeout_ms": 5000, **kwargs})
+
+
+async def wait_entered(backend: GatedBackend) -> None:
+    await asyncio.to_thread(backend.entered.wait, 5)
+    backend.entered.clear()
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 10))
+
+
+def test_fills_to_max_and_preserves_each_requests_rows() -> None:
+    async def scenario() -> None:
+        backend = GatedBackend()
+        batcher = MicroBatcher(backend, config(max_batch_ids=10), "t")
+        batcher.start()
+        first = asyncio.ensure_future(batcher.gather(np.array([1])))
+        await wait_entered(backend)  # the backend is busy with request 1
+        requests = [np.array([i, i + 1, i + 2]) for i in range(10, 40, 3)]  # 10 requests x 3 ids
+        tasks = [asyncio.ensure_future(batcher.gather(ids)) for ids in requests]
+        await asyncio.sleep(0)
+        backend.gate.set()
+        results = await asyncio.gather(first, *tasks)
+        # Natural batching: what queued while busy goes together, 3 requests (9 ids) per batch,
+        # never splitting a request across batches.
+        assert [len(c) for c in backend.calls] == [1, 9, 9, 9, 3]
+        for ids, result in zip([np.array([1]), *requests], results, strict=True):
+            np.testing.assert_array_equal(result.rows, TABLE[ids])
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_delay_counts_from_first_arrival_not_from_wakeup(monkeypatch) -> None:
+    async def scenario() -> None:
+        now = [100.0]
+        monkeypatch.setattr(MicroBatcher, "clock", staticmethod(lambda: now[0]))
+        backend = GatedBackend()
+        backend.gate.set()
+        batcher = MicroBatcher(backend, config(max_delay_us=500_000), "t")
+        task = asyncio.ensure_future(batcher.gather(np.array([1, 2])))
+        await asyncio.sleep(0)  # enqueued at t=100.0
+        now[0] = 101.0  # the worker wakes 1 s after that arrival: the 0.5 s delay is over
+        batcher.start()
+        result = await asyncio.wait_for(task, 1.0)  # must not wait another 0.5 s
+        np.testing.assert_array_equal(result.rows, TABLE[[1, 2]])
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_delay_collects_requests_arriving_within_it(monkeypatch) -> None:
+    async def scenario() -> None:
+        now = [0.0]
+        monkeypatch.setattr(MicroBatcher, "clock", staticmethod(lambda: now[0]))
+        backend = GatedBackend()
+        backend.gate.set()
+        batcher = MicroBatcher(backend, config(max_delay_us=1_000_000, max_batch_ids=4), "t")
+        batcher.start()
+        a = asyncio.ensure_future(batcher.gather(np.array([1, 2])))
+        await asyncio.sleep(0.01)  # worker is waiting (fake time stands still)
+        assert not backend.calls
+        b = asyncio.ensure_future(batcher.gather(np.array([3, 4])))  # fills the batch to max
+        await asyncio.gather(a, b)
+        assert [c.tolist() for c in backend.calls] == [[1, 2, 3, 4]]
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_skips_cancelled_requests() -> None:
+    async def scenario() -> None:
+        backend = GatedBackend()
+        batcher = MicroBatcher(backend, config(), "t")
+        batcher.start()
+        first = asyncio.ensure_future(batcher.gather(np.array([1])))
+        await wait_entered(backend)
+        gone = asyncio.ensure_future(batcher.gather(np.array([500, 501])))
+        kept = asyncio.ensure_future(batcher.gather(np.array([7])))
+        await asyncio.sleep(0)
+        gone.cancel()  # the client went away while queued
+        backend.gate.set()
+        await asyncio.gather(first, kept)
+        assert [c.tolist() for c in backend.calls] == [[1], [7]]
+        assert batcher.queued_ids == 0
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_backend_failure_fails_only_its_batch() -> None:
+    async def scenario() -> None:
+        backend = GatedBackend(fail_on=666)
+        batcher = MicroBatcher(backend, config(), "t")
+        batcher.start()
+        first = asyncio.ensure_future(batcher.gather(np.array([1])))
+        await wait_entered(backend)
+        bad = asyncio.ensure_future(batcher.gather(np.array([666])))
+        neighbour = asyncio.ensure_future(batcher.gather(np.array([2])))
+        await asyncio.sleep(0)
+        backend.gate.set()
+        assert (await first).rows.shape == (1, 4)
+        with pytest.raises(InternalError):
+            await bad
+        with pytest.raises(InternalError):  # same batch as the failing one
+            await neighbour
+        after = await batcher.gather(np.array([3]))  # the next batch succeeds
+        np.testing.assert_array_equal(after.rows, TABLE[[3]])
+        assert batcher.healthy
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_rejects_when_queue_full_with_retry_after() -> None:
+    async def scenario() -> None:
+        backend = GatedBackend()
+        batcher = MicroBatcher(backend, config(max_queue_ids=4), "t")
+        batcher.start()
+        first = asyncio.ensure_future(batcher.gather(np.array([1])))
+        await wait_entered(backend)
+        queued = asyncio.ensure_future(batcher.gather(np.array([1, 2, 3])))
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded) as rejected:
+            await batcher.gather(np.array([4, 5]))
+        assert rejected.value.headers["Retry-After"]
+        backend.gate.set()
+        await asyncio.gather(first, queued)
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_deadline_gives_timeout_and_is_not_computed() -> None:
+    async def scenario() -> None:
+        backend = GatedBackend()
+        batcher = MicroBatcher(backend, config(timeout_ms=1), "t")
+        batcher.start()
+        first = asyncio.ensure_future(batcher.gather(np.array([1])))
+        await wait_entered(backend)
+        late = asyncio.ensure_future(batcher.gather(np.array([9])))
+        with pytest.raises(Timeout):
+            await late
+        backend.gate.set()
+        with pytest.raises(Timeout):  # the first waited past its deadline too
+            await first
+        await asyncio.sleep(0.01)
+        assert [c.tolist() for c in backend.calls] == [[1]]  # 9 was never computed
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_dead_worker_fails_pending_and_turns_unhealthy(monkeypatch) -> None:
+    async def scenario() -> None:
+        backend = GatedBackend()
+        backend.gate.set()
+        batcher = MicroBatcher(backend, config(), "t")
+
+        def broken(*_):
+            raise RuntimeError("worker bug")
+
+        monkeypatch.setattr(batcher, "_pop_ready", broken)
+        pending = asyncio.ensure_future(batcher.gather(np.array([1])))
+        await asyncio.sleep(0)
+        batcher.start()
+        with pytest.raises(InternalError):
+            await pending
+        assert not batcher.healthy
+        with pytest.raises(InternalError):
+            await batcher.gather(np.array([2]))
+
+    run(scenario())
+
+
+def test_batching_off_calls_backend_per_request() -> None:
+    async def scenario() -> None:
+        backend = GatedBackend()
+        backend.gate.set()
+        batcher = MicroBatcher(backend, BatchingConfig(enabled=False), "t")
+        results = await asyncio.gather(*(batcher.gather(np.array([i])) for i in range(5)))
+        assert len(backend.calls) == 5
+        for i, result in enumerate(results):
+            np.testing.assert_array_equal(result.rows, TABLE[[i]])
+        await batcher.close()
+
+    run(scenario())

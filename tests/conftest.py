@@ -1,0 +1,63 @@
+"""Shared fixtures: a model repository with reference tables and a real server over it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.server_process import ServerProcess
+from tests.tables import random_table, write_npy
+
+ROWS, DIM = 1000, 16
+
+
+@pytest.fixture(scope="session")
+def reference_tables(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, dict[str, np.ndarray]]:
+    """Tables with each option the semantics tests need, as .npy files in one folder."""
+    folder = tmp_path_factory.mktemp("repo") / "models"
+    tables = {
+        "plain": random_table(ROWS, DIM, 1),
+        "padded": random_table(ROWS, DIM, 2),
+        "keras": random_table(ROWS, DIM, 3),
+        "norm2": random_table(ROWS, DIM, 4) * 3,
+        "norm1": random_table(ROWS, DIM, 5) * 3,
+        "norm3": random_table(ROWS, DIM, 6) * 3,
+        "half": random_table(ROWS, DIM, 7, "float16"),
+        "batched": random_table(ROWS, DIM, 8),
+    }
+    options = {
+        "padded": "padding_idx = -1\n",
+        "keras": "mask_zero = true\n",
+        "norm2": "max_norm = 1.5\n",
+        "norm1": "max_norm = 2.0\nnorm_type = 1.0\n",
+        "norm3": "max_norm = 1.0\nnorm_type = 3.0\npadding_idx = 0\n",
+        "batched": 'backend = "onnxruntime"\nbatching = true\n',
+    }
+    for name, table in tables.items():
+        write_npy(folder, name, table, options.get(name))
+    return folder, tables
+
+
+@pytest.fixture(scope="session")
+def server(reference_tables: tuple[Path, dict[str, np.ndarray]]) -> Iterator[ServerProcess]:
+    folder, _ = reference_tables
+    with ServerProcess(folder) as process:
+        process.wait_ready()
+        yield process
+
+
+@pytest.fixture(scope="session")
+def client(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30.0) as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+def tables(reference_tables: tuple[Path, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return reference_tables[1]

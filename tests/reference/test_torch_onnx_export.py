@@ -1,0 +1,70 @@
+"""ONNX files from ``torch.onnx.export`` of ``nn.Embedding`` (both exporters) serve identical rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="reference extra (torch) not installed")
+
+from service.repository.onnx_loader import load_onnx  # noqa: E402
+from tests.server_process import ServerProcess  # noqa: E402
+
+pytestmark = pytest.mark.reference
+
+ROWS, DIM = 300, 8
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple:
+    folder = tmp_path_factory.mktemp("onnx") / "models"
+    folder.mkdir()
+    torch.manual_seed(0)
+    module = torch.nn.Embedding(ROWS, DIM, padding_idx=0).eval()
+    example = torch.tensor([[1, 2, 3], [4, 5, 6]], dtype=torch.long)
+    torch.onnx.export(
+        module,
+        (example,),
+        str(folder / "legacy.onnx"),
+        dynamo=False,
+        input_names=["input_ids"],
+        output_names=["embeddings"],
+        dynamic_axes={"input_ids": {0: "batch", 1: "seq"}},
+    )
+    exporters = ["legacy"]
+    try:
+        torch.onnx.export(
+            module,
+            (example,),
+            str(folder / "dynamo.onnx"),
+            dynamo=True,
+            dynamic_shapes=({0: torch.export.Dim("batch"), 1: torch.export.Dim("seq")},),
+        )
+        exporters.append("dynamo")
+    except Exception as exc:  # pragma: no cover - reported, not hidden
+        pytest.fail(f"the dynamo exporter failed: {exc!r}")
+    weight = module.weight.detach().numpy().copy()
+    return folder, weight, exporters
+
+
+def test_loader_extracts_the_weight(exported) -> None:
+    folder, weight, exporters = exported
+    for name in exporters:
+        loaded = load_onnx(folder / f"{name}.onnx")
+        np.testing.assert_array_equal(loaded.array, weight)
+
+
+def test_exported_files_serve_identical_rows(exported) -> None:
+    folder, weight, exporters = exported
+    ids = np.random.default_rng(1).integers(0, ROWS, size=(5, 7))
+    with ServerProcess(folder) as server:
+        server.wait_ready()
+        import httpx
+
+        for name in exporters:
+            info = httpx.get(f"{server.url}/v1/tables/{name}").json()
+            assert info["format"] == "onnx" and info["backend"] == "onnxruntime"
+            body = httpx.post(
+                f"{server.url}/v1/tables/{name}/lookup", json={"ids": ids.tolist()}
+            ).json()
+            np.testing.assert_array_equal(np.array(body["vectors"], dtype=np.float32), weight[ids])

@@ -1,0 +1,89 @@
+"""A real ``embedding-service serve`` process on a free port, readiness polled with a deadline."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """Starts the service as a subprocess; ``url`` is its base address once ready."""
+
+    def __init__(self, models: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = models.parent / f"server-{self.port}.log"
+        self._log = self.log_path.open("wb")
+        clean_env = {k: v for k, v in os.environ.items() if not k.startswith("EMBED_")}
+        clean_env.update(env or {})
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "service",
+                "serve",
+                "--models",
+                str(models),
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                *args,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=clean_env,
+        )
+
+    def wait_ready(self, timeout: float = 30.0, expect: str = "ready") -> dict:
+        """Poll ``/readyz`` until its status is ``expect`` (or loading ends), within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                response = httpx.get(self.url + "/readyz", timeout=1.0)
+                last = response.json()
+                if (
+                    last.get("status") in (expect, "degraded", "ready")
+                    and last["status"] != "loading"
+                ):
+                    return last
+            except httpx.TransportError as exc:
+                last = exc
+            time.sleep(0.05)
+        raise TimeoutError(f"server not ready within {timeout}s (last: {last}):\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
