@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, get_args
@@ -50,7 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the HTTP service")
     _add_setting_flags(serve)
+    probe = commands.add_parser(
+        "probe", help="exit 0 when the service answers 200 on a path (container HEALTHCHECK)"
+    )
+    probe.add_argument("--url", help="default: http://127.0.0.1:$EMBED_PORT/readyz")
+    probe.add_argument("--timeout", type=float, default=3.0)
     return parser
+
+
+def probe(url: str | None, timeout: float) -> int:
+    """A health probe needing nothing but the standard library (no curl in the image)."""
+    import urllib.error
+    import urllib.request
+
+    url = url or f"http://127.0.0.1:{os.environ.get(ENV_PREFIX + 'PORT', '8000')}/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return 0 if response.status == 200 else 1
+    except (urllib.error.URLError, OSError):
+        return 1
 
 
 def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
@@ -80,8 +99,13 @@ def serve(settings: ServiceSettings) -> int:
         try:
             write_demo_tables(models)
         except OSError as exc:
-            log.error("no table in %s and the demo table cannot be written there: %s", models, exc)
-            return 2
+            # A read-only (e.g. container-mounted) empty folder: serve the demo from a
+            # private temporary folder rather than nothing.
+            fallback = Path(tempfile.gettempdir()) / "embedding-service-demo"
+            log.warning("cannot write the demo table into %s (%s); using %s", models, exc, fallback)
+            if not has_tables(fallback):
+                write_demo_tables(fallback)
+            settings = settings.model_copy(update={"models": fallback})
     _export(settings)
     uvicorn.run(
         "service.http.app:create_app_from_env",
@@ -99,6 +123,8 @@ def serve(settings: ServiceSettings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "probe":
+        return probe(args.url, args.timeout)
     try:
         settings = settings_from_args(args)
     except ValidationError as exc:

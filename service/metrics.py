@@ -64,8 +64,10 @@ BATCHER_EVENTS = Counter(
     "Requests the batcher did not compute: rejected (queue full), timed_out, cancelled, failed.",
     ["table", "event"],
 )
-ROW_CACHE = Counter(
-    "embedding_row_cache_total", "JSON row-text cache lookups by outcome.", ["table", "outcome"]
+ROW_CACHE = Gauge(
+    "embedding_row_cache",
+    "JSON row-text cache per table: hits, misses (rows, since start), entries, bytes. Read at scrape time.",
+    ["table", "stat"],
 )
 TABLES_LOADED = Gauge("embedding_tables_loaded", "Tables currently served.")
 TABLES_FAILED = Gauge("embedding_tables_failed", "Tables that failed to load.")

@@ -18,8 +18,10 @@ OUTPUT_DTYPES = ("float32", "float16")
 SIDES = ("post", "pre")
 _BINARY_ID_DTYPES = {"int64": np.dtype("<i8"), "int32": np.dtype("<i4")}
 
-LOOKUP_FIELDS = ("ids", "encoding", "dtype")
-SEQUENCES_FIELDS = ("sequences", "max_length", "padding", "truncating", "encoding", "dtype")
+LOOKUP_FIELDS = frozenset(("ids", "encoding", "dtype"))
+SEQUENCES_FIELDS = frozenset(
+    ("sequences", "max_length", "padding", "truncating", "encoding", "dtype")
+)
 
 
 @dataclass(frozen=True)

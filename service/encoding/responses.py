@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import orjson
@@ -51,20 +52,19 @@ def vectors_base64(vectors: np.ndarray) -> bytes:
     return b'"' + base64.b64encode(np.ascontiguousarray(vectors).data) + b'"'
 
 
+@lru_cache(maxsize=1024)
+def _envelope_head(table: str, dtype: str) -> tuple[bytes, bytes]:
+    return b'{"table":' + orjson.dumps(
+        table
+    ) + b',"shape":[', b'],"dtype":"' + dtype.encode() + b'","vectors":'
+
+
 def json_envelope(
     table: str, shape: Sequence[int], dtype: str, vectors: bytes, **tail: bytes
 ) -> bytes:
     """``{"table", "shape", "dtype", "vectors", ...tail}`` with pre-encoded vectors/tail values."""
-    parts = [
-        b'{"table":',
-        orjson.dumps(table),
-        b',"shape":',
-        orjson.dumps(list(shape)),
-        b',"dtype":"',
-        dtype.encode(),
-        b'","vectors":',
-        vectors,
-    ]
+    head, middle = _envelope_head(table, dtype)
+    parts = [head, b",".join(b"%d" % d for d in shape), middle, vectors]
     for key, value in tail.items():
         parts += [b',"', key.encode(), b'":', value]
     parts.append(b"}")

@@ -27,6 +27,10 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _PREFIX = "/v1/tables/"
+_CONTENT_TYPES = {
+    "application/json": (b"content-type", b"application/json"),
+    "application/octet-stream": (b"content-type", b"application/octet-stream"),
+}
 _HOT_ROUTES = ("lookup", "sequences")
 
 
@@ -38,10 +42,11 @@ def scope_headers(scope: Scope) -> dict[str, str]:
 async def send_response(send: Send, response: EncodedResponse) -> None:
     """Send a finished response in two ASGI messages."""
     headers = [
-        (b"content-type", response.media_type.encode()),
-        (b"content-length", str(len(response.body)).encode()),
+        _CONTENT_TYPES.get(response.media_type) or (b"content-type", response.media_type.encode()),
+        (b"content-length", b"%d" % len(response.body)),
     ]
-    headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()]
+    for key, value in response.headers.items():
+        headers.append((key.encode("latin-1"), value.encode("latin-1")))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})
 

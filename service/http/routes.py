@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service import metrics
 from service.encoding.responses import EncodedResponse
 from service.http.body_reader import read_body
 from service.http.handlers import LookupHandlers
@@ -79,6 +80,15 @@ def build_router(
     @router.get("/metrics", tags=["health"], response_class=Response)
     async def prometheus_metrics() -> Response:
         """Prometheus text exposition."""
+        for table in registry.tables():
+            cache = table.row_cache
+            for stat, value in (
+                ("hits", cache.hits),
+                ("misses", cache.misses),
+                ("entries", len(cache)),
+                ("bytes", cache.size_bytes),
+            ):
+                metrics.ROW_CACHE.labels(table.name, stat).set(value)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/v1/tables", response_model=TablesList, tags=["tables"])

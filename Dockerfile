@@ -1,0 +1,76 @@
+# syntax=docker/dockerfile:1
+# Targets: `cpu` (default, last stage), `gpu` (CUDA 13 + cuDNN 9 + onnxruntime-gpu), `loadtest` (locust).
+ARG PYTHON_VERSION=3.11
+ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
+
+# ---------------------------------------------------------------- CPU virtualenv
+FROM python:${PYTHON_VERSION}-slim AS builder
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+# Dependencies in their own layer: rebuilt only when pyproject.toml changes.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml','rb'))['project']['dependencies']))" > requirements.txt \
+    && pip install -r requirements.txt
+COPY README.md ./
+COPY service ./service
+RUN pip install --no-deps .
+
+# ---------------------------------------------------------------- GPU virtualenv
+# Built inside the CUDA image so the venv's interpreter paths match the runtime stage.
+FROM ${CUDA_IMAGE} AS gpu-builder
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 DEBIAN_FRONTEND=noninteractive
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3=3.12.* python3-venv=3.12.* \
+    && rm -rf /var/lib/apt/lists/*
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+COPY pyproject.toml ./
+# onnxruntime-gpu replaces onnxruntime: both install the same module, never install both.
+RUN python -c "import tomllib; d=tomllib.load(open('pyproject.toml','rb'))['project']; print('\n'.join([r for r in d['dependencies'] if not r.startswith('onnxruntime')] + d['optional-dependencies']['gpu']))" > requirements.txt \
+    && pip install -r requirements.txt
+COPY README.md ./
+COPY service ./service
+RUN pip install --no-deps .
+
+# ---------------------------------------------------------------- GPU runtime
+FROM ${CUDA_IMAGE} AS gpu
+ENV DEBIAN_FRONTEND=noninteractive
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3=3.12.* \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --user-group --no-create-home embed \
+    && mkdir -p /models && chown embed:embed /models
+COPY --from=gpu-builder /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 \
+    EMBED_MODELS=/models EMBED_HOST=0.0.0.0 EMBED_PORT=8000 EMBED_WORKERS=1
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=4s --start-period=60s --retries=3 CMD ["embedding-service", "probe"]
+ENTRYPOINT ["embedding-service", "serve"]
+
+# ---------------------------------------------------------------- load generator
+FROM python:${PYTHON_VERSION}-slim AS loadtest
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN pip install "locust>=2.29,<3" "numpy>=1.26,<3" \
+    && useradd --system --uid 10001 --user-group --no-create-home locust
+COPY loadtest/locustfile.py /locust/locustfile.py
+WORKDIR /locust
+USER 10001:10001
+EXPOSE 8089
+ENTRYPOINT ["locust", "-f", "/locust/locustfile.py"]
+
+# ---------------------------------------------------------------- CPU runtime (default)
+FROM python:${PYTHON_VERSION}-slim AS cpu
+RUN useradd --system --uid 10001 --user-group --no-create-home embed \
+    && mkdir -p /models && chown embed:embed /models
+COPY --from=builder /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 \
+    EMBED_MODELS=/models EMBED_HOST=0.0.0.0 EMBED_PORT=8000 EMBED_WORKERS=1
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=4s --start-period=30s --retries=3 CMD ["embedding-service", "probe"]
+# Exec form: SIGTERM reaches the server, which drains in-flight requests and exits (< 10 s).
+ENTRYPOINT ["embedding-service", "serve"]

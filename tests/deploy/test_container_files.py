@@ -1,0 +1,74 @@
+"""The Dockerfile and compose file: lint clean, COPY sources present, port and command match the CLI."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from service.cli import build_parser
+from service.settings import ServiceSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name) or str(Path(__import__("sys").executable).parent / name)
+    if not Path(found).exists():
+        pytest.skip(f"{name} not installed (test extra)")
+    return found
+
+
+def test_hadolint_clean() -> None:
+    result = subprocess.run(
+        [tool("hadolint"), "--failure-threshold", "warning", "Dockerfile"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_config_valid() -> None:
+    compose = tool("docker-compose")
+    for profile in ([], ["--profile", "gpu"], ["--profile", "loadtest"]):
+        result = subprocess.run(
+            [compose, *profile, "-f", "docker-compose.yml", "config", "-q"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_copy_sources_exist_and_are_not_docker_ignored() -> None:
+    ignore = (ROOT / ".dockerignore").read_text().split()
+    for line in DOCKERFILE.splitlines():
+        match = re.match(r"COPY\s+(?!--from)(.+)\s+\S+$", line.strip())
+        if not match:
+            continue
+        for source in match.group(1).split():
+            assert (ROOT / source).exists(), source
+            assert (
+                f"!{source}" in ignore
+                or f"!{source}/" in ignore
+                or f"!{source.rstrip('/')}/" in ignore
+            ), source
+
+
+def test_port_and_command_match_cli() -> None:
+    exposed = set(re.findall(r"^EXPOSE (\d+)", DOCKERFILE, re.M))
+    assert str(ServiceSettings.model_fields["port"].default) in exposed
+    assert re.search(r'^ENTRYPOINT \["embedding-service", "serve"\]', DOCKERFILE, re.M)
+    assert re.search(r'CMD \["embedding-service", "probe"\]', DOCKERFILE)
+    subcommands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert {"serve", "probe"} <= set(subcommands)
+    for name in re.findall(r"\bEMBED_([A-Z_]+)=", DOCKERFILE):
+        assert name.lower() in ServiceSettings.model_fields, name
+    # The last stage is the default target and the CPU image.
+    assert DOCKERFILE.rstrip().splitlines()[-1].startswith("ENTRYPOINT")
+    assert re.findall(r"^FROM .* AS (\S+)", DOCKERFILE, re.M)[-1] == "cpu"
