@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# Targets: `cpu` (default, last stage), `gpu` (CUDA 13 + cuDNN 9 + onnxruntime-gpu), `loadtest` (locust).
+# Targets: `cpu` (default, last stage; same as `runtime`), `gpu` (CUDA 13 + cuDNN 9 +
+# onnxruntime-gpu), `loadtest` (locust).
 ARG PYTHON_VERSION=3.11
 ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
 
@@ -16,6 +17,32 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 COPY README.md ./
 COPY service ./service
 RUN pip install --no-deps .
+
+# ---------------------------------------------------------------- CPU runtime
+# Named stages that compose builds come before the CUDA stages: the classic builder walks
+# every stage up to its target, and should not need the CUDA base image for a CPU build.
+FROM python:${PYTHON_VERSION}-slim AS runtime
+RUN useradd --system --uid 10001 --user-group --no-create-home embed \
+    && mkdir -p /models && chown embed:embed /models
+COPY --from=builder /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 \
+    EMBED_MODELS=/models EMBED_HOST=0.0.0.0 EMBED_PORT=8000 EMBED_WORKERS=1
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=4s --start-period=30s --retries=3 CMD ["embedding-service", "probe"]
+# Exec form: SIGTERM reaches the server, which drains in-flight requests and exits (< 10 s).
+ENTRYPOINT ["embedding-service", "serve"]
+
+# ---------------------------------------------------------------- load generator
+FROM python:${PYTHON_VERSION}-slim AS loadtest
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN pip install "locust>=2.29,<3" "numpy>=1.26,<3" \
+    && useradd --system --uid 10001 --user-group --no-create-home locust
+COPY loadtest/locustfile.py /locust/locustfile.py
+WORKDIR /locust
+USER 10001:10001
+EXPOSE 8089
+ENTRYPOINT ["locust", "-f", "/locust/locustfile.py"]
 
 # ---------------------------------------------------------------- GPU virtualenv
 # Built inside the CUDA image so the venv's interpreter paths match the runtime stage.
@@ -51,26 +78,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=4s --start-period=60s --retries=3 CMD ["embedding-service", "probe"]
 ENTRYPOINT ["embedding-service", "serve"]
 
-# ---------------------------------------------------------------- load generator
-FROM python:${PYTHON_VERSION}-slim AS loadtest
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN pip install "locust>=2.29,<3" "numpy>=1.26,<3" \
-    && useradd --system --uid 10001 --user-group --no-create-home locust
-COPY loadtest/locustfile.py /locust/locustfile.py
-WORKDIR /locust
-USER 10001:10001
-EXPOSE 8089
-ENTRYPOINT ["locust", "-f", "/locust/locustfile.py"]
-
-# ---------------------------------------------------------------- CPU runtime (default)
-FROM python:${PYTHON_VERSION}-slim AS cpu
-RUN useradd --system --uid 10001 --user-group --no-create-home embed \
-    && mkdir -p /models && chown embed:embed /models
-COPY --from=builder /opt/venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 \
-    EMBED_MODELS=/models EMBED_HOST=0.0.0.0 EMBED_PORT=8000 EMBED_WORKERS=1
-USER 10001:10001
-EXPOSE 8000
-HEALTHCHECK --interval=10s --timeout=4s --start-period=30s --retries=3 CMD ["embedding-service", "probe"]
-# Exec form: SIGTERM reaches the server, which drains in-flight requests and exits (< 10 s).
-ENTRYPOINT ["embedding-service", "serve"]
+# ---------------------------------------------------------------- default target: the CPU image
+FROM runtime AS cpu
+LABEL org.opencontainers.image.title="embedding-service" \
+      org.opencontainers.image.description="Embedding lookup service (CPU, onnxruntime)"

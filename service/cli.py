@@ -9,10 +9,10 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args, get_origin
 
 import uvicorn
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from service.repository.demo import write_demo_tables
 from service.repository.discovery import has_tables
@@ -20,26 +20,30 @@ from service.settings import ENV_PREFIX, ServiceSettings
 
 log = logging.getLogger("service.cli")
 
-# Seconds uvicorn waits for in-flight requests after SIGTERM (Docker kills at 10 s).
-GRACEFUL_SHUTDOWN_SECONDS = 8
-
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     for name, field in ServiceSettings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         env = ENV_PREFIX + name.upper()
-        help_text = f"{field.description} [env {env}; default {field.default}]".replace("%", "%%")
+        shown = "(secret)" if "key" in name else field.default
+        help_text = f"{field.description} [env {env}; default {shown}]".replace("%", "%%")
         annotation = field.annotation
-        if annotation is bool:
+        options = [a for a in get_args(annotation) if a is not type(None)]
+        base = (
+            options[0]
+            if get_origin(annotation) is not Literal and len(options) == 1
+            else annotation
+        )
+        if base is bool:
             parser.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
-        elif annotation is int:
+        elif base is int:
             parser.add_argument(flag, type=int, default=None, help=help_text)
-        elif annotation is Path:
+        elif base is Path:
             parser.add_argument(flag, type=Path, default=None, help=help_text)
-        elif get_args(annotation):
-            parser.add_argument(flag, choices=get_args(annotation), default=None, help=help_text)
+        elif get_origin(base) is Literal:
+            parser.add_argument(flag, choices=get_args(base), default=None, help=help_text)
         else:
             parser.add_argument(flag, default=None, help=help_text)
 
@@ -85,9 +89,13 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
 def _export(settings: ServiceSettings) -> None:
     # Worker processes build their app from the environment: hand every setting on.
     for name, value in settings.model_dump().items():
-        os.environ[ENV_PREFIX + name.upper()] = (
-            str(value).lower() if isinstance(value, bool) else str(value)
-        )
+        key = ENV_PREFIX + name.upper()
+        if value is None:
+            os.environ.pop(key, None)
+        elif isinstance(value, SecretStr):
+            os.environ[key] = value.get_secret_value()
+        else:
+            os.environ[key] = str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def serve(settings: ServiceSettings) -> int:
@@ -115,7 +123,7 @@ def serve(settings: ServiceSettings) -> int:
         workers=settings.workers,
         log_level=settings.log_level,
         access_log=settings.access_log,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        timeout_graceful_shutdown=settings.drain_seconds,
         server_header=False,
     )
     return 0

@@ -98,6 +98,13 @@ class InvalidRequest(ServiceError):
     code = "invalid_request"
 
 
+class ReloadFailed(ServiceError):
+    """The new version of a table could not be loaded; the old one keeps serving."""
+
+    status = 409
+    code = "reload_failed"
+
+
 class Overloaded(ServiceError):
     """The table's queue is full; the client should retry after a pause."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "EMBED_"
@@ -86,6 +86,29 @@ class ServiceSettings(BaseSettings):
         10_000,
         ge=1,
         description="Default per table: deadline of a request in the queue; past it 504 timeout.",
+    )
+    api_keys: SecretStr | None = Field(
+        None,
+        description="Comma-separated API keys; when set (or api_keys_file is), every /v1 and /v2 "
+        "route needs 'Authorization: Bearer <key>'. Compared in constant time, never logged.",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="File with one API key per line (blank lines and # comments ignored)."
+    )
+    auth_health: bool = Field(
+        False,
+        description="Also require a key on /healthz, /readyz and /metrics (off: probes stay open).",
+    )
+    admin_key: SecretStr | None = Field(
+        None,
+        description="Enables POST /v1/admin/tables/{name}/reload, which must carry this key as a Bearer token.",
+    )
+    drain_seconds: int = Field(
+        8,
+        ge=0,
+        le=300,
+        description="On SIGTERM, how long in-flight requests may take to finish before the process exits "
+        "(Docker kills at 10 s).",
     )
     fast_path: bool = Field(
         True,

@@ -21,16 +21,21 @@ def free_port() -> int:
 class ServerProcess:
     """Starts the service as a subprocess; ``url`` is its base address once ready."""
 
-    def __init__(self, models: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        models: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        module: str = "service",
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = models.parent / f"server-{self.port}.log"
         self._log = self.log_path.open("wb")
         clean_env = {k: v for k, v in os.environ.items() if not k.startswith("EMBED_")}
         clean_env.update(env or {})
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
+        if module == "service":
+            command = [
                 "-m",
                 "service",
                 "serve",
@@ -41,10 +46,17 @@ class ServerProcess:
                 "--log-level",
                 "warning",
                 *args,
-            ],
+            ]
+        else:  # a test server module: settings through the environment
+            clean_env.setdefault("EMBED_MODELS", str(models))
+            clean_env.setdefault("EMBED_LOG_LEVEL", "warning")
+            command = ["-m", module, "--port", str(self.port), *args]
+        self.process = subprocess.Popen(
+            [sys.executable, *command],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=clean_env,
+            cwd=Path(__file__).resolve().parents[1],
         )
 
     def wait_ready(self, timeout: float = 30.0, expect: str = "ready") -> dict:

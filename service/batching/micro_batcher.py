@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +52,14 @@ class GatherResult:
     backend_seconds: float
     batch_ids: int
     batch_requests: int
+
+
+_incidents = itertools.count(1)
+
+
+def _incident_id() -> str:
+    """Id shared by the log line of a backend failure and the 500s it caused."""
+    return f"{os.getpid():x}-b{next(_incidents):x}"
 
 
 class _Entry:
@@ -172,8 +182,18 @@ class MicroBatcher:
                 )
             except Exception as exc:
                 self._m_events["failed"].inc()
-                log.error("backend failure on table %s: %r", self.table, exc, exc_info=exc)
-                raise InternalError("the backend failed to compute this request") from None
+                incident = _incident_id()
+                log.error(
+                    "backend failure on table %s [request %s]: %r",
+                    self.table,
+                    incident,
+                    exc,
+                    exc_info=exc,
+                )
+                raise InternalError(
+                    "the backend failed to compute this request; see the service log",
+                    {"request_id": incident},
+                ) from None
             finally:
                 self._inflight_ids -= n
         elapsed = self.clock() - start
@@ -254,9 +274,11 @@ class MicroBatcher:
         except Exception as exc:
             # Only this batch's requests fail; the worker goes on with the next batch.
             self._m_events["failed"].inc(len(batch))
+            incident = _incident_id()
             log.error(
-                "backend failure on table %s (batch of %d requests, %d ids): %r",
+                "backend failure on table %s [request %s] (batch of %d requests, %d ids): %r",
                 self.table,
+                incident,
                 len(batch),
                 ids.size,
                 exc,
@@ -265,7 +287,10 @@ class MicroBatcher:
             for entry in batch:
                 if not entry.future.done():
                     entry.future.set_exception(
-                        InternalError("the backend failed to compute this request")
+                        InternalError(
+                            "the backend failed to compute this request; see the service log",
+                            {"request_id": incident},
+                        )
                     )
             return
         finished = self.clock()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
 from service.errors import InvalidRequest, MethodNotAllowed, NotFound, ServiceError
+from service.http.auth import ApiKeyGuard
 from service.http.error_responses import error_response, unexpected_error_response
 from service.http.handlers import LookupHandlers
 from service.http.hot_path import HotPathApp
@@ -93,6 +96,7 @@ def create_app(settings: ServiceSettings, registry: TableRegistry | None = None)
         # Load in the background: /healthz answers at once, /readyz says "loading".
         loader = asyncio.create_task(registry.load(), name="table-loader")
         loader.add_done_callback(_log_loader_failure)
+        _reload_on_sighup(registry)
         try:
             yield
         finally:
@@ -107,12 +111,29 @@ def create_app(settings: ServiceSettings, registry: TableRegistry | None = None)
         lifespan=lifespan,
     )
     _install_error_handlers(app)
-    app.include_router(build_router(registry, handlers, settings.max_body_bytes))
+    admin_key = settings.admin_key.get_secret_value().encode() if settings.admin_key else None
+    app.include_router(build_router(registry, handlers, settings.max_body_bytes, admin_key))
     _add_body_schemas(app)
     app.state.registry = registry
-    front = HotPathApp(app, handlers, settings.max_body_bytes, settings.fast_path)
+    front = HotPathApp(
+        app,
+        handlers,
+        settings.max_body_bytes,
+        settings.fast_path,
+        ApiKeyGuard.from_settings(settings),
+    )
     front.registry = registry  # type: ignore[attr-defined]
     return front
+
+
+def _reload_on_sighup(registry: TableRegistry) -> None:
+    """SIGHUP reloads every table (single-process mode; uvicorn's multi-worker supervisor
+    answers SIGHUP by restarting its workers, which reload them too)."""
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: loop.create_task(registry.reload_all(), name="sighup-reload")
+        )
 
 
 def _log_loader_failure(task: asyncio.Task[None]) -> None:

@@ -8,6 +8,7 @@ Every other request passes through to FastAPI unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ from typing import Any
 
 from service.encoding.responses import EncodedResponse
 from service.errors import ServiceError
+from service.http.auth import ApiKeyGuard
 from service.http.body_reader import ClientDisconnected, check_declared_length, read_body, too_large
 from service.http.error_responses import error_response, unexpected_error_response
 from service.http.handlers import LookupHandlers, route_metrics
@@ -55,9 +57,15 @@ class HotPathApp:
     """ASGI app: hot routes answered directly, everything else handed to ``app``."""
 
     def __init__(
-        self, app: ASGIApp, handlers: LookupHandlers, max_body_bytes: int, fast_path: bool = True
+        self,
+        app: ASGIApp,
+        handlers: LookupHandlers,
+        max_body_bytes: int,
+        fast_path: bool = True,
+        guard: ApiKeyGuard | None = None,
     ) -> None:
         self.app = app
+        self.guard = guard
         self.handlers = handlers
         self.max_body_bytes = max_body_bytes
         self.fast_path = fast_path
@@ -66,6 +74,12 @@ class HotPathApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
+            if self.guard is not None and self.guard.protects(path):
+                try:
+                    self.guard.check(scope["headers"])
+                except ServiceError as error:
+                    await send_response(send, error_response(error))
+                    return
             if self.fast_path and scope["method"] == "POST" and path.startswith(_PREFIX):
                 name, slash, route = path[len(_PREFIX) :].partition("/")
                 if slash and route in _HOT_ROUTES and name:
@@ -83,7 +97,14 @@ class HotPathApp:
         try:
             check_declared_length(headers.get("content-length"), self.max_body_bytes)
             body = await read_body(receive, self.max_body_bytes)
-            response = await self._routes[route](name, body, headers)
+            if self.handlers.registry.batched(name):
+                response = await self._unless_client_leaves(
+                    self._routes[route](name, body, headers), receive
+                )
+                if response is None:
+                    return
+            else:
+                response = await self._routes[route](name, body, headers)
         except ClientDisconnected:
             return
         except ServiceError as error:
@@ -92,6 +113,23 @@ class HotPathApp:
             response = unexpected_error_response(exc, f"{route} on table {name!r}")
         await send_response(send, response)
         route_metrics(table_label, route, response.status, time.perf_counter() - started)
+
+    @staticmethod
+    async def _unless_client_leaves(
+        work: Awaitable[EncodedResponse], receive: Receive
+    ) -> EncodedResponse | None:
+        """Run ``work`` but cancel it if the client disconnects first (it is then skipped
+        when its batch is built instead of being computed for nobody)."""
+        task = asyncio.ensure_future(work)
+        watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if not task.done():
+            task.cancel()
+            return None
+        return task.result()
 
     def _limited(self, scope: Scope, receive: Receive) -> Receive:
         """Body limit for the routes FastAPI serves: refuse by header, or while streaming."""
@@ -115,6 +153,11 @@ class HotPathApp:
             return message
 
         return limited_receive
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _refusing(limit: int) -> Receive:

@@ -11,10 +11,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import metrics
 from service.encoding.responses import EncodedResponse
+from service.errors import NotFound, ReloadFailed, TableLoadError, TableNotFound, Unauthorized
+from service.http.auth import bearer_token, token_matches
 from service.http.body_reader import read_body
 from service.http.handlers import LookupHandlers
 from service.http.schemas import (
     ERROR_RESPONSES,
+    ErrorBody,
     Health,
     LookupBody,
     LookupResult,
@@ -54,7 +57,10 @@ def _body_doc(model: type) -> dict[str, Any]:
 
 
 def build_router(
-    registry: TableRegistry, handlers: LookupHandlers, max_body_bytes: int
+    registry: TableRegistry,
+    handlers: LookupHandlers,
+    max_body_bytes: int,
+    admin_key: bytes | None = None,
 ) -> APIRouter:
     """All routes of the service; lookup/sequences here run only with the fast path off."""
     router = APIRouter()
@@ -129,6 +135,40 @@ def build_router(
         """Ragged id sequences -> padded vectors, mask and lengths."""
         body = await read_body(request.receive, max_body_bytes)
         return _encoded(await handlers.sequences(table, body, _headers(request)))
+
+    @router.post(
+        "/v1/admin/tables/{table}/reload",
+        response_model=TableInfo,
+        tags=["admin"],
+        responses={
+            401: ERROR_RESPONSES[401],
+            404: ERROR_RESPONSES[404],
+            409: {"model": ErrorBody, "description": "New version failed to load; old one serves"},
+        },
+    )
+    async def reload_table(table: str, request: Request) -> Response:
+        """Load the table again from the repository and swap it in without downtime.
+
+        Enabled only when the service has an admin key (``EMBED_ADMIN_KEY``), which the
+        request must carry as ``Authorization: Bearer <key>``.
+        """
+        if admin_key is None:
+            raise NotFound(f"no route {request.url.path}")
+        if not token_matches(bearer_token(request.scope["headers"]), [admin_key]):
+            raise Unauthorized(
+                "the admin key is required: send 'Authorization: Bearer <admin key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        previous = registry.get(table).weights.version if registry.has(table) else None
+        try:
+            served = await registry.reload(table)
+        except TableLoadError as exc:
+            if previous is None and "no longer in the repository" in str(exc):
+                raise TableNotFound(f"no table named {table!r}", {"table": table}) from None
+            raise ReloadFailed(
+                f"reload failed, the previous version keeps serving: {exc}"
+            ) from None
+        return _json({**served.info(), "previous_version": previous})
 
     return router
 

@@ -107,6 +107,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in {
         400: "Body not decodable",
+        401: "API key missing or wrong",
         404: "Unknown table or route",
         413: "Body, ids or response over the limits",
         415: "Unsupported Content-Type",

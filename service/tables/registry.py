@@ -66,6 +66,7 @@ class TableRegistry:
         self._tables: dict[str, ServedTable] = {}
         self.failures: dict[str, str] = {}
         self.loading = True
+        self._reload_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ queries
     def get(self, name: str) -> ServedTable:
@@ -175,6 +176,54 @@ class TableRegistry:
             max_queue_ids=options.max_queue_ids or s.max_queue_ids,
             timeout_ms=options.timeout_ms or s.timeout_ms,
         )
+
+    def batched(self, name: str) -> bool:
+        """True when the table queues requests (so a client that leaves can be skipped)."""
+        table = self._tables.get(name)
+        return table is not None and table.batcher.config.enabled
+
+    async def reload(self, name: str, drain_seconds: float = 10.0) -> ServedTable:
+        """Load ``name`` again from the repository beside the serving version, then swap.
+
+        The swap is one dict assignment on the event loop: requests that already hold the
+        old version finish on it (its batcher is drained, then closed); later ones get the
+        new one. If the new version fails to load, the old one keeps serving.
+        """
+        async with self._reload_lock:
+            sources, problems = await asyncio.to_thread(discover_tables, Path(self.settings.models))
+            if name not in sources:
+                reason = problems.get(name, f"table {name!r} is no longer in the repository")
+                raise TableLoadError(reason)
+            new = await asyncio.to_thread(self._build, sources[name])
+            new.batcher.start()
+            old = self._tables.get(name)
+            self._tables[name] = new
+            self.failures.pop(name, None)
+            log.info(
+                "table %s reloaded: version %s -> %s",
+                name,
+                old.weights.version if old else None,
+                new.weights.version,
+            )
+        if old is not None:
+            asyncio.get_running_loop().create_task(self._retire(old, drain_seconds))
+        return new
+
+    async def reload_all(self) -> None:
+        """Reload every table of the repository (SIGHUP); failures keep the old versions."""
+        sources, _ = await asyncio.to_thread(discover_tables, Path(self.settings.models))
+        for name in sorted(set(sources) | set(self._tables)):
+            try:
+                await self.reload(name)
+            except Exception as exc:
+                log.error(
+                    "reload of table %s failed, the previous version keeps serving: %s", name, exc
+                )
+
+    async def _retire(self, table: ServedTable, drain_seconds: float) -> None:
+        await table.batcher.drain(drain_seconds)
+        await table.batcher.close()
+        table.backend.close()
 
     async def close(self) -> None:
         """Stop every batcher and release every backend."""

@@ -69,6 +69,9 @@ def test_port_and_command_match_cli() -> None:
     assert {"serve", "probe"} <= set(subcommands)
     for name in re.findall(r"\bEMBED_([A-Z_]+)=", DOCKERFILE):
         assert name.lower() in ServiceSettings.model_fields, name
-    # The last stage is the default target and the CPU image.
-    assert DOCKERFILE.rstrip().splitlines()[-1].startswith("ENTRYPOINT")
-    assert re.findall(r"^FROM .* AS (\S+)", DOCKERFILE, re.M)[-1] == "cpu"
+    # The last stage is the default target: the CPU image; compose's CPU target precedes CUDA.
+    stages = re.findall(r"^FROM (\S+) AS (\S+)", DOCKERFILE, re.M)
+    assert stages[-1] == ("runtime", "cpu")
+    names = [name for _, name in stages]
+    assert names.index("runtime") < names.index("gpu-builder")
+    assert names.index("loadtest") < names.index("gpu-builder")

@@ -1,0 +1,165 @@
+"""Overload, deadlines and backend faults through real HTTP, with a slowed/failing backend."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from tests.server_process import ServerProcess
+from tests.tables import random_table, write_npy
+
+BATCHED = 'backend = "onnxruntime"\nbatching = true\n'
+
+
+def metric(url: str, name: str, labels: str) -> float:
+    text = httpx.get(url + "/metrics").text
+    match = re.search(rf"^{re.escape(name)}\{{{labels}\}} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_overload_rejects_fast_and_recovers(tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    table = random_table(100, 8)
+    write_npy(folder, "slow", table, BATCHED)
+    env = {"EMBED_MAX_QUEUE_IDS": "4"}
+    with ServerProcess(folder, "--delay", "1.0", env=env, module="tests.faulty_server") as server:
+        server.wait_ready()
+
+        async def scenario() -> tuple[list, list[float], float, list[float]]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+                url = "/v1/tables/slow/lookup"
+                busy = asyncio.ensure_future(
+                    http.post(url, json={"ids": [1]})
+                )  # occupies the backend
+                await asyncio.sleep(0.05)
+                queued = [
+                    asyncio.ensure_future(http.post(url, json={"ids": [1, 2]})) for _ in range(2)
+                ]
+                await asyncio.sleep(0.05)
+                rss_before = rss_mib(server.process.pid)
+                rejected, health = [], []
+                for _ in range(100):
+                    start = time.perf_counter()
+                    response = await http.post(url, json={"ids": [3]})
+                    rejected.append((response, time.perf_counter() - start))
+                for _ in range(20):
+                    start = time.perf_counter()
+                    assert (await http.get("/healthz")).status_code == 200
+                    health.append(time.perf_counter() - start)
+                done = await asyncio.gather(busy, *queued)
+                growth = rss_mib(server.process.pid) - rss_before
+                return [r for r, _ in rejected], [t for _, t in rejected], growth, health, done
+
+        responses, latencies, growth, health, done = asyncio.run(scenario())
+        assert all(r.status_code == 503 for r in responses)
+        assert all(
+            r.json()["error"]["code"] == "overloaded" and r.headers["retry-after"]
+            for r in responses
+        )
+        latencies.sort()
+        assert latencies[int(len(latencies) * 0.99) - 1] < 0.05, latencies[-5:]  # p99 under 50 ms
+        assert max(health) < 0.1
+        assert growth < 30, f"RSS grew {growth:.1f} MiB while rejecting"
+        assert all(r.status_code == 200 for r in done)
+        # Load dropped: service is back to normal.
+        after = httpx.post(server.url + "/v1/tables/slow/lookup", json={"ids": [5, 6]}, timeout=10)
+        assert after.status_code == 200
+        np.testing.assert_array_equal(np.array(after.json()["vectors"], np.float32), table[[5, 6]])
+
+
+def test_deadline_gives_504_and_is_not_computed(tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    write_npy(folder, "slow", random_table(100, 8), BATCHED + "timeout_ms = 150\n")
+    with ServerProcess(folder, "--delay", "0.4", module="tests.faulty_server") as server:
+        server.wait_ready()
+
+        async def scenario():
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+                first = asyncio.ensure_future(
+                    http.post("/v1/tables/slow/lookup", json={"ids": [1]})
+                )
+                await asyncio.sleep(0.05)
+                late = await http.post("/v1/tables/slow/lookup", json={"ids": [2]})
+                return await first, late
+
+        first, late = asyncio.run(scenario())
+        assert late.status_code == 504 and late.json()["error"]["code"] == "timeout"
+        assert first.status_code == 504  # it too waited 400 ms > 150 ms for its result
+        time.sleep(0.5)
+        assert (
+            metric(server.url, "embedding_batcher_events_total", 'event="timed_out",table="slow"')
+            >= 2
+        )
+        # Only the first request's batch ever reached the backend.
+        assert metric(server.url, "embedding_backend_seconds_count", 'table="slow"') == 1
+
+
+def test_backend_fault_fails_only_its_batch(tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    table = random_table(100, 8)
+    write_npy(folder, "t", table, BATCHED)
+    with ServerProcess(folder, "--fail-id", "13", module="tests.faulty_server") as server:
+        server.wait_ready()
+        bad = httpx.post(server.url + "/v1/tables/t/lookup", json={"ids": [1, 13]})
+        assert bad.status_code == 500
+        error = bad.json()["error"]
+        assert error["code"] == "internal" and "injected" not in error["message"]
+        request_id = error["detail"]["request_id"]
+        good = httpx.post(server.url + "/v1/tables/t/lookup", json={"ids": [1, 2]})
+        assert good.status_code == 200
+        np.testing.assert_array_equal(np.array(good.json()["vectors"], np.float32), table[[1, 2]])
+        assert httpx.get(server.url + "/readyz").json()["status"] == "ready"
+        log = server.log()
+        assert request_id in log and "injected fault on id 13" in log
+
+
+def test_bad_table_files_fail_alone(tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    good = random_table(20, 4)
+    write_npy(folder, "good", good)
+    write_npy(folder, "onedim", np.zeros(5, np.float32))
+    write_npy(folder, "ints", np.zeros((3, 3), np.int64))
+    np.save(folder / "pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    (folder / "truncated.npy").write_bytes((folder / "good.npy").read_bytes()[:200])
+    (folder / "garbage.npy").write_bytes(b"not numpy at all")
+    (folder / "garbage_onnx.onnx").write_bytes(b"\x08\x07garbage")
+    write_npy(folder, "badopts", good, "max_norm = -3\n")
+    with ServerProcess(folder) as server:
+        ready = server.wait_ready()
+        response = httpx.get(server.url + "/readyz")
+        assert response.status_code == 503 and ready["status"] == "degraded"
+        failed = response.json()["failed"]
+        assert set(failed) == {
+            "onedim",
+            "ints",
+            "pickled",
+            "truncated",
+            "garbage",
+            "garbage_onnx",
+            "badopts",
+        }
+        for name, reason in failed.items():
+            assert name in reason  # the file is named
+        assert (
+            "2-D" in failed["onedim"]
+            and "dtype" in failed["ints"]
+            and "max_norm" in failed["badopts"]
+        )
+        assert response.json()["tables"] == ["good"]
+        ok = httpx.post(server.url + "/v1/tables/good/lookup", json={"ids": [3]})
+        np.testing.assert_array_equal(np.array(ok.json()["vectors"], np.float32), good[[3]])
+        assert (
+            httpx.post(server.url + "/v1/tables/ints/lookup", json={"ids": [0]}).status_code == 404
+        )
