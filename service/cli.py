@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -98,6 +99,10 @@ def _export(settings: ServiceSettings) -> None:
             os.environ[key] = str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def _drained(signum: int, _frame: object) -> None:
+    log.info("stopped by signal %d after draining in-flight requests", signum)
+
+
 def serve(settings: ServiceSettings) -> int:
     from service.http.app import configure_logging
 
@@ -115,6 +120,10 @@ def serve(settings: ServiceSettings) -> int:
                 write_demo_tables(fallback)
             settings = settings.model_copy(update={"models": fallback})
     _export(settings)
+    # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal through
+    # the handler it found installed. A no-op one makes a completed graceful stop exit 0.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _drained)
     uvicorn.run(
         "service.http.app:create_app_from_env",
         factory=True,

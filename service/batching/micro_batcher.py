@@ -87,6 +87,7 @@ class MicroBatcher:
         self._queue: deque[_Entry] = deque()
         self._queued_ids = 0
         self._inflight_ids = 0  # direct (unbatched) executor calls in progress
+        self._running = 0  # requests in the batch being gathered now
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gather-{table}")
         self._worker: asyncio.Task[None] | None = None
@@ -133,9 +134,12 @@ class MicroBatcher:
     async def drain(self, timeout: float) -> bool:
         """Wait until nothing is queued or running (bounded); True when drained."""
         deadline = self.clock() + timeout
-        while (self._queue or self._inflight_ids) and self.clock() < deadline:
+        while self._busy() and self.clock() < deadline:
             await asyncio.sleep(0.005)
-        return not self._queue and not self._inflight_ids
+        return not self._busy()
+
+    def _busy(self) -> bool:
+        return bool(self._queue or self._inflight_ids or self._running)
 
     # ------------------------------------------------------------------- requests
     async def gather(self, ids: np.ndarray) -> GatherResult:
@@ -269,8 +273,17 @@ class MicroBatcher:
     async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Entry]) -> None:
         ids = batch[0].ids if len(batch) == 1 else np.concatenate([e.ids for e in batch])
         started = self.clock()
+        self._running = len(batch)
         try:
             rows = await loop.run_in_executor(self._executor, self.backend.gather, ids)
+        except asyncio.CancelledError:
+            # The worker is being stopped mid-gather: answer this batch, never abandon it.
+            for entry in batch:
+                if not entry.future.done():
+                    entry.future.set_exception(
+                        Overloaded("the table is being unloaded; retry", headers=self._retry())
+                    )
+            raise
         except Exception as exc:
             # Only this batch's requests fail; the worker goes on with the next batch.
             self._m_events["failed"].inc(len(batch))
@@ -293,6 +306,8 @@ class MicroBatcher:
                         )
                     )
             return
+        finally:
+            self._running = 0
         finished = self.clock()
         backend_seconds = finished - started
         self._m_backend.observe(backend_seconds)

@@ -228,3 +228,20 @@ def test_batching_off_calls_backend_per_request() -> None:
         await batcher.close()
 
     run(scenario())
+
+
+def test_close_during_a_running_batch_answers_it_and_drain_waits_for_it() -> None:
+    async def scenario() -> None:
+        backend = GatedBackend()
+        batcher = MicroBatcher(backend, config(), "t")
+        batcher.start()
+        running = asyncio.ensure_future(batcher.gather(np.array([1])))
+        await wait_entered(backend)
+        assert not await batcher.drain(0.05)  # a batch is still being gathered
+        closing = asyncio.ensure_future(batcher.close())
+        with pytest.raises(Overloaded):  # answered at once, not left hanging
+            await asyncio.wait_for(running, 2)
+        backend.gate.set()
+        await closing
+
+    run(scenario())
