@@ -46,6 +46,9 @@ for line in io.lines(os.getenv("BENCH_BODIES")) do
 end
 local i = 0
 local headers = {["Content-Type"] = ctype, ["Accept"] = accept}
+if os.getenv("BENCH_HEADER_NAME") then
+  headers[os.getenv("BENCH_HEADER_NAME")] = os.getenv("BENCH_HEADER_VALUE")
+end
 request = function()
   i = i % #bodies + 1
   return wrk.format("POST", path, headers, bodies[i])
@@ -164,11 +167,80 @@ def write_bodies(workload: str, rows: int, wire: str) -> Path:
             ids = rng.integers(0, rows, size=size)
             if wire == "binary":
                 out.write(ids.astype("<i8").tobytes().hex() + "\n")
+            elif wire == "v2binary":
+                out.write((v2_header(size) + ids.astype("<i8").tobytes()).hex() + "\n")
             elif wire == "base64":
                 out.write(json.dumps({"ids": ids.tolist(), "encoding": "base64"}) + "\n")
             else:
                 out.write(json.dumps({"ids": ids.tolist()}) + "\n")
     return path
+
+
+def v2_header(size: int) -> bytes:
+    """The JSON part of a binary V2 infer request (same length for every body of a workload)."""
+    return json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "ids",
+                    "shape": [size],
+                    "datatype": "INT64",
+                    "parameters": {"binary_data_size": size * 8},
+                }
+            ],
+            "outputs": [{"name": "embeddings", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+
+
+def run_client(port: int, workload: str, seconds: float, cores: str | None) -> dict:
+    """The project's AsyncEmbeddingClient (binary transport) at the workload's concurrency."""
+    import asyncio
+
+    from service.client import AsyncEmbeddingClient
+
+    if cores and hasattr(os, "sched_setaffinity"):
+        previous = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {int(cores)})
+    size, conns = WORKLOADS[workload]
+    rng = np.random.default_rng(1)
+    bodies = [rng.integers(0, 1_000_000, size=size) for _ in range(500)]
+    latencies: list[float] = []
+    errors = 0
+
+    async def worker(client: AsyncEmbeddingClient, offset: int, stop: float) -> None:
+        nonlocal errors
+        i = offset
+        while time.perf_counter() < stop:
+            started = time.perf_counter()
+            try:
+                await client.lookup("big", bodies[i % len(bodies)])
+                latencies.append(time.perf_counter() - started)
+            except Exception:
+                errors += 1
+            i += 1
+
+    async def main() -> float:
+        limits_client = AsyncEmbeddingClient(f"http://127.0.0.1:{port}", retries=0)
+        async with limits_client as client:
+            started = time.perf_counter()
+            await asyncio.gather(*(worker(client, k, started + seconds) for k in range(conns)))
+            return time.perf_counter() - started
+
+    try:
+        elapsed = asyncio.run(main())
+    finally:
+        if cores and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, previous)
+    ordered = sorted(latencies) or [0.0]
+    return {
+        "requests": len(latencies),
+        "duration_us": int(elapsed * 1e6),
+        "errors": errors,
+        "p50_us": int(ordered[len(ordered) // 2] * 1e6),
+        "p99_us": int(ordered[int(len(ordered) * 0.99)] * 1e6),
+        "rps": len(latencies) / elapsed,
+    }
 
 
 def run_wrk(
@@ -186,10 +258,14 @@ def run_wrk(
         **os.environ,
         "BENCH_PATH": path,
         "BENCH_BODIES": str(bodies),
-        "BENCH_BINARY": "1" if wire == "binary" else "0",
+        "BENCH_BINARY": "1" if wire in ("binary", "v2binary") else "0",
         "BENCH_CTYPE": "application/octet-stream" if wire == "binary" else "application/json",
         "BENCH_ACCEPT": "application/octet-stream" if wire == "binary" else "application/json",
     }
+    if wire == "v2binary":
+        size = next(v for w, (v, _) in WORKLOADS.items() if bodies.name.startswith(f"bodies_{w}_"))
+        env["BENCH_HEADER_NAME"] = "Inference-Header-Content-Length"
+        env["BENCH_HEADER_VALUE"] = str(len(v2_header(size)))
     threads = max(1, min(2, connections))
     cmd = pinned(
         cores,
@@ -309,6 +385,14 @@ def main() -> None:
             for w, wire in (("W1", "json"), ("W1", "binary"), ("W2", "binary"), ("W3", "binary"))
         ]
         + [
+            Case("service", "/v2/models/big/infer", w, "v2binary", label="V2 binary (Triton)")
+            for w in WORKLOADS
+        ]
+        + [
+            Case("service", "client", w, "binary", label="project client (async)")
+            for w in ("W1", "W3")
+        ]
+        + [
             Case(
                 "service",
                 lookup.format(t=t),
@@ -341,7 +425,7 @@ def main() -> None:
     # All servers run side by side (idle ones cost nothing) and every comparison is run back
     # to back, so a noisy neighbour moment hits all variants of a row group alike.
     order = {w: i for i, w in enumerate(WORKLOADS)}
-    wires = {"json": 0, "base64": 1, "binary": 2}
+    wires = {"json": 0, "base64": 1, "binary": 2, "v2binary": 3}
     plan = sorted(
         (case for name in chosen for case in cases[name]),
         key=lambda c: (c.connections is not None, order[c.workload], wires[c.wire]),
@@ -356,10 +440,14 @@ def main() -> None:
             bodies = write_bodies(case.workload, args.rows, case.wire)
             conns = case.connections or WORKLOADS[case.workload][1]
             wrk_cores = None if multi else load_cores
-            run_wrk(server.port, case.route, bodies, case.wire, conns, args.warmup, wrk_cores)
-            result = run_wrk(
-                server.port, case.route, bodies, case.wire, conns, args.duration, wrk_cores
-            )
+            if case.route == "client":
+                run_client(server.port, case.workload, args.warmup, wrk_cores)
+                result = run_client(server.port, case.workload, args.duration, wrk_cores)
+            else:
+                run_wrk(server.port, case.route, bodies, case.wire, conns, args.warmup, wrk_cores)
+                result = run_wrk(
+                    server.port, case.route, bodies, case.wire, conns, args.duration, wrk_cores
+                )
             results.append((case, result, server.memory_mib()))
             print(
                 f"  {case.server:15} {case.workload} {case.wire:6} {case.label:26} {result['rps']:9.0f} req/s",
@@ -380,7 +468,7 @@ def render(results, args) -> str:
     baseline = {}
     for case, result, _ in results:
         if case.server == "tuned":
-            baseline[(case.workload, "binary" if case.wire == "binary" else "json")] = result["rps"]
+            baseline[(case.workload, "binary" if "binary" in case.wire else "json")] = result["rps"]
     lines = [
         f"Table {args.rows:,} x {args.dim} float32; {args.duration:.0f} s per row after {args.warmup:.0f} s warm-up; "
         f"server on core 0, wrk on core 1 (2-worker rows unpinned). Ratio: to tuned FastAPI, same workload, "
@@ -392,7 +480,7 @@ def render(results, args) -> str:
     for case, r, (rss, pss) in results:
         size, conns = WORKLOADS[case.workload]
         conns = case.connections or conns
-        base = baseline.get((case.workload, "binary" if case.wire == "binary" else "json"))
+        base = baseline.get((case.workload, "binary" if "binary" in case.wire else "json"))
         ratio = f"{r['rps'] / base:.2f}x" if base else "-"
         lines.append(
             f"| {case.server} | {case.label or '-'} | {case.workload} ({size} ids) | {case.wire} | {conns} | "

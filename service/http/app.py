@@ -20,19 +20,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service import __version__
 from service.errors import InvalidRequest, MethodNotAllowed, NotFound, ServiceError
 from service.http.auth import ApiKeyGuard
-from service.http.error_responses import error_response, unexpected_error_response
+from service.http.error_responses import error_response_for, unexpected_error_response
 from service.http.handlers import LookupHandlers
 from service.http.hot_path import HotPathApp
+from service.http.openai_routes import build_openai_router
 from service.http.routes import build_router
-from service.http.schemas import LookupBody, SequencesBody
+from service.http.schemas import EmbeddingsBody, LookupBody, SequencesBody
+from service.http.v2_routes import V2Handlers, build_v2_router
 from service.settings import ServiceSettings
 from service.tables.registry import TableRegistry
 
 log = logging.getLogger(__name__)
 
 
-def _as_response(error: ServiceError) -> Response:
-    encoded = error_response(error)
+def _as_response(error: ServiceError, path: str = "") -> Response:
+    encoded = error_response_for(path, error)
     return Response(encoded.body, encoded.status, encoded.headers, encoded.media_type)
 
 
@@ -40,26 +42,27 @@ def _install_error_handlers(app: FastAPI) -> None:
     """Every error FastAPI/Starlette raises gets API.md's body, mapped here and only here."""
 
     @app.exception_handler(ServiceError)
-    async def service_error(_: Request, exc: ServiceError) -> Response:
-        return _as_response(exc)
+    async def service_error(request: Request, exc: ServiceError) -> Response:
+        return _as_response(exc, request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404:
-            return _as_response(NotFound(f"no route {request.url.path}"))
+            return _as_response(NotFound(f"no route {request.url.path}"), request.url.path)
         if exc.status_code == 405:
             error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
-            response = _as_response(error)
+            response = _as_response(error, request.url.path)
             if exc.headers and "Allow" in exc.headers:
                 response.headers["allow"] = exc.headers["Allow"]
             return response
         generic = ServiceError(str(exc.detail))
         generic.status, generic.code = exc.status_code, "http_error"  # type: ignore[misc]
-        return _as_response(generic)
+        return _as_response(generic, request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
-        return _as_response(InvalidRequest("invalid request", {"errors": exc.errors()[:5]}))
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        error = InvalidRequest("invalid request", {"errors": exc.errors()[:5]})
+        return _as_response(error, request.url.path)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
@@ -76,7 +79,11 @@ def _add_body_schemas(app: FastAPI) -> None:
             return app.openapi_schema
         schema = default_openapi()
         _, extra = models_json_schema(
-            [(LookupBody, "validation"), (SequencesBody, "validation")],
+            [
+                (LookupBody, "validation"),
+                (SequencesBody, "validation"),
+                (EmbeddingsBody, "validation"),
+            ],
             ref_template="#/components/schemas/{model}",
         )
         schema.setdefault("components", {}).setdefault("schemas", {}).update(extra.get("$defs", {}))
@@ -113,6 +120,9 @@ def create_app(settings: ServiceSettings, registry: TableRegistry | None = None)
     _install_error_handlers(app)
     admin_key = settings.admin_key.get_secret_value().encode() if settings.admin_key else None
     app.include_router(build_router(registry, handlers, settings.max_body_bytes, admin_key))
+    v2 = V2Handlers(registry, handlers, settings)
+    app.include_router(build_v2_router(v2))
+    app.include_router(build_openai_router(registry, handlers, settings))
     _add_body_schemas(app)
     app.state.registry = registry
     front = HotPathApp(
@@ -121,6 +131,7 @@ def create_app(settings: ServiceSettings, registry: TableRegistry | None = None)
         settings.max_body_bytes,
         settings.fast_path,
         ApiKeyGuard.from_settings(settings),
+        v2,
     )
     front.registry = registry  # type: ignore[attr-defined]
     return front

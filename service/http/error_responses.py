@@ -35,6 +35,19 @@ def error_response(error: ServiceError) -> EncodedResponse:
     return EncodedResponse(error_body(error), status=error.status, headers=headers)
 
 
+def v2_error_response(error: ServiceError) -> EncodedResponse:
+    """The Open Inference Protocol's own error shape, ``{"error": "<message>"}``, for /v2 routes."""
+    headers = {key.lower(): value for key, value in error.headers.items()}
+    return EncodedResponse(
+        orjson.dumps({"error": error.message}), status=error.status, headers=headers
+    )
+
+
+def error_response_for(path: str, error: ServiceError) -> EncodedResponse:
+    """API.md's error body, or V2's on /v2 paths."""
+    return v2_error_response(error) if path.startswith("/v2") else error_response(error)
+
+
 def unexpected_error_response(exc: BaseException, where: str) -> EncodedResponse:
     """A bug, not an input mistake: generic 500 for the client, the details in the log."""
     request_id = new_request_id()

@@ -38,7 +38,9 @@ from service.tables.served_table import ServedTable
 
 
 @dataclass
-class _Timing:
+class Timing:
+    """Where a request's time went (sent back as X-Queue-Time-Ms / X-Backend-Time-Ms)."""
+
     queue_seconds: float = 0.0
     backend_seconds: float = 0.0
 
@@ -67,8 +69,8 @@ class LookupHandlers:
                 {"bytes": size, "max_output_bytes": self.max_output_bytes},
             )
 
-    async def _rows(
-        self, table: ServedTable, ids: np.ndarray, dtype: str, timing: _Timing
+    async def rows(
+        self, table: ServedTable, ids: np.ndarray, dtype: str, timing: Timing
     ) -> np.ndarray:
         """Final rows for 1-D ids: gathered, float32, renormalised when configured."""
         result = await table.batcher.gather(ids)
@@ -85,16 +87,14 @@ class LookupHandlers:
             return rows.astype(np.float16)
         return rows.astype(np.float32, copy=False)
 
-    async def _row_texts(
-        self, table: ServedTable, flat: np.ndarray, timing: _Timing
-    ) -> list[bytes]:
+    async def _row_texts(self, table: ServedTable, flat: np.ndarray, timing: Timing) -> list[bytes]:
         """JSON text of each row of ``flat`` from the cache; misses gathered once, then cached."""
         keys = flat.tolist()
         texts, missing = table.row_cache.lookup(keys)
         if missing:
             miss_ids = np.unique(flat[missing])
             miss_keys = miss_ids.tolist()
-            miss_texts = rows_text(await self._rows(table, miss_ids, "float32", timing))
+            miss_texts = rows_text(await self.rows(table, miss_ids, "float32", timing))
             table.row_cache.store(miss_keys, miss_texts)
             found = dict(zip(miss_keys, miss_texts, strict=True))
             for i in missing:
@@ -121,7 +121,7 @@ class LookupHandlers:
         self._check_output(ids.size, table.dim, 2 if request.dtype == "float16" else 4)
         shape = (*ids.shape, table.dim)
         flat = ids.reshape(-1)
-        timing = _Timing()
+        timing = Timing()
         started = time.perf_counter()
         if (
             not binary
@@ -133,7 +133,7 @@ class LookupHandlers:
             body_out = json_envelope(table_name, shape, "float32", nest_texts(texts, ids.shape))
             response = EncodedResponse(body_out)
         else:
-            vectors = (await self._rows(table, flat, request.dtype, timing)).reshape(shape)
+            vectors = (await self.rows(table, flat, request.dtype, timing)).reshape(shape)
             if binary:
                 response = binary_lookup(vectors, request.dtype)
             else:
@@ -171,7 +171,7 @@ class LookupHandlers:
         slots = layout.slots[valid]
         shape = (batch, length, table.dim)
         mask2d = mask.reshape(batch, length)
-        timing = _Timing()
+        timing = Timing()
         binary = wants_binary(headers.get("accept"))
         if (
             not binary
@@ -189,7 +189,7 @@ class LookupHandlers:
             out_dtype = np.float16 if request.dtype == "float16" else np.float32
             vectors = np.zeros((batch * length, table.dim), dtype=out_dtype)
             if gather_ids.size:
-                vectors[slots] = await self._rows(table, gather_ids, request.dtype, timing)
+                vectors[slots] = await self.rows(table, gather_ids, request.dtype, timing)
             vectors = vectors.reshape(shape)
             if binary:
                 response = binary_sequences(vectors, mask2d, layout.lengths, request.dtype)
@@ -214,7 +214,7 @@ class LookupHandlers:
 _encode_children: dict[tuple[str, str], Any] = {}
 
 
-def _observe_encode(table: str, fmt: str, started: float, timing: _Timing) -> None:
+def _observe_encode(table: str, fmt: str, started: float, timing: Timing) -> None:
     """Encode time: the response-building span less the time spent queued and gathering."""
     child = _encode_children.get((table, fmt))
     if child is None:

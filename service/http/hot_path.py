@@ -18,8 +18,12 @@ from service.encoding.responses import EncodedResponse
 from service.errors import ServiceError
 from service.http.auth import ApiKeyGuard
 from service.http.body_reader import ClientDisconnected, check_declared_length, read_body, too_large
-from service.http.error_responses import error_response, unexpected_error_response
+from service.http.error_responses import (
+    error_response_for,
+    unexpected_error_response,
+)
 from service.http.handlers import LookupHandlers, route_metrics
+from service.http.v2_routes import V2Handlers
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,8 @@ _CONTENT_TYPES = {
     "application/octet-stream": (b"content-type", b"application/octet-stream"),
 }
 _HOT_ROUTES = ("lookup", "sequences")
+_V2_PREFIX = "/v2/models/"
+_V2_INFER = "/infer"
 
 
 def scope_headers(scope: Scope) -> dict[str, str]:
@@ -63,13 +69,17 @@ class HotPathApp:
         max_body_bytes: int,
         fast_path: bool = True,
         guard: ApiKeyGuard | None = None,
+        v2: V2Handlers | None = None,
     ) -> None:
         self.app = app
         self.guard = guard
         self.handlers = handlers
+        self.v2 = v2
         self.max_body_bytes = max_body_bytes
         self.fast_path = fast_path
         self._routes = {"lookup": handlers.lookup, "sequences": handlers.sequences}
+        if v2 is not None:
+            self._routes["infer"] = v2.infer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -78,12 +88,23 @@ class HotPathApp:
                 try:
                     self.guard.check(scope["headers"])
                 except ServiceError as error:
-                    await send_response(send, error_response(error))
+                    await send_response(send, error_response_for(path, error))
                     return
             if self.fast_path and scope["method"] == "POST" and path.startswith(_PREFIX):
                 name, slash, route = path[len(_PREFIX) :].partition("/")
                 if slash and route in _HOT_ROUTES and name:
                     await self._serve(scope, receive, send, name, route)
+                    return
+            if (
+                self.fast_path
+                and self.v2 is not None
+                and scope["method"] == "POST"
+                and path.startswith(_V2_PREFIX)
+                and path.endswith(_V2_INFER)
+            ):
+                model = path[len(_V2_PREFIX) : -len(_V2_INFER)]
+                if model and "/" not in model:
+                    await self._serve(scope, receive, send, model, "infer")
                     return
             receive = self._limited(scope, receive)
         await self.app(scope, receive, send)
@@ -108,7 +129,7 @@ class HotPathApp:
         except ClientDisconnected:
             return
         except ServiceError as error:
-            response = error_response(error)
+            response = error_response_for(scope["path"], error)
         except Exception as exc:
             response = unexpected_error_response(exc, f"{route} on table {name!r}")
         await send_response(send, response)

@@ -54,6 +54,37 @@ class SequencesResult(BaseModel):
     lengths: list[int]
 
 
+class EmbeddingsBody(_Strict):
+    """OpenAI embeddings request with token-id input."""
+
+    model: str = Field(..., description="Table name.")
+    input: int | list[int] | list[list[int]] = Field(
+        ...,
+        description="An id or a flat list of ids (one input), or lists of ids (one input each).",
+    )
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+
+
+class EmbeddingObject(BaseModel):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsResult(BaseModel):
+    object: Literal["list"]
+    data: list[EmbeddingObject]
+    model: str
+    usage: Usage
+
+
 class ErrorDetail(BaseModel):
     code: str = Field(..., description="snake_case error code (API.md's error table).")
     message: str
@@ -102,6 +133,26 @@ class Readiness(BaseModel):
     tables: list[str]
     failed: dict[str, str] | None = None
 
+
+class V2Error(BaseModel):
+    """The Open Inference Protocol's error body."""
+
+    error: str
+
+
+V2_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": V2Error, "description": description}
+    for status, description in {
+        400: "Body not decodable",
+        401: "API key missing or wrong",
+        404: "Unknown model or version",
+        413: "Body, ids or response over the limits",
+        422: "Invalid ids or request",
+        503: "Not ready, or queue full",
+        504: "Deadline passed",
+        500: "Backend failure",
+    }.items()
+}
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
