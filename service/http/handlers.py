@@ -16,7 +16,8 @@ import numpy as np
 import orjson
 
 from service import metrics
-from service.decoding.body import request_media_type, wants_binary
+from service.decoding.bags_request import BagsRequest, decode_bags
+from service.decoding.body import JSON, request_media_type, wants_binary
 from service.decoding.ids import check_in_range
 from service.decoding.requests import decode_lookup, decode_sequences
 from service.encoding.responses import (
@@ -29,8 +30,9 @@ from service.encoding.responses import (
     vectors_json,
 )
 from service.encoding.row_text_cache import rows_text
-from service.errors import PayloadTooLarge
+from service.errors import PayloadTooLarge, UnsupportedMediaType
 from service.semantics.max_norm import renormalise
+from service.semantics.pooling import pool_bags
 from service.semantics.sequence_layout import output_length, sequence_layout
 from service.settings import ServiceSettings
 from service.tables.registry import TableRegistry
@@ -147,6 +149,41 @@ class LookupHandlers:
         response.headers.update(timing.headers())
         return response
 
+    async def bags(
+        self, table_name: str, body: bytes, headers: Mapping[str, str]
+    ) -> EncodedResponse:
+        """``POST /v1/tables/{table}/bags``: pooled multi-hot lookups (``nn.EmbeddingBag``)."""
+        media_type = request_media_type(headers.get("content-type"))
+        if media_type != JSON:
+            raise UnsupportedMediaType("bags takes a JSON body", {"accepted": [JSON]})
+        table = self.registry.get(table_name)
+        request = decode_bags(body, self.max_ids)
+        check_in_range(request.flat_ids, table.rows, request.position)
+        self._check_output(request.lengths.size, table.dim, 2 if request.dtype == "float16" else 4)
+        ids, counts, weights = _bag_layout(request, table.pad_id)
+        timing = Timing()
+        started = time.perf_counter()
+        rows = (
+            await self.rows(table, ids, "float32", timing)
+            if ids.size
+            else np.zeros((0, table.dim), np.float32)
+        )
+        pooled = pool_bags(rows, counts, weights, request.mode)
+        if request.dtype == "float16":
+            pooled = pooled.astype(np.float16)
+        if wants_binary(headers.get("accept")):
+            response = binary_lookup(pooled, request.dtype)
+        else:
+            encoded = (
+                vectors_base64(pooled) if request.encoding == "base64" else vectors_json(pooled)
+            )
+            response = EncodedResponse(
+                json_envelope(table_name, pooled.shape, request.dtype, encoded)
+            )
+        _observe_encode(table_name, "bags", started, timing)
+        response.headers.update(timing.headers())
+        return response
+
     async def sequences(
         self, table_name: str, body: bytes, headers: Mapping[str, str]
     ) -> EncodedResponse:
@@ -209,6 +246,19 @@ class LookupHandlers:
         response = EncodedResponse(body_out)
         response.headers.update(timing.headers())
         return response
+
+
+def _bag_layout(
+    request: BagsRequest, pad_id: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Ids that enter the pool (padding left out, as EmbeddingBag does), per-bag counts, weights."""
+    if pad_id is None:
+        return request.flat_ids, request.lengths, request.weights
+    keep = request.flat_ids != pad_id
+    bag_of = np.repeat(np.arange(request.lengths.size), request.lengths)
+    counts = np.bincount(bag_of[keep], minlength=request.lengths.size).astype(np.int64)
+    weights = request.weights[keep] if request.weights is not None else None
+    return request.flat_ids[keep], counts, weights
 
 
 _encode_children: dict[tuple[str, str], Any] = {}

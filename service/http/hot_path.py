@@ -37,7 +37,7 @@ _CONTENT_TYPES = {
     "application/json": (b"content-type", b"application/json"),
     "application/octet-stream": (b"content-type", b"application/octet-stream"),
 }
-_HOT_ROUTES = ("lookup", "sequences")
+_HOT_ROUTES = ("lookup", "sequences", "bags")
 _V2_PREFIX = "/v2/models/"
 _V2_INFER = "/infer"
 
@@ -77,7 +77,11 @@ class HotPathApp:
         self.v2 = v2
         self.max_body_bytes = max_body_bytes
         self.fast_path = fast_path
-        self._routes = {"lookup": handlers.lookup, "sequences": handlers.sequences}
+        self._routes = {
+            "lookup": handlers.lookup,
+            "sequences": handlers.sequences,
+            "bags": handlers.bags,
+        }
         if v2 is not None:
             self._routes["infer"] = v2.infer
 

@@ -17,6 +17,8 @@ from service.http.body_reader import read_body
 from service.http.handlers import LookupHandlers
 from service.http.schemas import (
     ERROR_RESPONSES,
+    BagsBody,
+    BagsResult,
     ErrorBody,
     Health,
     LookupBody,
@@ -123,6 +125,18 @@ def build_router(
         """id -> vector for ids of any rank (JSON, base64 or binary)."""
         body = await read_body(request.receive, max_body_bytes)
         return _encoded(await handlers.lookup(table, body, _headers(request)))
+
+    @router.post(
+        "/v1/tables/{table}/bags",
+        response_model=BagsResult,
+        tags=["lookup"],
+        openapi_extra=_body_doc(BagsBody),
+        responses=ERROR_RESPONSES,
+    )
+    async def bags(table: str, request: Request) -> Response:
+        """Pooled multi-hot lookups: sum, mean, max (nn.EmbeddingBag) or sqrtn (TF)."""
+        body = await read_body(request.receive, max_body_bytes)
+        return _encoded(await handlers.bags(table, body, _headers(request)))
 
     @router.post(
         "/v1/tables/{table}/sequences",

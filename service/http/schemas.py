@@ -45,6 +45,28 @@ class SequencesBody(_Strict):
     dtype: Literal["float32", "float16"] = "float32"
 
 
+class BagsBody(_Strict):
+    """Ragged bags, or nn.EmbeddingBag's flat ids + offsets; pooled like nn.EmbeddingBag."""
+
+    bags: list[list[int]] | None = None
+    ids: list[int] | None = None
+    offsets: list[int] | None = None
+    weights: list[list[float]] | list[float] | None = Field(
+        None,
+        description="Per-id weights (sum and sqrtn only), shaped like bags (or flat with ids).",
+    )
+    mode: Literal["sum", "mean", "max", "sqrtn"] = "mean"
+    encoding: Literal["float", "base64"] = "float"
+    dtype: Literal["float32", "float16"] = "float32"
+
+
+class BagsResult(BaseModel):
+    table: str
+    shape: list[int]
+    dtype: Literal["float32", "float16"]
+    vectors: Floats | str
+
+
 class SequencesResult(BaseModel):
     table: str
     shape: list[int]

@@ -25,3 +25,28 @@ def segment_means(rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     sums = segment_sums(rows, lengths)
     counts = np.maximum(lengths, 1)[:, None]
     return (sums / counts).astype(np.float32)
+
+
+def pool_bags(
+    rows: np.ndarray, lengths: np.ndarray, weights: np.ndarray | None, mode: str
+) -> np.ndarray:
+    """``nn.EmbeddingBag`` pooling of each bag's rows (padding ids already left out).
+
+    sum / mean / max as torch; ``sqrtn`` as TF's ``embedding_lookup_sparse``: the weighted sum
+    divided by the square root of the sum of squared weights. Empty bags give zeros.
+    """
+    if mode == "max":
+        pooled = np.zeros((lengths.size, rows.shape[1]), dtype=np.float32)
+        nonempty = lengths > 0
+        if nonempty.any():
+            starts = segment_starts(lengths)[nonempty]
+            pooled[nonempty] = np.maximum.reduceat(rows, starts, axis=0)
+        return pooled
+    w = np.ones(rows.shape[0]) if weights is None else weights
+    sums = segment_sums(rows * w[:, None] if weights is not None else rows, lengths)
+    if mode == "sum":
+        return sums.astype(np.float32)
+    if mode == "mean":
+        return (sums / np.maximum(lengths, 1)[:, None]).astype(np.float32)
+    squares = segment_sums((w * w)[:, None], lengths)[:, 0]
+    return (sums / np.where(squares > 0, np.sqrt(squares), 1.0)[:, None]).astype(np.float32)
