@@ -25,7 +25,13 @@ from service.http.handlers import LookupHandlers
 from service.http.hot_path import HotPathApp
 from service.http.openai_routes import build_openai_router
 from service.http.routes import build_router
-from service.http.schemas import BagsBody, EmbeddingsBody, LookupBody, SequencesBody
+from service.http.schemas import (
+    BagsBody,
+    EmbeddingsBody,
+    LookupBody,
+    NeighborsBody,
+    SequencesBody,
+)
 from service.http.v2_routes import V2Handlers, build_v2_router
 from service.settings import ServiceSettings
 from service.tables.registry import TableRegistry
@@ -84,6 +90,7 @@ def _add_body_schemas(app: FastAPI) -> None:
                 (SequencesBody, "validation"),
                 (EmbeddingsBody, "validation"),
                 (BagsBody, "validation"),
+                (NeighborsBody, "validation"),
             ],
             ref_template="#/components/schemas/{model}",
         )

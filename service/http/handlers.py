@@ -19,6 +19,7 @@ from service import metrics
 from service.decoding.bags_request import BagsRequest, decode_bags
 from service.decoding.body import JSON, request_media_type, wants_binary
 from service.decoding.ids import check_in_range
+from service.decoding.neighbors_request import decode_neighbors
 from service.decoding.requests import decode_lookup, decode_sequences
 from service.encoding.responses import (
     EncodedResponse,
@@ -30,7 +31,7 @@ from service.encoding.responses import (
     vectors_json,
 )
 from service.encoding.row_text_cache import rows_text
-from service.errors import PayloadTooLarge, UnsupportedMediaType
+from service.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from service.semantics.max_norm import renormalise
 from service.semantics.pooling import pool_bags
 from service.semantics.sequence_layout import output_length, sequence_layout
@@ -183,6 +184,31 @@ class LookupHandlers:
         _observe_encode(table_name, "bags", started, timing)
         response.headers.update(timing.headers())
         return response
+
+    async def neighbors(
+        self, table_name: str, body: bytes, headers: Mapping[str, str]
+    ) -> EncodedResponse:
+        """``POST /v1/tables/{table}/neighbors``: exact nearest rows, best first."""
+        if request_media_type(headers.get("content-type")) != JSON:
+            raise UnsupportedMediaType("neighbors takes a JSON body", {"accepted": [JSON]})
+        table = self.registry.get(table_name)
+        request = decode_neighbors(body)
+        exclude = None
+        if request.keys is not None:
+            raise InvalidRequest(f"table {table_name!r} has no vocabulary: query by ids or vectors")
+        if request.ids is not None:
+            check_in_range(request.ids, table.rows)
+            queries = np.asarray(table.weights.array[request.ids], dtype=np.float32)
+            exclude = request.ids if request.exclude_self else None
+        else:
+            queries = request.vectors
+            if queries.shape[1] != table.dim:
+                raise InvalidRequest(
+                    f"query vectors have {queries.shape[1]} components; the table's dim is {table.dim}"
+                )
+        ids, scores = await table.search(queries, request.k, request.metric, exclude)
+        payload = {"table": table_name, "ids": ids, "scores": scores}
+        return EncodedResponse(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY))
 
     async def sequences(
         self, table_name: str, body: bytes, headers: Mapping[str, str]

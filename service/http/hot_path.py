@@ -37,7 +37,7 @@ _CONTENT_TYPES = {
     "application/json": (b"content-type", b"application/json"),
     "application/octet-stream": (b"content-type", b"application/octet-stream"),
 }
-_HOT_ROUTES = ("lookup", "sequences", "bags")
+_HOT_ROUTES = ("lookup", "sequences", "bags", "neighbors")
 _V2_PREFIX = "/v2/models/"
 _V2_INFER = "/infer"
 
@@ -81,6 +81,7 @@ class HotPathApp:
             "lookup": handlers.lookup,
             "sequences": handlers.sequences,
             "bags": handlers.bags,
+            "neighbors": handlers.neighbors,
         }
         if v2 is not None:
             self._routes["infer"] = v2.infer

@@ -23,6 +23,8 @@ from service.http.schemas import (
     Health,
     LookupBody,
     LookupResult,
+    NeighborsBody,
+    NeighborsResult,
     Readiness,
     SequencesBody,
     SequencesResult,
@@ -137,6 +139,18 @@ def build_router(
         """Pooled multi-hot lookups: sum, mean, max (nn.EmbeddingBag) or sqrtn (TF)."""
         body = await read_body(request.receive, max_body_bytes)
         return _encoded(await handlers.bags(table, body, _headers(request)))
+
+    @router.post(
+        "/v1/tables/{table}/neighbors",
+        response_model=NeighborsResult,
+        tags=["similarity"],
+        openapi_extra=_body_doc(NeighborsBody),
+        responses=ERROR_RESPONSES,
+    )
+    async def neighbors(table: str, request: Request) -> Response:
+        """Nearest rows by cosine, dot product or L2 (exact), best first, ties by lower id."""
+        body = await read_body(request.receive, max_body_bytes)
+        return _encoded(await handlers.neighbors(table, body, _headers(request)))
 
     @router.post(
         "/v1/tables/{table}/sequences",

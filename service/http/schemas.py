@@ -67,6 +67,24 @@ class BagsResult(BaseModel):
     vectors: Floats | str
 
 
+class NeighborsBody(_Strict):
+    """Exactly one of ids, keys (tables with a vocabulary) or vectors."""
+
+    ids: int | list[int] | None = None
+    keys: str | list[str] | None = None
+    vectors: list[float] | list[list[float]] | None = None
+    k: int = Field(10, ge=1, le=1000)
+    metric: Literal["cosine", "dot", "l2"] = "cosine"
+    exclude_self: bool = True
+
+
+class NeighborsResult(BaseModel):
+    table: str
+    ids: list[list[int]]
+    scores: list[list[float]]
+    keys: list[list[str]] | None = None
+
+
 class SequencesResult(BaseModel):
     table: str
     shape: list[int]

@@ -223,11 +223,13 @@ class TableRegistry:
     async def _retire(self, table: ServedTable, drain_seconds: float) -> None:
         await table.batcher.drain(drain_seconds)
         await table.batcher.close()
+        table.close_search()
         table.backend.close()
 
     async def close(self) -> None:
         """Stop every batcher and release every backend."""
         for table in self._tables.values():
             await table.batcher.close()
+            table.close_search()
             table.backend.close()
         self._tables.clear()

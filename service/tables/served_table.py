@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from service.backends.base import GatherBackend
 from service.backends.placement import Placement
@@ -11,6 +15,7 @@ from service.batching.micro_batcher import MicroBatcher
 from service.encoding.row_text_cache import RowTextCache
 from service.repository.options import TableOptions
 from service.repository.weights import TableWeights
+from service.semantics.neighbors import ExactNeighborIndex
 
 
 @dataclass
@@ -25,6 +30,25 @@ class ServedTable:
     batcher: MicroBatcher
     row_cache: RowTextCache
     pad_id: int | None
+    _index: ExactNeighborIndex | None = field(default=None, repr=False)
+    _search_pool: ThreadPoolExecutor | None = field(default=None, repr=False)
+
+    async def search(
+        self, queries: np.ndarray, k: int, metric: str, exclude: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact nearest rows, on this table's own search thread (searches queue there, one
+        at a time, and never stall the event loop or the table's gathers)."""
+        if self._index is None:
+            self._index = ExactNeighborIndex(self.weights.array)
+            self._search_pool = ThreadPoolExecutor(1, thread_name_prefix=f"search-{self.name}")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._search_pool, self._index.search, queries, k, metric, exclude
+        )
+
+    def close_search(self) -> None:
+        if self._search_pool is not None:
+            self._search_pool.shutdown(wait=False, cancel_futures=True)
 
     @property
     def rows(self) -> int:

@@ -1,0 +1,93 @@
+"""Exact nearest-neighbour search over a table: blocked matrix products, bounded memory.
+
+Scores: cosine similarity, dot product, or negative squared L2 distance; best first, ties
+broken by the lower id. Each block of rows is scored against all queries at once; per block
+only the candidates that can still make a query's top k (all ties at the k-th score kept) go
+on to the final merge, so results equal a full sort of all scores. For cosine, the inverse row
+norms are computed once and cached (4 bytes per row, not a normalised copy of the table).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+METRICS = ("cosine", "dot", "l2")
+# Scores held per block: queries x block rows x 4 bytes stays under ~64 MiB.
+SCORE_BUDGET = 16 * 1024 * 1024
+
+
+def _top(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` by (score desc, id asc)."""
+    order = np.lexsort((ids, -scores))[:k]
+    return ids[order], scores[order]
+
+
+class ExactNeighborIndex:
+    """Brute-force exact search over ``table`` (read-only rows, memory-mapped or not)."""
+
+    def __init__(self, table: np.ndarray, block_rows: int = 65536) -> None:
+        self.table = table
+        self.block_rows = block_rows
+        self._norms: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    def row_norms(self) -> np.ndarray:
+        """L2 norm of every row (float64 accumulation), computed once."""
+        with self._lock:
+            if self._norms is None:
+                norms = np.empty(self.table.shape[0], dtype=np.float32)
+                for start in range(0, self.table.shape[0], self.block_rows):
+                    block = np.asarray(
+                        self.table[start : start + self.block_rows], dtype=np.float64
+                    )
+                    norms[start : start + block.shape[0]] = np.sqrt(
+                        np.einsum("ij,ij->i", block, block)
+                    )
+                self._norms = norms
+            return self._norms
+
+    def search(
+        self, queries: np.ndarray, k: int, metric: str, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, scores)`` of shape ``(len(queries), k')`` with ``k' = min(k, eligible rows)``."""
+        rows = self.table.shape[0]
+        queries = np.asarray(queries, dtype=np.float32)
+        n = queries.shape[0]
+        norms = self.row_norms() if metric != "dot" else None
+        if metric == "cosine":
+            qnorms = np.linalg.norm(queries.astype(np.float64), axis=1)
+            queries = (queries / np.where(qnorms == 0, 1, qnorms)[:, None]).astype(np.float32)
+            inverse = np.where(norms == 0, 0, 1 / np.where(norms == 0, 1, norms)).astype(np.float32)
+        q_sq = np.einsum("ij,ij->i", queries, queries) if metric == "l2" else None
+        block = max(1024, min(self.block_rows, SCORE_BUDGET // max(n, 1)))
+        best_ids = [np.zeros(0, np.int64) for _ in range(n)]
+        best_scores = [np.zeros(0, np.float32) for _ in range(n)]
+        for start in range(0, rows, block):
+            chunk = np.asarray(self.table[start : start + block], dtype=np.float32)
+            scores = queries @ chunk.T
+            if metric == "cosine":
+                scores *= inverse[start : start + chunk.shape[0]]
+            elif metric == "l2":
+                sq = norms[start : start + chunk.shape[0]].astype(np.float32) ** 2
+                scores = -(q_sq[:, None] - 2 * scores + sq[None, :])
+            if exclude is not None:
+                local = exclude - start
+                hit = (local >= 0) & (local < chunk.shape[0])
+                scores[np.flatnonzero(hit), local[hit]] = -np.inf
+            kk = min(k, chunk.shape[0])
+            kth = -np.partition(-scores, kk - 1, axis=1)[:, kk - 1]
+            for i in range(n):
+                cand = np.flatnonzero(scores[i] >= kth[i])  # all ties at the k-th score kept
+                ids = np.concatenate((best_ids[i], cand + start))
+                sc = np.concatenate((best_scores[i], scores[i, cand]))
+                best_ids[i], best_scores[i] = _top(ids, sc, k)
+        width = min(k, rows - (1 if exclude is not None else 0))
+        out_ids = (
+            np.stack([ids[:width] for ids in best_ids]) if n else np.zeros((0, width), np.int64)
+        )
+        out_scores = (
+            np.stack([s[:width] for s in best_scores]) if n else np.zeros((0, width), np.float32)
+        )
+        return out_ids, out_scores
