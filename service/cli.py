@@ -15,6 +15,7 @@ from typing import Any, Literal, get_args, get_origin
 import uvicorn
 from pydantic import SecretStr, ValidationError
 
+from service.repository.compact import COMPACT_DTYPES, convert_table
 from service.repository.demo import write_demo_tables
 from service.repository.discovery import has_tables
 from service.settings import ENV_PREFIX, ServiceSettings
@@ -61,7 +62,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe.add_argument("--url", help="default: http://127.0.0.1:$EMBED_PORT/readyz")
     probe.add_argument("--timeout", type=float, default=3.0)
+    convert = commands.add_parser(
+        "convert", help="write a table in a compact form (float16, or int8 with per-row scales)"
+    )
+    convert.add_argument("source", type=Path, help="a .npy or .onnx table")
+    convert.add_argument(
+        "destination", type=Path, help="the .npy to write (scales and options beside it)"
+    )
+    convert.add_argument("--dtype", choices=COMPACT_DTYPES, required=True)
     return parser
+
+
+def convert(source: Path, destination: Path, dtype: str) -> int:
+    """Convert a table and print the sizes and the reconstruction error."""
+    from service.errors import TableLoadError
+    from service.repository.npy_loader import load_npy
+    from service.repository.onnx_loader import load_onnx
+
+    try:
+        weights = load_onnx(source) if source.suffix == ".onnx" else load_npy(source)
+    except TableLoadError as exc:
+        print(f"embedding-service convert: {exc}", file=sys.stderr)
+        return 2
+    if weights.scales is not None:
+        print("embedding-service convert: the source is already int8", file=sys.stderr)
+        return 2
+    if destination.suffix != ".npy":
+        destination = destination.with_suffix(".npy")
+    report = convert_table(weights.array, destination, dtype)
+    print("\n".join(report.lines()))
+    return 0
 
 
 def probe(url: str | None, timeout: float) -> int:
@@ -142,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "probe":
         return probe(args.url, args.timeout)
+    if args.command == "convert":
+        return convert(args.source, args.destination, args.dtype)
     try:
         settings = settings_from_args(args)
     except ValidationError as exc:

@@ -12,12 +12,16 @@ class NumpyGatherBackend:
     device = "cpu"
     inline_safe = True
 
-    def __init__(self, array: np.ndarray) -> None:
+    def __init__(self, array: np.ndarray, scales: np.ndarray | None = None) -> None:
         # A plain ndarray view of the memmap: np.take on np.memmap pays subclass overhead.
         self._table = np.asarray(array)
+        self._scales = scales
 
     def gather(self, ids: np.ndarray) -> np.ndarray:
-        return np.take(self._table, ids, axis=0)
+        rows = np.take(self._table, ids, axis=0)
+        if self._scales is not None:  # int8 codes: dequantise on the way out
+            return rows.astype(np.float32) * np.take(self._scales, ids)[:, None]
+        return rows
 
     def close(self) -> None:
         self._table = np.empty((0, 0), dtype=self._table.dtype)

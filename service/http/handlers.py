@@ -198,7 +198,7 @@ class LookupHandlers:
             raise InvalidRequest(f"table {table_name!r} has no vocabulary: query by ids or vectors")
         if request.ids is not None:
             check_in_range(request.ids, table.rows)
-            queries = np.asarray(table.weights.array[request.ids], dtype=np.float32)
+            queries = table.weights.take(request.ids)
             exclude = request.ids if request.exclude_self else None
         else:
             queries = request.vectors

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.repository.compact import SCALES_SUFFIX
+
 TABLE_SUFFIXES = (".npy", ".onnx")
 # Names are identifiers, never paths: no separators, no leading dot.
 TABLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -40,8 +42,8 @@ def discover_tables(folder: Path) -> tuple[dict[str, TableSource], dict[str, str
             sources[name] = source
 
     for entry in sorted(folder.iterdir()):
-        if entry.name.startswith("."):
-            continue
+        if entry.name.startswith(".") or entry.name.endswith(SCALES_SUFFIX):
+            continue  # hidden files; the scales of int8 tables, which belong to their table
         if entry.is_file() and entry.suffix in TABLE_SUFFIXES:
             options = entry.with_suffix(".toml")
             add(
@@ -51,7 +53,11 @@ def discover_tables(folder: Path) -> tuple[dict[str, TableSource], dict[str, str
                 ),
             )
         elif entry.is_dir():
-            files = sorted(p for p in entry.iterdir() if p.is_file() and p.suffix in TABLE_SUFFIXES)
+            files = sorted(
+                p
+                for p in entry.iterdir()
+                if p.is_file() and p.suffix in TABLE_SUFFIXES and not p.name.endswith(SCALES_SUFFIX)
+            )
             if not files:
                 continue  # a folder without a table file is not a table (e.g. notes, exports)
             if len(files) > 1:

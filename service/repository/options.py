@@ -32,6 +32,10 @@ class TableOptions(BaseModel):
     backend: Literal["numpy", "onnxruntime"] | None = Field(
         None, description="Gather backend; default numpy on CPU for .npy, onnxruntime otherwise."
     )
+    dtype: Literal["float32", "float16", "int8"] | None = Field(
+        None,
+        description="Stored form; checked against the file (convert with `embedding-service convert`).",
+    )
     batching: bool | None = Field(
         None, description="Micro-batching on/off; default per backend (see README)."
     )

@@ -24,6 +24,26 @@ class TableWeights:
     # Where the rows lie byte for byte in a file (path, offset), when they do: lets
     # onnxruntime map the same file instead of copying the table into its arena.
     file_region: tuple[Path, int] | None = None
+    # int8 tables: per-row float32 scales (rows are codes * scale).
+    scales: np.ndarray | None = None
+
+    @property
+    def stored_dtype(self) -> str:
+        return "int8" if self.scales is not None else str(self.array.dtype)
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` as float32 (dequantised for int8 tables)."""
+        rows = np.asarray(self.array[start:stop])
+        if self.scales is not None:
+            return rows.astype(np.float32) * np.asarray(self.scales[start:stop])[:, None]
+        return rows.astype(np.float32, copy=False)
+
+    def take(self, ids: np.ndarray) -> np.ndarray:
+        """Rows ``ids`` as float32 (dequantised for int8 tables)."""
+        rows = np.take(self.array, ids, axis=0)
+        if self.scales is not None:
+            return rows.astype(np.float32) * np.take(self.scales, ids)[:, None]
+        return rows.astype(np.float32, copy=False)
 
     @property
     def rows(self) -> int:
@@ -43,13 +63,14 @@ def file_version(*paths: Path) -> str:
     return digest.hexdigest()
 
 
-def check_servable(array: np.ndarray, source: Path) -> np.ndarray:
+def check_servable(array: np.ndarray, source: Path, allow_int8: bool = False) -> np.ndarray:
     """Reject arrays that cannot be served as an embedding table, naming the reason."""
     if array.ndim != 2:
         raise TableLoadError(f"{source}: table must be 2-D (rows, dim), got shape {array.shape}")
     if array.shape[0] < 1 or array.shape[1] < 1:
         raise TableLoadError(f"{source}: table is empty, shape {array.shape}")
-    if array.dtype.newbyteorder("=") not in SERVABLE_DTYPES:
+    allowed = (*SERVABLE_DTYPES, np.dtype("int8")) if allow_int8 else SERVABLE_DTYPES
+    if array.dtype.newbyteorder("=") not in allowed:
         raise TableLoadError(
             f"{source}: table dtype {array.dtype} is not float16, float32 or float64"
         )

@@ -10,6 +10,7 @@ norms are computed once and cached (4 bytes per row, not a normalised copy of th
 from __future__ import annotations
 
 import threading
+from typing import Protocol
 
 import numpy as np
 
@@ -24,12 +25,36 @@ def _top(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
     return ids[order], scores[order]
 
 
+class RowSource(Protocol):
+    """Float32 rows by block (``TableWeights`` is one: it dequantises int8 tables)."""
+
+    @property
+    def rows(self) -> int: ...
+
+    def block(self, start: int, stop: int) -> np.ndarray: ...
+
+
+class ArrayRows:
+    """A plain 2-D array as a ``RowSource``."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    @property
+    def rows(self) -> int:
+        return int(self.array.shape[0])
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self.array[start:stop], dtype=np.float32)
+
+
 class ExactNeighborIndex:
     """Brute-force exact search over ``table`` (read-only rows, memory-mapped or not)."""
 
-    def __init__(self, table: np.ndarray, block_rows: int = 65536) -> None:
+    def __init__(self, table: RowSource, block_rows: int = 65536) -> None:
         self.table = table
         self.block_rows = block_rows
+        self.rows = table.rows
         self._norms: np.ndarray | None = None
         self._lock = threading.Lock()
 
@@ -37,11 +62,9 @@ class ExactNeighborIndex:
         """L2 norm of every row (float64 accumulation), computed once."""
         with self._lock:
             if self._norms is None:
-                norms = np.empty(self.table.shape[0], dtype=np.float32)
-                for start in range(0, self.table.shape[0], self.block_rows):
-                    block = np.asarray(
-                        self.table[start : start + self.block_rows], dtype=np.float64
-                    )
+                norms = np.empty(self.rows, dtype=np.float32)
+                for start in range(0, self.rows, self.block_rows):
+                    block = self.table.block(start, start + self.block_rows).astype(np.float64)
                     norms[start : start + block.shape[0]] = np.sqrt(
                         np.einsum("ij,ij->i", block, block)
                     )
@@ -52,7 +75,7 @@ class ExactNeighborIndex:
         self, queries: np.ndarray, k: int, metric: str, exclude: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(ids, scores)`` of shape ``(len(queries), k')`` with ``k' = min(k, eligible rows)``."""
-        rows = self.table.shape[0]
+        rows = self.rows
         queries = np.asarray(queries, dtype=np.float32)
         n = queries.shape[0]
         norms = self.row_norms() if metric != "dot" else None
@@ -65,7 +88,7 @@ class ExactNeighborIndex:
         best_ids = [np.zeros(0, np.int64) for _ in range(n)]
         best_scores = [np.zeros(0, np.float32) for _ in range(n)]
         for start in range(0, rows, block):
-            chunk = np.asarray(self.table[start : start + block], dtype=np.float32)
+            chunk = self.table.block(start, start + block)
             scores = queries @ chunk.T
             if metric == "cosine":
                 scores *= inverse[start : start + chunk.shape[0]]

@@ -38,7 +38,7 @@ BackendFactory = Callable[[TableWeights, Placement], GatherBackend]
 def default_backend_factory(weights: TableWeights, placement: Placement) -> GatherBackend:
     """numpy or onnxruntime (CPU/CUDA) as the placement says."""
     if placement.backend == "numpy":
-        return NumpyGatherBackend(weights.array)
+        return NumpyGatherBackend(weights.array, weights.scales)
     return OrtGatherBackend(weights, placement.device, placement.gpu_mem_limit)
 
 
@@ -135,6 +135,17 @@ class TableRegistry:
         options = read_table_options(source.options_path)
         weights = load_npy(source.path) if source.format == "npy" else load_onnx(source.path)
         pad_id = options.pad_id(weights.rows, source.options_path or source.path)
+        if options.dtype is not None and options.dtype != weights.stored_dtype:
+            raise TableLoadError(
+                f"{source.options_path}: dtype = {options.dtype!r} but {source.path.name} holds {weights.stored_dtype}"
+            )
+        if weights.scales is not None:
+            # int8 codes are dequantised by the numpy backend (ORT would need a Cast/Mul graph).
+            if options.backend == "onnxruntime" or options.device.startswith("cuda"):
+                raise TableLoadError(
+                    f"{source.path}: int8 tables are served by the numpy backend on the CPU"
+                )
+            options = options.model_copy(update={"backend": "numpy", "device": "cpu"})
         placement = choose_placement(
             device=options.device,
             backend=options.backend,

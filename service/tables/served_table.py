@@ -39,7 +39,7 @@ class ServedTable:
         """Exact nearest rows, on this table's own search thread (searches queue there, one
         at a time, and never stall the event loop or the table's gathers)."""
         if self._index is None:
-            self._index = ExactNeighborIndex(self.weights.array)
+            self._index = ExactNeighborIndex(self.weights)
             self._search_pool = ThreadPoolExecutor(1, thread_name_prefix=f"search-{self.name}")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
@@ -65,7 +65,7 @@ class ServedTable:
             "name": self.name,
             "rows": self.rows,
             "dim": self.dim,
-            "dtype": str(self.weights.array.dtype),
+            "dtype": self.weights.stored_dtype,
             "format": self.weights.format,
             "backend": self.backend.name,
             "device": self.backend.device,
