@@ -91,6 +91,13 @@ class IdOutOfRange(ServiceError):
     code = "id_out_of_range"
 
 
+class UnknownKey(ServiceError):
+    """A key not in the table's vocabulary, with ``oov = "error"``."""
+
+    status = 422
+    code = "unknown_key"
+
+
 class InvalidRequest(ServiceError):
     """Unknown or missing fields, bad option values."""
 

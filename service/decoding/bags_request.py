@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 
 from service.decoding.body import choice, json_object
-from service.decoding.ids import as_int64_ids, body_may_hold_booleans, ids_array
+from service.decoding.ids import as_int64_ids, body_may_hold_booleans, ids_array, ragged_keys
 from service.decoding.requests import ENCODINGS, OUTPUT_DTYPES
 from service.errors import IdOutOfRange, InvalidIds, InvalidRequest, PayloadTooLarge
 
-FIELDS = frozenset(("bags", "ids", "offsets", "weights", "mode", "encoding", "dtype"))
+FIELDS = frozenset(("bags", "keys", "ids", "offsets", "weights", "mode", "encoding", "dtype"))
 MODES = ("sum", "mean", "max", "sqrtn")
 
 
@@ -27,6 +27,7 @@ class BagsRequest:
     mode: str = "mean"
     encoding: str = "float"
     dtype: str = "float32"
+    keys: list[str] | None = None
 
     def position(self, flat_index: int) -> list[int]:
         """``[bag, i]`` of the flat id at ``flat_index``."""
@@ -64,7 +65,14 @@ def _weights(value: Any, lengths: np.ndarray, flat: bool) -> np.ndarray:
 def decode_bags(body: bytes, max_ids: int) -> BagsRequest:
     fields = json_object(body, FIELDS, ())
     mode = choice(fields.get("mode"), "mode", MODES, "mean")
-    if fields.get("bags") is not None:
+    keys = None
+    if fields.get("keys") is not None:
+        if fields.get("bags") is not None or "ids" in fields:
+            raise InvalidRequest("give bags, ids + offsets, or keys: one of them")
+        keys, lengths = ragged_keys(fields["keys"], "keys")
+        flat_list: list = keys
+        flat_form = False
+    elif fields.get("bags") is not None:
         if "ids" in fields or "offsets" in fields:
             raise InvalidRequest("give either bags, or ids + offsets, not both")
         flat_list, lengths = _ragged(fields["bags"], "bags")
@@ -99,7 +107,10 @@ def decode_bags(body: bytes, max_ids: int) -> BagsRequest:
         mode,
         choice(fields.get("encoding"), "encoding", ENCODINGS, "float"),
         choice(fields.get("dtype"), "dtype", OUTPUT_DTYPES, "float32"),
+        keys,
     )
+    if keys is not None:
+        return request
     try:
         flat = ids_array(flat_list, check_booleans=body_may_hold_booleans(body), what="bags")
     except (InvalidIds, IdOutOfRange) as exc:

@@ -160,3 +160,28 @@ def check_in_range(ids: np.ndarray, rows: int, position: Position | None = None)
         f"id {int(flat[at])} is out of range for a table of {rows} rows",
         {"id": int(flat[at]), "position": where, "rows": rows},
     )
+
+
+def keys_array(value: Any, what: str = "keys") -> tuple[list[str], tuple[int, ...]]:
+    """Flat keys and their shape, from a key or rectangular nested lists of keys (strings)."""
+    if type(value) is str:
+        return [value], ()
+    try:
+        array = np.array(value, dtype=object)
+    except ValueError:
+        raise InvalidIds(f"{what} must be strings in rectangular nested lists") from None
+    flat = array.reshape(-1).tolist()
+    if any(type(key) is not str for key in flat):
+        raise InvalidIds(f"{what} must be strings in rectangular nested lists")
+    return flat, array.shape
+
+
+def ragged_keys(value: Any, what: str) -> tuple[list[str], np.ndarray]:
+    """Flat keys and per-list lengths from a list of lists of strings."""
+    if type(value) is not list or any(type(item) is not list for item in value):
+        raise InvalidIds(f"{what} must be a list of lists of keys")
+    lengths = np.fromiter((len(item) for item in value), dtype=np.int64, count=len(value))
+    flat = [key for item in value for key in item]
+    if any(type(key) is not str for key in flat):
+        raise InvalidIds(f"{what} must hold strings")
+    return flat, lengths

@@ -10,7 +10,13 @@ from typing import Any
 import numpy as np
 
 from service.decoding.body import OCTET_STREAM, choice, json_object
-from service.decoding.ids import as_int64_ids, body_may_hold_booleans, ids_array
+from service.decoding.ids import (
+    as_int64_ids,
+    body_may_hold_booleans,
+    ids_array,
+    keys_array,
+    ragged_keys,
+)
 from service.errors import IdOutOfRange, InvalidBody, InvalidIds, InvalidRequest, PayloadTooLarge
 
 ENCODINGS = ("float", "base64")
@@ -18,9 +24,9 @@ OUTPUT_DTYPES = ("float32", "float16")
 SIDES = ("post", "pre")
 _BINARY_ID_DTYPES = {"int64": np.dtype("<i8"), "int32": np.dtype("<i4")}
 
-LOOKUP_FIELDS = frozenset(("ids", "encoding", "dtype"))
+LOOKUP_FIELDS = frozenset(("ids", "keys", "encoding", "dtype"))
 SEQUENCES_FIELDS = frozenset(
-    ("sequences", "max_length", "padding", "truncating", "encoding", "dtype")
+    ("sequences", "keys", "max_length", "padding", "truncating", "encoding", "dtype")
 )
 
 
@@ -28,9 +34,11 @@ SEQUENCES_FIELDS = frozenset(
 class LookupRequest:
     """Ids of any rank (validated as integers, not yet against a table)."""
 
-    ids: np.ndarray
+    ids: np.ndarray | None
     encoding: str = "float"
     dtype: str = "float32"
+    keys: list[str] | None = None  # in place of ids, for tables with a vocabulary
+    key_shape: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ class SequencesRequest:
     truncating: str = "post"
     encoding: str = "float"
     dtype: str = "float32"
+    keys: list[str] | None = None
 
     def position(self, flat_index: int) -> list[int]:
         """``[b, t]`` in the input of the flat id at ``flat_index``."""
@@ -69,17 +78,21 @@ def decode_lookup(
         ids = binary_ids(body, headers.get("x-dtype"), headers.get("x-shape"))
         _check_count(ids.size, max_ids)
         return LookupRequest(ids)
-    fields = json_object(body, LOOKUP_FIELDS, ("ids",))
+    fields = json_object(body, LOOKUP_FIELDS, ())
+    encoding = choice(fields.get("encoding"), "encoding", ENCODINGS, "float")
+    dtype = choice(fields.get("dtype"), "dtype", OUTPUT_DTYPES, "float32")
+    if ("ids" in fields) == ("keys" in fields):
+        raise InvalidRequest("give ids, or keys (tables with a vocabulary)", {"missing": ["ids"]})
+    if "keys" in fields:
+        keys, shape = keys_array(fields["keys"])
+        _check_count(len(keys), max_ids)
+        return LookupRequest(None, encoding, dtype, keys, shape)
     raw_ids = fields["ids"]
     if type(raw_ids) is list and len(raw_ids) > max_ids:
         _check_count(len(raw_ids), max_ids)
     ids = ids_array(raw_ids, check_booleans=body_may_hold_booleans(body))
     _check_count(ids.size, max_ids)
-    return LookupRequest(
-        ids,
-        choice(fields.get("encoding"), "encoding", ENCODINGS, "float"),
-        choice(fields.get("dtype"), "dtype", OUTPUT_DTYPES, "float32"),
-    )
+    return LookupRequest(ids, encoding, dtype)
 
 
 def binary_ids(body: bytes, dtype_header: str | None, shape_header: str | None) -> np.ndarray:
@@ -147,7 +160,24 @@ def decode_sequences(
             choice(headers.get("x-padding"), "padding", SIDES, "post"),
             choice(headers.get("x-truncating"), "truncating", SIDES, "post"),
         )
-    fields = json_object(body, SEQUENCES_FIELDS, ("sequences",))
+    fields = json_object(body, SEQUENCES_FIELDS, ())
+    if ("sequences" in fields) == ("keys" in fields):
+        raise InvalidRequest(
+            "give sequences (ids), or keys (tables with a vocabulary)", {"missing": ["sequences"]}
+        )
+    if "keys" in fields:
+        keys, lengths = ragged_keys(fields["keys"], "keys")
+        _check_count(len(keys), max_ids)
+        return SequencesRequest(
+            np.zeros(0, dtype=np.int64),
+            lengths,
+            _int_option(fields.get("max_length"), "max_length"),
+            choice(fields.get("padding"), "padding", SIDES, "post"),
+            choice(fields.get("truncating"), "truncating", SIDES, "post"),
+            choice(fields.get("encoding"), "encoding", ENCODINGS, "float"),
+            choice(fields.get("dtype"), "dtype", OUTPUT_DTYPES, "float32"),
+            keys,
+        )
     sequences = fields["sequences"]
     if type(sequences) is not list or any(type(s) is not list for s in sequences):
         raise InvalidIds("sequences must be a list of lists of integers")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,8 @@ from service.encoding.responses import (
     vectors_json,
 )
 from service.encoding.row_text_cache import rows_text
-from service.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from service.errors import InvalidRequest, PayloadTooLarge, UnknownKey, UnsupportedMediaType
+from service.repository.vocabulary import ZERO_ROW
 from service.semantics.max_norm import renormalise
 from service.semantics.pooling import pool_bags
 from service.semantics.sequence_layout import output_length, sequence_layout
@@ -104,6 +105,19 @@ class LookupHandlers:
                 texts[i] = found[keys[i]]
         return texts  # type: ignore[return-value]
 
+    @staticmethod
+    def _key_ids(
+        table: ServedTable, keys: list[str], position=None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows of string keys by the table's vocabulary; a mask of keys given a zero vector."""
+        if table.vocabulary is None:
+            raise InvalidRequest(f"table {table.name!r} has no vocabulary: send ids")
+        ids = table.vocabulary.ids_for(keys, position)
+        zero = ids == ZERO_ROW
+        if zero.any():
+            return np.where(zero, 0, ids), zero
+        return ids, None
+
     def _zero_row_text(self, dim: int) -> bytes:
         text = self._zero_text.get(dim)
         if text is None:
@@ -118,8 +132,13 @@ class LookupHandlers:
         media_type = request_media_type(headers.get("content-type"))
         table = self.registry.get(table_name)
         request = decode_lookup(body, media_type, headers, self.max_ids)
-        ids = request.ids
-        check_in_range(ids, table.rows)
+        zero = None
+        if request.keys is not None:
+            flat_ids, zero = self._key_ids(table, request.keys)
+            ids = flat_ids.reshape(request.key_shape)
+        else:
+            ids = request.ids
+            check_in_range(ids, table.rows)
         binary = wants_binary(headers.get("accept"))
         self._check_output(ids.size, table.dim, 2 if request.dtype == "float16" else 4)
         shape = (*ids.shape, table.dim)
@@ -133,10 +152,17 @@ class LookupHandlers:
             and table.row_cache.enabled
         ):
             texts = await self._row_texts(table, flat, timing)
+            if zero is not None:
+                zero_text = self._zero_row_text(table.dim)
+                for i in np.flatnonzero(zero).tolist():
+                    texts[i] = zero_text
             body_out = json_envelope(table_name, shape, "float32", nest_texts(texts, ids.shape))
             response = EncodedResponse(body_out)
         else:
-            vectors = (await self.rows(table, flat, request.dtype, timing)).reshape(shape)
+            vectors = await self.rows(table, flat, request.dtype, timing)
+            if zero is not None:
+                vectors = np.where(zero[:, None], 0, vectors).astype(vectors.dtype)
+            vectors = vectors.reshape(shape)
             if binary:
                 response = binary_lookup(vectors, request.dtype)
             else:
@@ -159,9 +185,14 @@ class LookupHandlers:
             raise UnsupportedMediaType("bags takes a JSON body", {"accepted": [JSON]})
         table = self.registry.get(table_name)
         request = decode_bags(body, self.max_ids)
-        check_in_range(request.flat_ids, table.rows, request.position)
+        zero = None
+        if request.keys is not None:
+            flat_ids, zero = self._key_ids(table, request.keys, request.position)
+            request = replace(request, flat_ids=flat_ids)
+        else:
+            check_in_range(request.flat_ids, table.rows, request.position)
         self._check_output(request.lengths.size, table.dim, 2 if request.dtype == "float16" else 4)
-        ids, counts, weights = _bag_layout(request, table.pad_id)
+        ids, counts, weights = _bag_layout(request, table.pad_id, zero)
         timing = Timing()
         started = time.perf_counter()
         rows = (
@@ -194,12 +225,18 @@ class LookupHandlers:
         table = self.registry.get(table_name)
         request = decode_neighbors(body)
         exclude = None
+        query_ids = request.ids
         if request.keys is not None:
-            raise InvalidRequest(f"table {table_name!r} has no vocabulary: query by ids or vectors")
-        if request.ids is not None:
-            check_in_range(request.ids, table.rows)
-            queries = table.weights.take(request.ids)
-            exclude = request.ids if request.exclude_self else None
+            query_ids, zero = self._key_ids(table, request.keys)
+            if zero is not None:
+                at = int(np.argmax(zero))
+                raise UnknownKey(
+                    f"key {request.keys[at]!r} is not in the vocabulary", {"key": request.keys[at]}
+                )
+        if query_ids is not None:
+            check_in_range(query_ids, table.rows)
+            queries = table.weights.take(query_ids)
+            exclude = query_ids if request.exclude_self else None
         else:
             queries = request.vectors
             if queries.shape[1] != table.dim:
@@ -208,6 +245,8 @@ class LookupHandlers:
                 )
         ids, scores = await table.search(queries, request.k, request.metric, exclude)
         payload = {"table": table_name, "ids": ids, "scores": scores}
+        if table.vocabulary is not None:
+            payload["keys"] = table.vocabulary.keys_of(ids)
         return EncodedResponse(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY))
 
     async def sequences(
@@ -217,7 +256,12 @@ class LookupHandlers:
         media_type = request_media_type(headers.get("content-type"))
         table = self.registry.get(table_name)
         request = decode_sequences(body, media_type, headers, self.max_ids)
-        check_in_range(request.flat_ids, table.rows, request.position)
+        zero = None
+        if request.keys is not None:
+            flat_ids, zero = self._key_ids(table, request.keys, request.position)
+            request = replace(request, flat_ids=flat_ids)
+        else:
+            check_in_range(request.flat_ids, table.rows, request.position)
         batch = int(request.lengths.size)
         length = output_length(request.lengths, request.max_length)
         self._check_output(batch * length, table.dim, 2 if request.dtype == "float16" else 4)
@@ -228,6 +272,8 @@ class LookupHandlers:
         valid = (
             kept_ids != table.pad_id if table.pad_id is not None else np.ones(kept_ids.size, bool)
         )
+        if zero is not None:  # oov = "zero": a zero vector, masked like padding
+            valid &= ~zero[layout.kept]
         mask = np.zeros(batch * length, dtype=bool)
         mask[layout.slots] = valid
         gather_ids = kept_ids[valid]
@@ -275,12 +321,15 @@ class LookupHandlers:
 
 
 def _bag_layout(
-    request: BagsRequest, pad_id: int | None
+    request: BagsRequest, pad_id: int | None, zero: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Ids that enter the pool (padding left out, as EmbeddingBag does), per-bag counts, weights."""
-    if pad_id is None:
+    """Ids that enter the pool (padding and zero-OOV keys left out, as EmbeddingBag leaves out
+    padding), per-bag counts, weights."""
+    if pad_id is None and zero is None:
         return request.flat_ids, request.lengths, request.weights
-    keep = request.flat_ids != pad_id
+    keep = np.ones(request.flat_ids.size, bool) if pad_id is None else request.flat_ids != pad_id
+    if zero is not None:
+        keep &= ~zero
     bag_of = np.repeat(np.arange(request.lengths.size), request.lengths)
     counts = np.bincount(bag_of[keep], minlength=request.lengths.size).astype(np.int64)
     weights = request.weights[keep] if request.weights is not None else None

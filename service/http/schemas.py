@@ -13,6 +13,7 @@ from typing_extensions import TypeAliasType
 
 Ids = TypeAliasType("Ids", "int | list[Ids]")  # type: ignore[misc]
 Floats = TypeAliasType("Floats", "float | list[Floats]")  # type: ignore[misc]
+Keys = TypeAliasType("Keys", "str | list[Keys]")  # type: ignore[misc]
 
 
 class _Strict(BaseModel):
@@ -22,7 +23,12 @@ class _Strict(BaseModel):
 class LookupBody(_Strict):
     """Ids of any rank; ``base64`` returns the vector bytes as one string."""
 
-    ids: Ids = Field(..., description="An id or rectangular nested lists of ids (int64, >= 0).")
+    ids: Ids | None = Field(
+        None, description="An id or rectangular nested lists of ids (int64, >= 0)."
+    )
+    keys: Keys | None = Field(
+        None, description="Instead of ids, for tables with a vocabulary: same shapes."
+    )
     encoding: Literal["float", "base64"] = "float"
     dtype: Literal["float32", "float16"] = "float32"
 
@@ -37,7 +43,10 @@ class LookupResult(BaseModel):
 class SequencesBody(_Strict):
     """Ragged sequences, padded and truncated like Keras ``pad_sequences``."""
 
-    sequences: list[list[int]]
+    sequences: list[list[int]] | None = None
+    keys: list[list[str]] | None = Field(
+        None, description="Instead of sequences, for tables with a vocabulary."
+    )
     max_length: int | None = Field(None, ge=0)
     padding: Literal["post", "pre"] = "post"
     truncating: Literal["post", "pre"] = "post"
@@ -49,6 +58,9 @@ class BagsBody(_Strict):
     """Ragged bags, or nn.EmbeddingBag's flat ids + offsets; pooled like nn.EmbeddingBag."""
 
     bags: list[list[int]] | None = None
+    keys: list[list[str]] | None = Field(
+        None, description="Instead of bags, for tables with a vocabulary."
+    )
     ids: list[int] | None = None
     offsets: list[int] | None = None
     weights: list[list[float]] | list[float] | None = Field(

@@ -21,6 +21,7 @@ class TableSource:
     path: Path
     format: str  # "npy" | "onnx"
     options_path: Path | None
+    vocab_path: Path | None = None
 
 
 def discover_tables(folder: Path) -> tuple[dict[str, TableSource], dict[str, str]]:
@@ -46,10 +47,15 @@ def discover_tables(folder: Path) -> tuple[dict[str, TableSource], dict[str, str
             continue  # hidden files; the scales of int8 tables, which belong to their table
         if entry.is_file() and entry.suffix in TABLE_SUFFIXES:
             options = entry.with_suffix(".toml")
+            vocab = entry.with_suffix(".vocab")
             add(
                 entry.stem,
                 TableSource(
-                    entry.stem, entry, entry.suffix[1:], options if options.is_file() else None
+                    entry.stem,
+                    entry,
+                    entry.suffix[1:],
+                    options if options.is_file() else None,
+                    vocab if vocab.is_file() else None,
                 ),
             )
         elif entry.is_dir():
@@ -64,6 +70,7 @@ def discover_tables(folder: Path) -> tuple[dict[str, TableSource], dict[str, str
                 add(entry.name, None, f"{entry}: holds {len(files)} table files, expected one")
                 continue
             options = entry / "table.toml"
+            vocab = entry / "table.vocab"
             add(
                 entry.name,
                 TableSource(
@@ -71,6 +78,7 @@ def discover_tables(folder: Path) -> tuple[dict[str, TableSource], dict[str, str
                     files[0],
                     files[0].suffix[1:],
                     options if options.is_file() else None,
+                    vocab if vocab.is_file() else None,
                 ),
             )
     return sources, problems

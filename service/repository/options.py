@@ -36,6 +36,15 @@ class TableOptions(BaseModel):
         None,
         description="Stored form; checked against the file (convert with `embedding-service convert`).",
     )
+    oov: Literal["error", "hash", "zero"] = Field(
+        "error",
+        description="Unknown keys (tables with a vocabulary): 422, hashed to OOV rows, or zeros.",
+    )
+    num_oov_indices: int = Field(
+        1, ge=0, description="OOV rows for oov = 'hash' (Keras StringLookup)."
+    )
+    oov_token: str = Field("[UNK]", description="Vocabulary lines equal to it are the OOV rows.")
+    mask_token: str | None = Field(None, description="The vocabulary line that is the padding row.")
     batching: bool | None = Field(
         None, description="Micro-batching on/off; default per backend (see README)."
     )

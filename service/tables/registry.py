@@ -26,6 +26,7 @@ from service.repository.discovery import TableSource, discover_tables
 from service.repository.npy_loader import load_npy
 from service.repository.onnx_loader import load_onnx
 from service.repository.options import TableOptions, read_table_options
+from service.repository.vocabulary import Vocabulary
 from service.repository.weights import TableWeights
 from service.settings import ServiceSettings
 from service.tables.served_table import ServedTable
@@ -139,6 +140,22 @@ class TableRegistry:
             raise TableLoadError(
                 f"{source.options_path}: dtype = {options.dtype!r} but {source.path.name} holds {weights.stored_dtype}"
             )
+        vocabulary = None
+        if source.vocab_path is not None:
+            vocabulary = Vocabulary.load(
+                source.vocab_path,
+                weights.rows,
+                options.oov,
+                options.num_oov_indices,
+                options.oov_token,
+                options.mask_token,
+            )
+            if vocabulary.mask_row is not None:
+                if pad_id not in (None, vocabulary.mask_row):
+                    raise TableLoadError(
+                        f"{source.vocab_path}: mask_token is row {vocabulary.mask_row}, the padding id is {pad_id}"
+                    )
+                pad_id = vocabulary.mask_row
         if weights.scales is not None:
             # int8 codes are dequantised by the numpy backend (ORT would need a Cast/Mul graph).
             if options.backend == "onnxruntime" or options.device.startswith("cuda"):
@@ -172,6 +189,7 @@ class TableRegistry:
             batcher=MicroBatcher(backend, self._batching(options, backend), source.name),
             row_cache=RowTextCache(self.settings.row_cache_bytes),
             pad_id=pad_id,
+            vocabulary=vocabulary,
         )
 
     def _batching(self, options: TableOptions, backend: GatherBackend) -> BatchingConfig:

@@ -14,6 +14,7 @@ from service.backends.placement import Placement
 from service.batching.micro_batcher import MicroBatcher
 from service.encoding.row_text_cache import RowTextCache
 from service.repository.options import TableOptions
+from service.repository.vocabulary import Vocabulary
 from service.repository.weights import TableWeights
 from service.semantics.neighbors import ExactNeighborIndex
 
@@ -30,6 +31,7 @@ class ServedTable:
     batcher: MicroBatcher
     row_cache: RowTextCache
     pad_id: int | None
+    vocabulary: Vocabulary | None = None
     _index: ExactNeighborIndex | None = field(default=None, repr=False)
     _search_pool: ThreadPoolExecutor | None = field(default=None, repr=False)
 
@@ -75,6 +77,7 @@ class ServedTable:
             "norm_type": self.options.norm_type,
             "version": self.weights.version,
             "placement_reason": self.placement.reason,
+            "vocabulary": self.vocabulary.info() if self.vocabulary else None,
             "batching": {
                 "enabled": cfg.enabled,
                 "max_batch_ids": cfg.max_batch_ids,
