@@ -167,6 +167,10 @@ def write_bodies(workload: str, rows: int, wire: str) -> Path:
             ids = rng.integers(0, rows, size=size)
             if wire == "binary":
                 out.write(ids.astype("<i8").tobytes().hex() + "\n")
+            elif wire == "bags":
+                out.write(json.dumps({"bags": [ids.tolist()], "mode": "mean"}) + "\n")
+            elif wire == "neighbors":
+                out.write(json.dumps({"ids": ids[:1].tolist(), "k": 10}) + "\n")
             elif wire == "v2binary":
                 out.write((v2_header(size) + ids.astype("<i8").tobytes()).hex() + "\n")
             elif wire == "base64":
@@ -425,7 +429,7 @@ def main() -> None:
     # All servers run side by side (idle ones cost nothing) and every comparison is run back
     # to back, so a noisy neighbour moment hits all variants of a row group alike.
     order = {w: i for i, w in enumerate(WORKLOADS)}
-    wires = {"json": 0, "base64": 1, "binary": 2, "v2binary": 3}
+    wires = {"json": 0, "base64": 1, "binary": 2, "v2binary": 3, "bags": 4, "neighbors": 5}
     plan = sorted(
         (case for name in chosen for case in cases[name]),
         key=lambda c: (c.connections is not None, order[c.workload], wires[c.wire]),
