@@ -316,6 +316,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--only", default="", help="comma-separated server names to run")
+    parser.add_argument("--match", default="", help="only rows whose variant label contains this")
     parser.add_argument("--save", type=Path, help="also write the table (markdown) to this file")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -398,6 +399,21 @@ def main() -> None:
         ]
         + [
             Case(
+                "service", "/v1/tables/big/bags", "W2", "bags", label="bags: 1 bag of 32 ids, mean"
+            )
+        ]
+        + [
+            Case(
+                "service",
+                "/v1/tables/big/neighbors",
+                "W1",
+                "neighbors",
+                connections=4,
+                label="neighbors k=10, cosine, exact",
+            )
+        ]
+        + [
+            Case(
                 "service",
                 lookup.format(t=t),
                 "W1",
@@ -431,7 +447,7 @@ def main() -> None:
     order = {w: i for i, w in enumerate(WORKLOADS)}
     wires = {"json": 0, "base64": 1, "binary": 2, "v2binary": 3, "bags": 4, "neighbors": 5}
     plan = sorted(
-        (case for name in chosen for case in cases[name]),
+        (case for name in chosen for case in cases[name] if args.match in case.label),
         key=lambda c: (c.connections is not None, order[c.workload], wires[c.wire]),
     )
     results: list[tuple[Case, dict, tuple[float, float]]] = []

@@ -9,7 +9,13 @@ from typing import Any
 import numpy as np
 
 from service.decoding.body import choice, json_object
-from service.decoding.ids import as_int64_ids, body_may_hold_booleans, ids_array, ragged_keys
+from service.decoding.ids import (
+    as_int64_ids,
+    body_may_hold_booleans,
+    ids_array,
+    ragged_keys,
+    segment_position,
+)
 from service.decoding.requests import ENCODINGS, OUTPUT_DTYPES
 from service.errors import IdOutOfRange, InvalidIds, InvalidRequest, PayloadTooLarge
 
@@ -31,9 +37,7 @@ class BagsRequest:
 
     def position(self, flat_index: int) -> list[int]:
         """``[bag, i]`` of the flat id at ``flat_index``."""
-        ends = np.cumsum(self.lengths)
-        b = int(np.searchsorted(ends, flat_index, side="right"))
-        return [b, flat_index - (int(ends[b - 1]) if b else 0)]
+        return segment_position(self.lengths, flat_index)
 
 
 def _ragged(value: Any, what: str) -> tuple[list, np.ndarray]:

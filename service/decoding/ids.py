@@ -138,6 +138,13 @@ def value_at(value: Any, where: list[int]) -> Any:
     return value
 
 
+def segment_position(lengths: np.ndarray, flat_index: int) -> list[int]:
+    """``[segment, offset]`` of the element at ``flat_index`` of ragged lists of ``lengths``."""
+    ends = np.cumsum(lengths)
+    segment = int(np.searchsorted(ends, flat_index, side="right"))
+    return [segment, flat_index - (int(ends[segment - 1]) if segment else 0)]
+
+
 def check_in_range(ids: np.ndarray, rows: int, position: Position | None = None) -> None:
     """Raise ``IdOutOfRange`` naming the first id ``< 0`` or ``>= rows`` and its position.
 

@@ -16,6 +16,7 @@ from service.decoding.ids import (
     ids_array,
     keys_array,
     ragged_keys,
+    segment_position,
 )
 from service.errors import IdOutOfRange, InvalidBody, InvalidIds, InvalidRequest, PayloadTooLarge
 
@@ -56,10 +57,7 @@ class SequencesRequest:
 
     def position(self, flat_index: int) -> list[int]:
         """``[b, t]`` in the input of the flat id at ``flat_index``."""
-        ends = np.cumsum(self.lengths)
-        b = int(np.searchsorted(ends, flat_index, side="right"))
-        start = int(ends[b - 1]) if b else 0
-        return [b, flat_index - start]
+        return segment_position(self.lengths, flat_index)
 
 
 def _check_count(count: int, max_ids: int) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service.decoding.ids import check_in_range
+from service.decoding.ids import check_in_range, segment_position
 from service.decoding.openai_request import decode_embeddings
 from service.encoding.openai_response import embeddings_response
 from service.errors import InvalidRequest
@@ -47,13 +47,7 @@ def build_openai_router(
         body = await read_body(request.receive, settings.max_body_bytes)
         call = decode_embeddings(body, settings.max_ids)
         table = registry.get(call.model)
-        ends = np.cumsum(call.lengths)
-
-        def position(flat_index: int) -> list[int]:
-            i = int(np.searchsorted(ends, flat_index, side="right"))
-            return [i, flat_index - (int(ends[i - 1]) if i else 0)]
-
-        check_in_range(call.flat_ids, table.rows, position)
+        check_in_range(call.flat_ids, table.rows, lambda at: segment_position(call.lengths, at))
         if call.dimensions is not None and call.dimensions > table.dim:
             raise InvalidRequest(f"dimensions {call.dimensions} exceeds the table's {table.dim}")
         timing = Timing()
