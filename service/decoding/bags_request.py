@@ -88,6 +88,8 @@ def decode_bags(body: bytes, max_ids: int) -> BagsRequest:
         offsets = ids_array(fields["offsets"], check_booleans=True, what="offsets")
         if offsets.ndim != 1 or (offsets.size and offsets[0] != 0):
             raise InvalidRequest("offsets must be a flat list starting at 0")
+        if offsets.size == 0 and flat_list:
+            raise InvalidRequest("ids without offsets: give offsets [0, ...], one per bag")
         bounds = np.append(offsets, len(flat_list))
         lengths = np.diff(bounds)
         if (lengths < 0).any():

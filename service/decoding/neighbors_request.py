@@ -66,7 +66,10 @@ def decode_neighbors(body: bytes) -> NeighborsRequest:
             raise InvalidRequest("vectors must all have the same length") from None
         if vectors.ndim != 2 or not np.isfinite(vectors).all():
             raise InvalidRequest("vectors must be finite numbers, one list per query")
-        vectors = vectors.astype(np.float32)
+        with np.errstate(over="ignore"):
+            vectors = vectors.astype(np.float32)
+        if not np.isfinite(vectors).all():
+            raise InvalidRequest("vectors must lie within float32's range")
         count = vectors.shape[0]
     if count > MAX_QUERIES:
         raise PayloadTooLarge(f"{count} queries in one request; the limit is {MAX_QUERIES}")

@@ -69,7 +69,7 @@ def decode_v2_infer(
     count = math.prod(shape)
     if count > max_ids:
         raise PayloadTooLarge(f"{count} ids in one request; the limit is {max_ids}")
-    parameters = tensor.get("parameters") or {}
+    parameters = _object(tensor.get("parameters"), "input parameters")
     if "binary_data_size" in parameters:
         size = parameters["binary_data_size"]
         dtype = ID_DATATYPES[datatype]
@@ -89,7 +89,7 @@ def decode_v2_infer(
     else:
         raise InvalidRequest("input 'ids' has neither 'data' nor binary_data_size")
     outputs, binary_flags = _requested_outputs(request.get("outputs"), output_names)
-    request_parameters: dict[str, Any] = request.get("parameters") or {}
+    request_parameters = _object(request.get("parameters"), "parameters")
     return V2InferRequest(
         ids=ids,
         request_id=request.get("id") if isinstance(request.get("id"), str) else None,
@@ -97,6 +97,15 @@ def decode_v2_infer(
         binary=binary_flags,
         binary_default=bool(request_parameters.get("binary_data_output", False)),
     )
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    """A V2 ``parameters`` member: absent/null or a JSON object."""
+    if value is None:
+        return {}
+    if type(value) is not dict:
+        raise InvalidRequest(f"{what} must be a JSON object")
+    return value
 
 
 def _requested_outputs(outputs: Any, names: tuple[str, ...]) -> tuple[list[str], dict[str, bool]]:
@@ -110,5 +119,7 @@ def _requested_outputs(outputs: Any, names: tuple[str, ...]) -> tuple[list[str],
         if name not in names:
             raise InvalidRequest(f"unknown output {name!r}; the model has {', '.join(names)}")
         chosen.append(name)
-        binary[name] = bool((output.get("parameters") or {}).get("binary_data", False))
+        binary[name] = bool(
+            _object(output.get("parameters"), "output parameters").get("binary_data", False)
+        )
     return chosen, binary

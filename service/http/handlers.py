@@ -200,7 +200,10 @@ class LookupHandlers:
             if ids.size
             else np.zeros((0, table.dim), np.float32)
         )
-        pooled = pool_bags(rows, counts, weights, request.mode)
+        with np.errstate(over="ignore", invalid="ignore"):
+            pooled = pool_bags(rows, counts, weights, request.mode)
+        if not np.isfinite(pooled).all():
+            raise InvalidRequest("weights too large: a pooled vector overflows float32")
         if request.dtype == "float16":
             pooled = pooled.astype(np.float16)
         if wants_binary(headers.get("accept")):
@@ -243,7 +246,10 @@ class LookupHandlers:
                 raise InvalidRequest(
                     f"query vectors have {queries.shape[1]} components; the table's dim is {table.dim}"
                 )
-        ids, scores = await table.search(queries, request.k, request.metric, exclude)
+        try:
+            ids, scores = await table.search(queries, request.k, request.metric, exclude)
+        except FloatingPointError:
+            raise InvalidRequest("query vectors too large: their scores overflow float32") from None
         payload = {"table": table_name, "ids": ids, "scores": scores}
         if table.vocabulary is not None:
             payload["keys"] = table.vocabulary.keys_of(ids)

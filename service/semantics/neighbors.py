@@ -74,9 +74,14 @@ class ExactNeighborIndex:
     def search(
         self, queries: np.ndarray, k: int, metric: str, exclude: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(ids, scores)`` of shape ``(len(queries), k')`` with ``k' = min(k, eligible rows)``."""
+        """``(ids, scores)`` of shape ``(len(queries), k')`` with ``k' = min(k, eligible rows)``.
+
+        Raises ``FloatingPointError`` when queries or scores leave float32's range.
+        """
         rows = self.rows
         queries = np.asarray(queries, dtype=np.float32)
+        if not np.isfinite(queries).all():
+            raise FloatingPointError("query values beyond float32")
         n = queries.shape[0]
         norms = self.row_norms() if metric != "dot" else None
         if metric == "cosine":
@@ -95,6 +100,8 @@ class ExactNeighborIndex:
             elif metric == "l2":
                 sq = norms[start : start + chunk.shape[0]].astype(np.float32) ** 2
                 scores = -(q_sq[:, None] - 2 * scores + sq[None, :])
+            if not np.isfinite(scores).all():
+                raise FloatingPointError("scores overflow float32")
             if exclude is not None:
                 local = exclude - start
                 hit = (local >= 0) & (local < chunk.shape[0])

@@ -42,11 +42,20 @@ def pool_bags(
             starts = segment_starts(lengths)[nonempty]
             pooled[nonempty] = np.maximum.reduceat(rows, starts, axis=0)
         return pooled
-    w = np.ones(rows.shape[0]) if weights is None else weights
-    sums = segment_sums(rows * w[:, None] if weights is not None else rows, lengths)
+    if weights is None:
+        sums = segment_sums(rows, lengths)
+        if mode == "sum":
+            return sums.astype(np.float32)
+        if mode == "mean":
+            return (sums / np.maximum(lengths, 1)[:, None]).astype(np.float32)
+        return (sums / np.sqrt(np.maximum(lengths, 1))[:, None]).astype(np.float32)
+    # Weights are divided by their peak first: huge weights cannot overflow the products or
+    # the squares, and for sqrtn the scale cancels exactly.
+    peak = float(np.abs(weights).max()) if weights.size else 0.0
+    scale = peak if peak > 0 else 1.0
+    unit = weights / scale
+    sums = segment_sums(rows * unit[:, None], lengths)
     if mode == "sum":
-        return sums.astype(np.float32)
-    if mode == "mean":
-        return (sums / np.maximum(lengths, 1)[:, None]).astype(np.float32)
-    squares = segment_sums((w * w)[:, None], lengths)[:, 0]
-    return (sums / np.where(squares > 0, np.sqrt(squares), 1.0)[:, None]).astype(np.float32)
+        return (sums * scale).astype(np.float32)  # may overflow float32: the caller refuses it
+    norms = np.sqrt(segment_sums((unit * unit)[:, None], lengths)[:, 0])
+    return (sums / np.where(norms > 0, norms, 1.0)[:, None]).astype(np.float32)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import select
 import socket
 
 import httpx
+import numpy as np
 import pytest
 
 JSON = {"Content-Type": "application/json"}
@@ -148,3 +150,76 @@ def test_100mb_streamed_body_refused_without_buffering(server) -> None:
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
     assert sent < 48 * 1024 * 1024, f"{sent / 2**20:.0f} MiB were accepted before the refusal"
     assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+V2 = "/v2/models/plain/infer"
+IDS = {"name": "ids", "datatype": "INT64", "shape": [1], "data": [1]}
+NEWER_ROUTES = [
+    # (name, path, JSON body, status); V2 answers {"error": str}, the rest API.md's body
+    ("v2-params-string", V2, {"inputs": [IDS], "parameters": "x"}, 422),
+    (
+        "v2-output-params-string",
+        V2,
+        {"inputs": [IDS], "outputs": [{"name": "embeddings", "parameters": "x"}]},
+        422,
+    ),
+    ("v2-input-params-list", V2, {"inputs": [{**IDS, "parameters": []}]}, 422),
+    (
+        "v2-binary-size-string",
+        V2,
+        {"inputs": [{**IDS, "parameters": {"binary_data_size": "x"}}]},
+        400,
+    ),
+    ("v2-ragged-data", V2, {"inputs": [{**IDS, "shape": [2], "data": [[1], [2, 3]]}]}, 422),
+    ("v2-bool-shape", V2, {"inputs": [{**IDS, "shape": [True]}]}, 422),
+    ("v2-huge-shape", V2, {"inputs": [{**IDS, "shape": [2**40, 2**40]}]}, 413),
+    ("v2-out-of-range", V2, {"inputs": [{**IDS, "data": [10**6]}]}, 422),
+    ("v2-not-object", V2, [1], 422),
+    ("openai-nested", "/v1/embeddings", {"model": "plain", "input": [[1], [2, [3]]]}, 422),
+    ("openai-bool", "/v1/embeddings", {"model": "plain", "input": [True]}, 422),
+    ("openai-2**70", "/v1/embeddings", {"model": "plain", "input": 2**70}, 422),
+    (
+        "openai-dimensions-bool",
+        "/v1/embeddings",
+        {"model": "plain", "input": [1], "dimensions": True},
+        422,
+    ),
+    (
+        "bags-weights-overflow",
+        "/v1/tables/plain/bags",
+        {"bags": [[1, 2]], "weights": [[1e308, 1e308]], "mode": "sum"},
+        422,
+    ),
+    ("bags-ids-without-offsets", "/v1/tables/plain/bags", {"ids": [1, 2], "offsets": []}, 422),
+    ("bags-offsets-2**70", "/v1/tables/plain/bags", {"ids": [1, 2], "offsets": [0, 2**70]}, 422),
+    ("neighbors-beyond-float32", "/v1/tables/plain/neighbors", {"vectors": [1e308] * 16}, 422),
+    ("neighbors-ragged", "/v1/tables/plain/neighbors", {"vectors": [[1.0] * 16, [1.0]]}, 422),
+    ("neighbors-keys-no-vocab", "/v1/tables/plain/neighbors", {"keys": ["a"]}, 422),
+    ("keys-no-vocab", "/v1/tables/plain/lookup", {"keys": ["a"]}, 422),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "body", "status"), NEWER_ROUTES, ids=[c[0] for c in NEWER_ROUTES]
+)
+def test_hostile_corpus_newer_routes(client, name, path, body, status) -> None:
+    response = client.post(path, content=json.dumps(body).encode(), headers=JSON)
+    assert response.status_code == status, response.text[:300]
+    error = response.json()["error"]
+    assert isinstance(error, str) if path.startswith("/v2") else error["code"]
+
+
+def test_sqrtn_with_huge_weights_is_exact(client, tables) -> None:
+    body = {
+        "bags": [[1], [2, 3]],
+        "weights": [[1e308], [1e300, 1e300]],
+        "mode": "sqrtn",
+        "encoding": "base64",
+    }
+    data = client.post("/v1/tables/plain/bags", json=body).json()
+    import base64
+
+    got = np.frombuffer(base64.b64decode(data["vectors"]), "<f4").reshape(2, -1)
+    table = tables["plain"].astype(np.float64)
+    np.testing.assert_allclose(got[0], table[1], rtol=1e-6)
+    np.testing.assert_allclose(got[1], (table[2] + table[3]) / np.sqrt(2), rtol=1e-6)
