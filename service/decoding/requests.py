@@ -163,50 +163,34 @@ def decode_sequences(
         raise InvalidRequest(
             "give sequences (ids), or keys (tables with a vocabulary)", {"missing": ["sequences"]}
         )
+    options = {
+        "max_length": _int_option(fields.get("max_length"), "max_length"),
+        "padding": choice(fields.get("padding"), "padding", SIDES, "post"),
+        "truncating": choice(fields.get("truncating"), "truncating", SIDES, "post"),
+        "encoding": choice(fields.get("encoding"), "encoding", ENCODINGS, "float"),
+        "dtype": choice(fields.get("dtype"), "dtype", OUTPUT_DTYPES, "float32"),
+    }
     if "keys" in fields:
         keys, lengths = ragged_keys(fields["keys"], "keys")
         _check_count(len(keys), max_ids)
-        return SequencesRequest(
-            np.zeros(0, dtype=np.int64),
-            lengths,
-            _int_option(fields.get("max_length"), "max_length"),
-            choice(fields.get("padding"), "padding", SIDES, "post"),
-            choice(fields.get("truncating"), "truncating", SIDES, "post"),
-            choice(fields.get("encoding"), "encoding", ENCODINGS, "float"),
-            choice(fields.get("dtype"), "dtype", OUTPUT_DTYPES, "float32"),
-            keys,
-        )
+        return SequencesRequest(np.zeros(0, dtype=np.int64), lengths, keys=keys, **options)
     sequences = fields["sequences"]
     if type(sequences) is not list or any(type(s) is not list for s in sequences):
         raise InvalidIds("sequences must be a list of lists of integers")
     lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
     total = int(lengths.sum())
     _check_count(total, max_ids)
-    flat_list = list(chain.from_iterable(sequences))
-    request = SequencesRequest(
-        np.zeros(0, dtype=np.int64),
-        lengths,
-        _int_option(fields.get("max_length"), "max_length"),
-        choice(fields.get("padding"), "padding", SIDES, "post"),
-        choice(fields.get("truncating"), "truncating", SIDES, "post"),
-        choice(fields.get("encoding"), "encoding", ENCODINGS, "float"),
-        choice(fields.get("dtype"), "dtype", OUTPUT_DTYPES, "float32"),
-    )
     try:
-        flat = ids_array(flat_list, check_booleans=body_may_hold_booleans(body), what="sequences")
+        flat = ids_array(
+            list(chain.from_iterable(sequences)),
+            check_booleans=body_may_hold_booleans(body),
+            what="sequences",
+        )
     except (InvalidIds, IdOutOfRange) as exc:
         # Report positions as [b, t] in the input, not in the flattened list.
         if exc.detail and exc.detail.get("position"):
-            exc.detail["position"] = request.position(exc.detail["position"][0])
+            exc.detail["position"] = segment_position(lengths, exc.detail["position"][0])
         raise
     if flat.ndim != 1 or flat.size != total:
         raise InvalidIds("each sequence must be a flat list of integers")
-    return SequencesRequest(
-        as_int64_ids(flat),
-        lengths,
-        request.max_length,
-        request.padding,
-        request.truncating,
-        request.encoding,
-        request.dtype,
-    )
+    return SequencesRequest(as_int64_ids(flat), lengths, **options)

@@ -116,53 +116,54 @@ def build_router(
         """One table's ``TableInfo``."""
         return _json(registry.get(table).info())
 
-    @router.post(
-        "/v1/tables/{table}/lookup",
-        response_model=LookupResult,
-        tags=["lookup"],
-        openapi_extra=_body_doc(LookupBody),
-        responses=ERROR_RESPONSES,
+    # The per-table POST routes read their body raw (JSON or octet-stream) and hand it to the
+    # same handlers as the hot path; the models only document the bodies.
+    table_routes = (
+        (
+            "lookup",
+            handlers.lookup,
+            LookupBody,
+            LookupResult,
+            "lookup",
+            "id -> vector for ids of any rank (JSON, base64 or binary).",
+        ),
+        (
+            "sequences",
+            handlers.sequences,
+            SequencesBody,
+            SequencesResult,
+            "lookup",
+            "Ragged id sequences -> padded vectors, mask and lengths.",
+        ),
+        (
+            "bags",
+            handlers.bags,
+            BagsBody,
+            BagsResult,
+            "lookup",
+            "Pooled multi-hot lookups: sum, mean, max (nn.EmbeddingBag) or sqrtn (TF).",
+        ),
+        (
+            "neighbors",
+            handlers.neighbors,
+            NeighborsBody,
+            NeighborsResult,
+            "similarity",
+            "Nearest rows by cosine, dot product or L2 (exact), best first, ties by lower id.",
+        ),
     )
-    async def lookup(table: str, request: Request) -> Response:
-        """id -> vector for ids of any rank (JSON, base64 or binary)."""
-        body = await read_body(request.receive, max_body_bytes)
-        return _encoded(await handlers.lookup(table, body, _headers(request)))
-
-    @router.post(
-        "/v1/tables/{table}/bags",
-        response_model=BagsResult,
-        tags=["lookup"],
-        openapi_extra=_body_doc(BagsBody),
-        responses=ERROR_RESPONSES,
-    )
-    async def bags(table: str, request: Request) -> Response:
-        """Pooled multi-hot lookups: sum, mean, max (nn.EmbeddingBag) or sqrtn (TF)."""
-        body = await read_body(request.receive, max_body_bytes)
-        return _encoded(await handlers.bags(table, body, _headers(request)))
-
-    @router.post(
-        "/v1/tables/{table}/neighbors",
-        response_model=NeighborsResult,
-        tags=["similarity"],
-        openapi_extra=_body_doc(NeighborsBody),
-        responses=ERROR_RESPONSES,
-    )
-    async def neighbors(table: str, request: Request) -> Response:
-        """Nearest rows by cosine, dot product or L2 (exact), best first, ties by lower id."""
-        body = await read_body(request.receive, max_body_bytes)
-        return _encoded(await handlers.neighbors(table, body, _headers(request)))
-
-    @router.post(
-        "/v1/tables/{table}/sequences",
-        response_model=SequencesResult,
-        tags=["lookup"],
-        openapi_extra=_body_doc(SequencesBody),
-        responses=ERROR_RESPONSES,
-    )
-    async def sequences(table: str, request: Request) -> Response:
-        """Ragged id sequences -> padded vectors, mask and lengths."""
-        body = await read_body(request.receive, max_body_bytes)
-        return _encoded(await handlers.sequences(table, body, _headers(request)))
+    for name, handle, body_model, result_model, tag, summary in table_routes:
+        router.add_api_route(
+            f"/v1/tables/{{table}}/{name}",
+            _raw_body_endpoint(handle, max_body_bytes),
+            methods=["POST"],
+            name=name,
+            description=summary,
+            response_model=result_model,
+            tags=[tag],
+            openapi_extra=_body_doc(body_model),
+            responses=ERROR_RESPONSES,
+        )
 
     @router.post(
         "/v1/admin/tables/{table}/reload",
@@ -199,6 +200,14 @@ def build_router(
         return _json({**served.info(), "previous_version": previous})
 
     return router
+
+
+def _raw_body_endpoint(handle: Any, max_body_bytes: int) -> Any:
+    async def endpoint(table: str, request: Request) -> Response:
+        body = await read_body(request.receive, max_body_bytes)
+        return _encoded(await handle(table, body, _headers(request)))
+
+    return endpoint
 
 
 def _headers(request: Request) -> dict[str, str]:

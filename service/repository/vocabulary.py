@@ -12,7 +12,7 @@ layout ``StringLookup.get_vocabulary()`` writes: ``[mask] [UNK]... keys``), else
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import farmhash
@@ -33,6 +33,7 @@ class Vocabulary:
     mask_row: int | None
     size: int
     path: Path
+    _key_by_row: dict[int, str] | None = field(default=None, repr=False)
 
     @classmethod
     def load(
@@ -107,11 +108,11 @@ class Vocabulary:
         return np.array(found, dtype=np.int64)
 
     def keys_of(self, ids: np.ndarray) -> list[list[str | None]]:
-        """Keys of rows (for neighbour answers); OOV and mask rows give None."""
-        if not hasattr(self, "_key_by_row"):
-            by_row: dict[int, str] = {row: key for key, row in self.rows_by_key.items()}
-            self._key_by_row = by_row
-        return [[self._key_by_row.get(int(i)) for i in row] for row in ids]
+        """Keys of rows (for neighbour answers); OOV rows give None."""
+        if self._key_by_row is None:  # built on first use: only neighbour answers need it
+            self._key_by_row = {row: key for key, row in self.rows_by_key.items()}
+        by_row = self._key_by_row
+        return [[by_row.get(i) for i in row] for row in ids.tolist()]
 
     def info(self) -> dict[str, object]:
         return {
