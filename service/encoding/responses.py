@@ -42,6 +42,11 @@ def nest_texts(texts: Sequence[bytes], shape: Sequence[int]) -> bytes:
     return b"[" + b",".join(level) + b"]"
 
 
+def as_bytes_view(array: np.ndarray) -> np.ndarray:
+    """The array's bytes as a flat uint8 view (no copy; empty arrays too), for ``b"".join``."""
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+
+
 def vectors_json(vectors: np.ndarray) -> bytes:
     """orjson's text of an array of vectors (float32 or float16)."""
     return orjson.dumps(vectors, option=_NUMPY)
@@ -84,7 +89,8 @@ def binary_sequences(
     vectors: np.ndarray, mask: np.ndarray, lengths: np.ndarray, dtype: str
 ) -> EncodedResponse:
     """Vector bytes then ``B*L`` mask bytes (uint8 0/1), with shape, mask and length headers."""
-    body = np.ascontiguousarray(vectors).tobytes() + mask.astype(np.uint8).tobytes()
+    # One copy of vectors and mask, straight into the body.
+    body = b"".join((as_bytes_view(vectors), as_bytes_view(mask.astype(np.uint8))))
     return EncodedResponse(
         body,
         OCTET_STREAM,

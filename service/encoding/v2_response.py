@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 
 from service.decoding.body import JSON, OCTET_STREAM
-from service.encoding.responses import EncodedResponse
+from service.encoding.responses import EncodedResponse, as_bytes_view
 
 V2_DATATYPES = {np.dtype("float32"): "FP32", np.dtype("float16"): "FP16", np.dtype("bool"): "BOOL"}
 
@@ -25,7 +25,7 @@ def v2_infer_response(
 ) -> EncodedResponse:
     """The response header, with each binary output's bytes appended in order."""
     entries = []
-    tails: list[bytes] = []
+    tails: list[np.ndarray] = []
     for output in outputs:
         array = np.ascontiguousarray(output.array)
         entry: dict[str, object] = {
@@ -34,8 +34,8 @@ def v2_infer_response(
             "shape": list(array.shape),
         }
         if output.binary:
-            raw = array.astype(np.uint8).tobytes() if array.dtype == np.bool_ else array.tobytes()
-            entry["parameters"] = {"binary_data_size": len(raw)}
+            raw = as_bytes_view(array.astype(np.uint8) if array.dtype == np.bool_ else array)
+            entry["parameters"] = {"binary_data_size": raw.nbytes}
             tails.append(raw)
         else:
             entry["data"] = array.reshape(-1)
@@ -47,7 +47,7 @@ def v2_infer_response(
     if not tails:
         return EncodedResponse(header, JSON)
     return EncodedResponse(
-        header + b"".join(tails),
+        b"".join([header, *tails]),  # the one copy of the tensors, straight into the body
         OCTET_STREAM,
         headers={"inference-header-content-length": str(len(header))},
     )

@@ -27,6 +27,24 @@ REQUESTS = [
         {},
     ),
     ("/v2/models/t/infer", {"inputs": []}, {}),
+    # Empty tensors in the binary forms (one copy into the body, zero-size included).
+    (
+        "/v2/models/t/infer",
+        {
+            "inputs": [{"name": "ids", "datatype": "INT64", "shape": [0, 3], "data": []}],
+            "parameters": {"binary_data_output": True},
+        },
+        {},
+    ),
+    (
+        "/v2/models/t.sequences/infer",
+        {
+            "inputs": [{"name": "ids", "datatype": "INT64", "shape": [2, 0], "data": []}],
+            "parameters": {"binary_data_output": True},
+        },
+        {},
+    ),
+    ("/v1/tables/t/sequences", {"sequences": [[], []]}, {"Accept": "application/octet-stream"}),
 ]
 
 
@@ -57,5 +75,19 @@ def test_fast_path_and_fastapi_routes_agree(tmp_path: Path, options: str) -> Non
     )
     (tmp_path / "t.toml").write_text("mask_zero = true\n" + options)
     fast, routed = answers(tmp_path, True), answers(tmp_path, False)
-    assert [status for status, _, _ in fast] == [200, 200, 200, 422, 200, 200, 200, 404, 200, 422]
+    assert [status for status, _, _ in fast] == [
+        200,
+        200,
+        200,
+        422,
+        200,
+        200,
+        200,
+        404,
+        200,
+        422,
+        200,
+        200,
+        200,
+    ]
     assert fast == routed
