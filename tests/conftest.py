@@ -9,8 +9,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.server_process import ServerProcess
-from tests.tables import random_table, write_npy
+from tests.support.server_process import ServerProcess
+from tests.support.tables import random_table, write_npy
 
 ROWS, DIM = 1000, 16
 

@@ -16,8 +16,8 @@ import pytest
 if importlib.util.find_spec("locust") is None:
     pytest.skip("load extra (locust) not installed", allow_module_level=True)
 
-from tests.server_process import ServerProcess
-from tests.tables import random_table, write_npy
+from tests.support.server_process import ServerProcess
+from tests.support.tables import random_table, write_npy
 
 LOCUSTFILE = Path(__file__).resolve().parents[2] / "loadtest" / "locustfile.py"
 

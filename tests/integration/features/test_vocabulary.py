@@ -13,8 +13,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.server_process import ServerProcess
-from tests.tables import random_table, write_npy
+from tests.support.server_process import ServerProcess
+from tests.support.tables import random_table, write_npy
 
 WORDS = ["the", "cat", "sat", "on", "mat", "über", "a b"]
 QUERIES = ["cat", "dog", "the", "zebra", "über", "quokka", "a b", "mat", "axolotl"]

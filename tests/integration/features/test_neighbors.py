@@ -6,8 +6,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.server_process import ServerProcess
-from tests.tables import write_npy
+from tests.support.server_process import ServerProcess
+from tests.support.tables import write_npy
 
 
 def reference(table: np.ndarray, queries: np.ndarray, k: int, metric: str, exclude=None):

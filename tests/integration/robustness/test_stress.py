@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import orjson
 
-from tests.raw_http import RawConnection
+from tests.support.raw_http import RawConnection
 
 CLIENTS = int(os.environ.get("STRESS_CLIENTS", "256"))
 REQUESTS = int(os.environ.get("STRESS_REQUESTS", "20000"))

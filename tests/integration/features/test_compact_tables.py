@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from service.repository.compact import convert_table, dequantize, quantize_int8, scales_path
-from tests.server_process import ServerProcess
+from tests.support.server_process import ServerProcess
 
 
 def test_int8_error_is_bounded_by_half_a_step() -> None:

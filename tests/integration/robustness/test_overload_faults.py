@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from tests.server_process import ServerProcess
-from tests.tables import random_table, write_npy
+from tests.support.server_process import ServerProcess
+from tests.support.tables import random_table, write_npy
 
 BATCHED = 'backend = "onnxruntime"\nbatching = true\n'
 
@@ -34,7 +34,9 @@ def test_overload_rejects_fast_and_recovers(tmp_path: Path) -> None:
     table = random_table(100, 8)
     write_npy(folder, "slow", table, BATCHED)
     env = {"EMBED_MAX_QUEUE_IDS": "4"}
-    with ServerProcess(folder, "--delay", "1.0", env=env, module="tests.faulty_server") as server:
+    with ServerProcess(
+        folder, "--delay", "1.0", env=env, module="tests.support.faulty_server"
+    ) as server:
         server.wait_ready()
 
         async def scenario() -> tuple[list, list[float], float, list[float]]:
@@ -82,7 +84,7 @@ def test_overload_rejects_fast_and_recovers(tmp_path: Path) -> None:
 def test_deadline_gives_504_and_is_not_computed(tmp_path: Path) -> None:
     folder = tmp_path / "models"
     write_npy(folder, "slow", random_table(100, 8), BATCHED + "timeout_ms = 150\n")
-    with ServerProcess(folder, "--delay", "0.4", module="tests.faulty_server") as server:
+    with ServerProcess(folder, "--delay", "0.4", module="tests.support.faulty_server") as server:
         server.wait_ready()
 
         async def scenario():
@@ -110,7 +112,7 @@ def test_backend_fault_fails_only_its_batch(tmp_path: Path) -> None:
     folder = tmp_path / "models"
     table = random_table(100, 8)
     write_npy(folder, "t", table, BATCHED)
-    with ServerProcess(folder, "--fail-id", "13", module="tests.faulty_server") as server:
+    with ServerProcess(folder, "--fail-id", "13", module="tests.support.faulty_server") as server:
         server.wait_ready()
         bad = httpx.post(server.url + "/v1/tables/t/lookup", json={"ids": [1, 13]})
         assert bad.status_code == 500

@@ -12,7 +12,7 @@ import pytest
 from service.cli import build_parser
 from service.settings import ServiceSettings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 

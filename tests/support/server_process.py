@@ -56,7 +56,7 @@ class ServerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=clean_env,
-            cwd=Path(__file__).resolve().parents[1],
+            cwd=Path(__file__).resolve().parents[2],
         )
 
     def wait_ready(self, timeout: float = 30.0, expect: str = "ready") -> dict:

@@ -1,6 +1,6 @@
 """A real uvicorn server of the service whose backends are slowed or made to fail (test only).
 
-    python -m tests.faulty_server --port P [--delay SECONDS] [--fail-id N]   (settings: EMBED_* env)
+    python -m tests.support.faulty_server --port P [--delay SECONDS] [--fail-id N]   (settings: EMBED_* env)
 
 Every gather sleeps ``--delay`` seconds (a busy backend) and raises when an id equals
 ``--fail-id`` (a backend fault), so overload, deadlines and fault isolation can be driven

@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server_process import ServerProcess
-from tests.tables import random_table, write_npy
+from tests.support.server_process import ServerProcess
+from tests.support.tables import random_table, write_npy
 
 KEYS = ("alpha-key-0123456789", "beta-key-9876543210")
 FILE_KEY = "gamma-from-file-555"

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="reference extra (torch) not installed")
 
 from service.repository.onnx_loader import load_onnx  # noqa: E402
-from tests.server_process import ServerProcess  # noqa: E402
+from tests.support.server_process import ServerProcess  # noqa: E402
 
 pytestmark = pytest.mark.reference
 

@@ -13,8 +13,8 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.raw_http import RawConnection
-from tests.server_process import ServerProcess
+from tests.support.raw_http import RawConnection
+from tests.support.server_process import ServerProcess
 
 ROWS, DIM = 200, 8
 
