@@ -28,6 +28,9 @@ COPY --from=builder /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 \
     EMBED_MODELS=/models EMBED_HOST=0.0.0.0 EMBED_PORT=8000 EMBED_WORKERS=1
 USER 10001:10001
+# The demo tables, written as the service user: `docker run` without a mounted model
+# repository serves them; a folder mounted on /models hides them.
+RUN python -m service.repository.demo /models
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=4s --start-period=30s --retries=3 CMD ["embedding-service", "probe"]
 # Exec form: SIGTERM reaches the server, which drains in-flight requests and exits (< 10 s).
@@ -74,6 +77,7 @@ COPY --from=gpu-builder /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 \
     EMBED_MODELS=/models EMBED_HOST=0.0.0.0 EMBED_PORT=8000 EMBED_WORKERS=1
 USER 10001:10001
+RUN python -m service.repository.demo /models
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=4s --start-period=60s --retries=3 CMD ["embedding-service", "probe"]
 ENTRYPOINT ["embedding-service", "serve"]

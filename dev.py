@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -20,10 +21,10 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
 
-# torch 2.13.0 (CPU build) lies on the CI machines' disk and installs in seconds; elsewhere
-# PyPI's torch is a multi-GB CUDA build: REFERENCE=0 skips it and the reference tests report
-# themselves as skipped by name.
+# The torch the reference tests were checked against. On Linux, PyPI's torch is a multi-GB
+# CUDA build: REFERENCE=0 skips it and the reference tests report themselves as skipped by name.
 TORCH_PIN = "torch==2.13.0"
+MODELS = ROOT / "models" / "repository"
 
 
 def ensure_env(extras: str, with_torch: bool) -> None:
@@ -47,13 +48,30 @@ def ensure_env(extras: str, with_torch: bool) -> None:
     stamp.touch()
 
 
+def run_foreground(command: list[str | Path]) -> int:
+    """Run ``command`` and return its exit code; Ctrl-C is the child's to handle.
+
+    The terminal sends SIGINT to the whole process group: the server drains and exits on its
+    own, so this process only waits for it (no KeyboardInterrupt traceback, no killed child).
+    """
+    child = subprocess.Popen(command)
+    previous = signal.signal(signal.SIGINT, lambda _signum, _frame: None)
+    try:
+        return child.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else "help"
     rest = argv[1:]
     os.chdir(ROOT)
     if command == "run":
         ensure_env("", with_torch=False)
-        return subprocess.call([BIN / "embedding-service", "serve", *rest])
+        # The default model repository (ignored by git): the service writes the demo tables
+        # into an existing folder only.
+        MODELS.mkdir(parents=True, exist_ok=True)
+        return run_foreground([BIN / "embedding-service", "serve", *rest])
     if command == "test":
         reference = os.environ.get("REFERENCE", "1") != "0"
         extras = "test,load,reference" if reference else "test,load"
@@ -62,13 +80,17 @@ def main(argv: list[str]) -> int:
             if subprocess.call([BIN / check[0], *check[1:]]) != 0:
                 return 1
         workers = os.environ.get("PYTEST_WORKERS", "2")
-        return subprocess.call([PY, "-m", "pytest", "-n", workers, *rest])
+        return run_foreground([PY, "-m", "pytest", "-n", workers, *rest])
     if command == "bench":
         ensure_env("test,load", with_torch=False)
-        return subprocess.call([PY, "loadtest/bench.py", *rest])
+        return run_foreground([PY, "loadtest/bench.py", *rest])
     print(__doc__)
     return 0 if command == "help" else 2
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    try:
+        raise SystemExit(main(sys.argv[1:]))
+    except KeyboardInterrupt:  # Ctrl-C while setting up .venv (pip): stop without a traceback
+        print("dev.py: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

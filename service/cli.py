@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -133,22 +132,41 @@ def _drained(signum: int, _frame: object) -> None:
     log.info("stopped by signal %d after draining in-flight requests", signum)
 
 
+class StartupError(Exception):
+    """A setting the service cannot start with; its message is the one line the user sees."""
+
+
+def prepare_models(models: Path) -> None:
+    """Check the model repository folder; write the demo tables into it when it holds none.
+
+    A missing or non-folder path, or an empty folder the demo cannot be written into, is a
+    start-up error naming the path (API.md: never a silent demo somewhere else).
+    """
+    if not models.exists():
+        raise StartupError(f"--models {models}: no such folder (create it, or point at the tables)")
+    if not models.is_dir():
+        raise StartupError(f"--models {models}: not a folder")
+    if has_tables(models):
+        return
+    try:
+        write_demo_tables(models)
+    except OSError as exc:
+        raise StartupError(
+            f"--models {models}: holds no table, and the demo table cannot be written there "
+            f"({exc.strerror or exc}); put tables in it or make it writable"
+        ) from exc
+
+
 def serve(settings: ServiceSettings) -> int:
+    """Run uvicorn on the settings' model repository until a signal stops it (then exit 0)."""
     from service.http.app import configure_logging
 
     configure_logging(settings.log_level)
-    models = Path(settings.models)
-    if not has_tables(models):
-        try:
-            write_demo_tables(models)
-        except OSError as exc:
-            # A read-only (e.g. container-mounted) empty folder: serve the demo from a
-            # private temporary folder rather than nothing.
-            fallback = Path(tempfile.gettempdir()) / "embedding-service-demo"
-            log.warning("cannot write the demo table into %s (%s); using %s", models, exc, fallback)
-            if not has_tables(fallback):
-                write_demo_tables(fallback)
-            settings = settings.model_copy(update={"models": fallback})
+    try:
+        prepare_models(Path(settings.models))
+    except StartupError as exc:
+        print(f"embedding-service: {exc}", file=sys.stderr)
+        return 2
     _export(settings)
     # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal through
     # the handler it found installed. A no-op one makes a completed graceful stop exit 0.
@@ -180,5 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"embedding-service: invalid settings:\n{exc}", file=sys.stderr)
         return 2
     if args.command == "serve":
-        return serve(settings)
+        try:
+            return serve(settings)
+        except KeyboardInterrupt:
+            # Ctrl-C before uvicorn installed its handlers (e.g. while the demo is written):
+            # a requested stop, as quiet as a graceful one.
+            print("embedding-service: stopped", file=sys.stderr)
+            return 0
     return 2  # pragma: no cover - argparse enforces the command

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -52,10 +53,19 @@ def gather_onnx_model(table: np.ndarray, input_name: str = "input_ids") -> bytes
     return model.SerializeToString()
 
 
+def _shared_file_mode() -> int:
+    """``0o666`` less the process umask: what ``open()`` would give (0644 under umask 022)."""
+    umask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
-    # Several workers may start at once: write beside, then rename into place.
+    # Several workers may start at once: write beside, then rename into place. mkstemp makes
+    # its file 0600; the demo must be readable by a container's user, as np.save's would be.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, _shared_file_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)
@@ -65,10 +75,10 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def write_demo_tables(folder: Path, rows: int = DEMO_ROWS, dim: int = DEMO_DIM) -> list[Path]:
-    """Write ``demo.npy`` + ``demo.toml`` and ``demo_onnx.onnx`` + ``demo_onnx.toml`` into ``folder``."""
+    """Write ``demo.npy`` + ``demo.toml`` and ``demo_onnx.onnx`` + ``demo_onnx.toml`` into
+    ``folder``, which must exist (a mistyped path is an error, never a new folder)."""
     import io
 
-    folder.mkdir(parents=True, exist_ok=True)
     table = demo_table(rows, dim)
     buffer = io.BytesIO()
     np.save(buffer, table)
@@ -82,3 +92,16 @@ def write_demo_tables(folder: Path, rows: int = DEMO_ROWS, dim: int = DEMO_DIM) 
         )
     log.info("no table in %s: wrote the demo tables %s", folder, ", ".join(p.name for p in written))
     return written
+
+
+def main(argv: list[str]) -> int:
+    """``python -m service.repository.demo FOLDER``: write the demo tables (the image build)."""
+    if len(argv) != 1 or not Path(argv[0]).is_dir():
+        print("usage: python -m service.repository.demo EXISTING_FOLDER", file=sys.stderr)
+        return 2
+    write_demo_tables(Path(argv[0]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -13,6 +14,7 @@ import numpy as np
 import orjson
 import pytest
 
+from tests.support.polling import until, wait_until
 from tests.support.raw_http import RawConnection
 from tests.support.server_process import ServerProcess
 
@@ -61,7 +63,8 @@ def test_reload_under_load_serves_whole_versions(tmp_path: Path, options: str) -
         async def reloads() -> list[str]:
             nonlocal stop
             versions = []
-            async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+                await served(1.0)
                 for version in range(2, 12):
                     await asyncio.to_thread(write_version, folder, version, options)
                     response = await http.post(
@@ -69,9 +72,13 @@ def test_reload_under_load_serves_whole_versions(tmp_path: Path, options: str) -
                     )
                     assert response.status_code == 200, response.text
                     versions.append(response.json()["version"])
-                    await asyncio.sleep(0.05)
+                    await served(float(version))  # the load saw it before the next reload
             stop = True
             return versions
+
+        async def served(value: float) -> None:
+            # Ordering, not timing: wait until a response carried ``value`` (or one failed).
+            await until(lambda: value in seen or bool(errors), f"a response of version {value}")
 
         async def run() -> list[str]:
             workers = [asyncio.ensure_future(load()) for _ in range(16)]
@@ -82,7 +89,7 @@ def test_reload_under_load_serves_whole_versions(tmp_path: Path, options: str) -
         versions = asyncio.run(run())
         assert not errors, errors[:5]
         assert len(set(versions)) == 10  # TableInfo.version changed on every reload
-        assert len(seen) >= 5 and max(seen) == 11.0, seen
+        assert sorted(seen) == [float(v) for v in range(1, 12)], seen
         final = httpx.post(server.url + "/v1/tables/t/lookup", json={"ids": [0]}).json()
         assert final["vectors"] == [[11.0] * DIM]
 
@@ -96,10 +103,10 @@ def test_sighup_reloads(tmp_path: Path) -> None:
         before = httpx.get(server.url + "/v1/tables/t").json()["version"]
         write_version(folder, 2, "")
         os.kill(server.process.pid, signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while httpx.get(server.url + "/v1/tables/t").json()["version"] == before:
-            assert time.monotonic() < deadline, "SIGHUP did not reload the table"
-            time.sleep(0.05)
+        wait_until(
+            lambda: httpx.get(server.url + "/v1/tables/t").json()["version"] != before,
+            "SIGHUP to reload the table",
+        )
         assert httpx.post(server.url + "/v1/tables/t/lookup", json={"ids": [3]}).json()[
             "vectors"
         ] == [[2.0] * DIM]
@@ -161,18 +168,45 @@ def test_sigterm_mid_load_finishes_accepted_requests(tmp_path: Path) -> None:
                 else:
                     outcome["wrong"] += 1
 
-        async def run() -> float:
+        async def run() -> None:
             workers = [asyncio.ensure_future(load(i)) for i in range(32)]
-            await asyncio.sleep(1.0)
-            signalled = time.monotonic()
+            # Signal mid-load: once 100 requests completed (counted, not timed).
+            await until(lambda: outcome["complete"] >= 100, f"100 completed requests ({outcome})")
             server.process.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(asyncio.gather(*workers), 15)
-            return signalled
+            await asyncio.wait_for(asyncio.gather(*workers), 60)
 
-        signalled = asyncio.run(run())
-        exit_code = server.process.wait(15)
-        took = time.monotonic() - signalled
+        asyncio.run(run())
+        # The drain itself is bounded by EMBED_DRAIN_SECONDS (8 s, under Docker's 10 s) inside
+        # the server; here a generous deadline only keeps a hung server from hanging the suite.
+        exit_code = server.process.wait(60)
         assert exit_code == 0, server.log()
-        assert took < 10
-        assert outcome["complete"] > 100
+        assert outcome["complete"] >= 100
         assert outcome["wrong"] == 0 and outcome["cut"] == 0, outcome
+
+
+def test_ctrl_c_stops_quietly(tmp_path: Path) -> None:
+    """SIGINT (Ctrl-C in a terminal) drains and exits 0 with no traceback."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    write_version(folder, 1, "")
+    with ServerProcess(folder) as server:
+        server.wait_ready()
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(60) == 0, server.log()
+        assert "Traceback" not in server.log() and "KeyboardInterrupt" not in server.log()
+
+
+def test_missing_models_folder_fails_start_up_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "mistyped"
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "serve", "--models", str(missing), "--port", "9"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[3],
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"embedding-service: --models {missing}: no such folder (create it, or point at the tables)"
+    ]
+    assert not missing.exists()

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from service.cli import build_parser, settings_from_args
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from service.cli import StartupError, build_parser, main, prepare_models, settings_from_args
+from service.repository.demo import write_demo_tables
 from service.settings import ServiceSettings
 
 
@@ -16,3 +23,52 @@ def test_every_setting_has_a_flag_and_flags_override_env(monkeypatch) -> None:
     monkeypatch.setenv("EMBED_MAX_IDS", "7")
     settings = settings_from_args(parser.parse_args(["serve", "--port", "9002", "--no-fast-path"]))
     assert settings.port == 9002 and settings.max_ids == 7 and settings.fast_path is False
+
+
+def test_missing_or_non_folder_models_is_a_startup_error(tmp_path, capsys) -> None:
+    missing = tmp_path / "a" / "mistyped" / "path"
+    assert main(["serve", "--models", str(missing)]) == 2
+    message = capsys.readouterr().err
+    assert str(missing) in message and "no such folder" in message
+    assert message.count("\n") == 1 and "Traceback" not in message
+    assert not missing.exists()  # nothing was created, no demo anywhere
+    a_file = tmp_path / "tables.npy"
+    a_file.write_bytes(b"")
+    with pytest.raises(StartupError, match="not a folder"):
+        prepare_models(a_file)
+
+
+def test_unwritable_empty_folder_is_a_startup_error(tmp_path, monkeypatch) -> None:
+    """A read-only empty folder (e.g. an empty read-only mount) names the folder; no silent
+    demo in a temporary folder. The OSError is injected: tests may run as root."""
+
+    def read_only(folder: Path) -> list[Path]:
+        raise PermissionError(13, "Permission denied", str(folder / "demo.npy"))
+
+    monkeypatch.setattr("service.cli.write_demo_tables", read_only)
+    with pytest.raises(StartupError) as error:
+        prepare_models(tmp_path)
+    assert str(tmp_path) in str(error.value) and "Permission denied" in str(error.value)
+
+
+def test_demo_tables_are_readable_by_other_users(tmp_path) -> None:
+    previous = os.umask(0o022)
+    try:
+        prepare_models(tmp_path)
+    finally:
+        os.umask(previous)
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["demo.npy", "demo.toml", "demo_onnx.onnx", "demo_onnx.toml"]
+    for path in tmp_path.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+    prepare_models(tmp_path)  # holds tables now: left alone
+    assert sorted(p.name for p in tmp_path.iterdir()) == written
+
+
+def test_demo_respects_a_private_umask(tmp_path) -> None:
+    previous = os.umask(0o077)
+    try:
+        write_demo_tables(tmp_path, rows=4, dim=2)
+    finally:
+        os.umask(previous)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == {0o600}
