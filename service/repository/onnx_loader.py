@@ -87,8 +87,60 @@ def _find_gathered_table(graph: onnx.GraphProto, path: Path) -> TensorProto:
                 "only a plain embedding lookup graph can be served"
             )
         return initializers[data]
+    renorm = _in_graph_renorm(graph, initializers, producers)
+    if renorm is not None:
+        raise TableLoadError(f"{path}: {renorm}")
     raise TableLoadError(
         f"{path}: no Gather of an initializer by the graph's integer input was found"
+    )
+
+
+_NORM_OPS = {"ReduceL1": "1.0", "ReduceL2": "2.0"}
+
+
+def _in_graph_renorm(
+    graph: onnx.GraphProto,
+    initializers: dict[str, TensorProto],
+    producers: dict[str, onnx.NodeProto],
+) -> str | None:
+    """How to export instead, when the graph rescales rows itself before its Gather.
+
+    ``torch.onnx.export(..., dynamo=True)`` of ``nn.Embedding(max_norm=...)`` writes torch's
+    in-place ``embedding_renorm_`` into the graph: ``Unique`` of the ids, the rows' norms,
+    a ``ScatterND`` of the rescaled rows into the weight, then the ``Gather``. The service
+    serves the stored weight and applies ``max_norm`` itself (torch's arithmetic).
+    """
+    scatter = next(
+        (
+            producers[node.input[0]]
+            for node in graph.node
+            if node.op_type == "Gather"
+            and node.input
+            and node.input[0] in producers
+            and producers[node.input[0]].op_type == "ScatterND"
+        ),
+        None,
+    )
+    if scatter is None or scatter.input[0] not in initializers:
+        return None
+    options = []
+    greater = next((n for n in graph.node if n.op_type == "Greater"), None)
+    if greater is not None and greater.input[1] in initializers:
+        max_norm = float(numpy_helper.to_array(initializers[greater.input[1]]).reshape(-1)[0])
+        options.append(f"max_norm = {max_norm:g}")
+    reduce = next((n for n in graph.node if n.op_type in _NORM_OPS), None)
+    power = next((n for n in graph.node if n.op_type == "Pow" and n.input[1] in initializers), None)
+    if reduce is not None:
+        options.append(f"norm_type = {_NORM_OPS[reduce.op_type]}")
+    elif power is not None:
+        norm_type = float(numpy_helper.to_array(initializers[power.input[1]]).reshape(-1)[0])
+        options.append("norm_type = inf" if np.isinf(norm_type) else f"norm_type = {norm_type:g}")
+    settings = ", ".join(options) or "max_norm = ..., norm_type = ..."
+    return (
+        "the graph renormalises the table before its Gather (Unique/ScatterND: torch.onnx.export "
+        "with dynamo=True of nn.Embedding(max_norm=...)), which the service does not run: export "
+        "with torch.onnx.export(..., dynamo=False) (a plain Gather) or save the weight as .npy "
+        f"(np.save), and put {settings} in its .toml"
     )
 
 
