@@ -5,6 +5,9 @@
 
 CHECKPOINT is a state dict (``torch.save(model.state_dict(), ...)``); ``--key`` names the
 weight. Writes ``<repo>/<name>.npy`` (or ``.onnx`` via ``torch.onnx.export``) and the options.
+``--onnx`` needs ``onnxscript`` besides torch (``pip install onnxscript``, or the project's
+``reference`` extra): torch's default ``dynamo=True`` exporter is built on it. ``--max-norm``
+goes into the ``.toml`` (the exported graph is a plain ``Gather``; the service applies it).
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ def main() -> None:
     parser.add_argument("--max-norm", type=float)
     parser.add_argument("--norm-type", type=float)
     parser.add_argument(
-        "--onnx", action="store_true", help="export an ONNX Gather graph instead of .npy"
+        "--onnx",
+        action="store_true",
+        help="export an ONNX Gather graph instead of .npy (needs: pip install onnxscript)",
     )
     args = parser.parse_args()
 
@@ -36,6 +41,12 @@ def main() -> None:
     weight = torch.load(args.checkpoint, map_location="cpu", weights_only=True)[args.key]
     args.repository.mkdir(parents=True, exist_ok=True)
     if args.onnx:
+        try:
+            import onnxscript  # noqa: F401 - torch.onnx.export(dynamo=True) imports it
+        except ImportError:
+            parser.error("--onnx needs onnxscript: pip install onnxscript")
+        # No max_norm on the layer: it would put torch's renorm into the graph; the
+        # service applies max_norm from the .toml instead.
         layer = torch.nn.Embedding.from_pretrained(weight, padding_idx=args.padding_idx)
         out = args.repository / f"{args.name}.onnx"
         torch.onnx.export(layer, (torch.zeros(1, 8, dtype=torch.long),), str(out), dynamo=True)
