@@ -59,7 +59,7 @@ class ServerProcess:
             cwd=Path(__file__).resolve().parents[2],
         )
 
-    def wait_ready(self, timeout: float = 30.0, expect: str = "ready") -> dict:
+    def wait_ready(self, timeout: float = 120.0, expect: str = "ready") -> dict:
         """Poll ``/readyz`` until its status is ``expect`` (or loading ends), within ``timeout``."""
         deadline = time.monotonic() + timeout
         last: object = None

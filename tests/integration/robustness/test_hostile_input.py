@@ -126,7 +126,7 @@ def test_100mb_streamed_body_refused_without_buffering(server) -> None:
     """A chunked 100 MB upload is cut off once it passes the 16 MiB limit, not read whole."""
     sent = 0
     reply = b""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
         sock.sendall(
             b"POST /v1/tables/plain/lookup HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n"

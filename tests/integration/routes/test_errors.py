@@ -105,7 +105,7 @@ def test_413_refused_before_read(server) -> None:
     """A body announced over the limit is refused without the server reading it."""
     import socket
 
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
         sock.sendall(
             b"POST /v1/tables/plain/lookup HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Content-Length: 104857600\r\n\r\n"

@@ -30,7 +30,7 @@ class GatedBackend:
     def gather(self, ids: np.ndarray) -> np.ndarray:
         self.calls.append(ids.copy())
         self.entered.set()
-        assert self.gate.wait(5), "test never opened the gate"
+        assert self.gate.wait(60), "test never opened the gate"
         if self.fail_on is not None and self.fail_on in ids:
             raise RuntimeError("injected backend failure")
         return TABLE[ids]
@@ -44,12 +44,12 @@ def config(**kwargs) -> BatchingConfig:
 
 
 async def wait_entered(backend: GatedBackend) -> None:
-    await asyncio.to_thread(backend.entered.wait, 5)
+    await asyncio.to_thread(backend.entered.wait, 60)
     backend.entered.clear()
 
 
 def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 10))
+    return asyncio.run(asyncio.wait_for(coro, 60))
 
 
 def test_fills_to_max_and_preserves_each_requests_rows() -> None:
