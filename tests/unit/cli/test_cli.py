@@ -72,3 +72,19 @@ def test_demo_respects_a_private_umask(tmp_path) -> None:
     finally:
         os.umask(previous)
     assert {stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == {0o600}
+
+
+def test_convert_writes_files_readable_by_other_users(tmp_path, capsys) -> None:
+    import numpy as np
+
+    source = tmp_path / "words.npy"
+    np.save(source, np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32))
+    previous = os.umask(0o022)
+    try:
+        assert main(["convert", str(source), str(tmp_path / "words8.npy"), "--dtype", "int8"]) == 0
+    finally:
+        os.umask(previous)
+    written = [p for p in tmp_path.iterdir() if p.name.startswith("words8")]
+    assert len(written) >= 2  # the codes, their scales (and the options)
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
