@@ -135,6 +135,7 @@ def _drained(signum: int, _frame: object) -> None:
 
 def serve(settings: ServiceSettings) -> int:
     from service.http.app import configure_logging
+    from service.http.protocols import http_protocol
 
     configure_logging(settings.log_level)
     models = Path(settings.models)
@@ -164,6 +165,8 @@ def serve(settings: ServiceSettings) -> int:
         access_log=settings.access_log,
         timeout_graceful_shutdown=settings.drain_seconds,
         server_header=False,
+        # httptools, pinned, with the head size/timeout and connection limits (h11 unused).
+        http=http_protocol(settings),
     )
     return 0
 
