@@ -19,7 +19,7 @@ from service.errors import InvalidBody, InvalidRequest, PayloadTooLarge
 
 # numpy 2 allows 64 dimensions; ids need far fewer, and the output adds one.
 MAX_RANK = 32
-_DECIMAL = re.compile(r"^\s*\d+\s*$")  # int() would also take "+3", "3_000", "٣"
+_DECIMAL = re.compile(r"^[ \t]*[0-9]+[ \t]*$")  # int() would also take "+3", "3_000", "٣"
 
 
 def header_integers(text: str, name: str) -> list[int]:
