@@ -136,6 +136,7 @@ def _drained(signum: int, _frame: object) -> None:
 def serve(settings: ServiceSettings) -> int:
     from service.http.app import configure_logging
     from service.http.protocols import http_protocol
+    from service.logs import uvicorn_log_config
 
     configure_logging(settings.log_level)
     models = Path(settings.models)
@@ -163,6 +164,7 @@ def serve(settings: ServiceSettings) -> int:
         workers=settings.workers,
         log_level=settings.log_level,
         access_log=settings.access_log,
+        log_config=uvicorn_log_config(),  # query strings redacted in the access log
         timeout_graceful_shutdown=settings.drain_seconds,
         server_header=False,
         # httptools, pinned, with the head size/timeout and connection limits (h11 unused).

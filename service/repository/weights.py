@@ -102,7 +102,7 @@ def check_finite(array: np.ndarray, source: Path) -> None:
     step = max(1, FINITE_CHUNK_BYTES // row_bytes)
     for start in range(0, array.shape[0], step):
         block = np.asarray(array[start : start + step])
-        if np.isfinite(block.min()) and np.isfinite(block.max()):
+        if _all_finite(block):
             continue
         bad = ~np.isfinite(block)
         flat = int(np.argmax(bad))
@@ -114,3 +114,15 @@ def check_finite(array: np.ndarray, source: Path) -> None:
             f"column {column}; {count} in rows {start}..{start + block.shape[0] - 1}); "
             "NaN and Inf are never served, fix or drop those rows"
         )
+
+
+def _all_finite(block: np.ndarray) -> bool:
+    """True when ``block`` holds no NaN/Inf, without a temporary of floats.
+
+    numpy's float16 min/max are scalar loops (~18 s per GiB); float16's bits say it at
+    integer speed: a value is NaN or Inf exactly when all five exponent bits are set.
+    """
+    if block.dtype == np.float16 and block.flags.c_contiguous:
+        magnitude = np.bitwise_and(block.view(np.uint16), np.uint16(0x7FFF))
+        return int(magnitude.max()) < 0x7C00
+    return bool(np.isfinite(block.min()) and np.isfinite(block.max()))

@@ -90,3 +90,13 @@ def test_check_finite_names_the_first_bad_row_across_chunks(monkeypatch) -> None
     table[90, 0] = np.nan
     with pytest.raises(TableLoadError, match=r"inf first at row 61, column 2"):
         check_finite(table, Path("t.npy"))
+
+
+def test_check_finite_float16_by_bits() -> None:
+    table = np.full((10, 4), 65504, np.float16)  # the largest finite float16
+    table[1] = -65504
+    check_finite(table, Path("t.npy"))
+    for bad in (np.nan, np.inf, -np.inf):
+        table[5, 1] = bad
+        with pytest.raises(TableLoadError, match="row 5, column 1"):
+            check_finite(table, Path("t.npy"))
