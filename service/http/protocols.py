@@ -158,12 +158,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_response_complete()
         # The next head's clock starts now, unless it already arrived (pipelined) or the
         # current request's body is still coming (a response sent before the body ended).
-        if (
-            not next_head_parsed
-            and not self._head_pending
-            and self._message_complete
-            and not self.transport.is_closing()
-        ):
+        if next_head_parsed or not self._message_complete or self.transport.is_closing():
+            return
+        if self._head_pending:  # a pipelined head began during the response: time it from now
+            self._stop_head_timer()
+            self._arm_head_timer()
+        else:
             self._start_head_wait()
 
     # ---------------------------------------------------------------- helpers
@@ -171,9 +171,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_pending = True
         self._head_bytes = 0
         if self._head_timer is None:
-            self._head_timer = self.loop.call_later(
-                self.limits.head_timeout_seconds, self._head_timed_out
-            )
+            self._arm_head_timer()
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(
+            self.limits.head_timeout_seconds, self._head_timed_out
+        )
 
     def _stop_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -182,6 +185,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
+        if self.cycle is not None and not self.cycle.response_complete:
+            return  # a response is under way: the clock restarts when it ends
         if self._head_pending and not self.transport.is_closing():
             metrics.CONNECTIONS_CLOSED.labels("head_timeout").inc()
             log.debug("closing %s: no complete request head in time", self.client)
@@ -189,8 +194,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _parsed_head_bytes(self) -> int:
         """Size of the head just parsed: ``METHOD URL HTTP/1.1``, ``name: value`` lines."""
-        size = len(self.url) + 24 + sum(len(name) + len(value) + 4 for name, value in self.headers)
-        return size
+        return len(self.url) + 24 + sum(len(name) + len(value) + 4 for name, value in self.headers)
 
     def _refuse(self, error: ServiceError) -> None:
         """Write ``error`` as a complete response, then close the connection lingering."""
