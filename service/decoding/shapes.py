@@ -82,8 +82,8 @@ def check_batch(batch: int, what: str, max_ids: int) -> None:
     """At most ``max_ids`` sequences (or bags) in one request, even empty ones."""
     if batch > max_ids:
         raise PayloadTooLarge(
-            f"{what} holds {batch} sequences; the limit is {max_ids}",
-            {"sequences": batch, "max_ids": max_ids},
+            f"{what} holds {batch} sequences or bags; the limit is {max_ids}",
+            {"batch": batch, "max_ids": max_ids},
         )
 
 

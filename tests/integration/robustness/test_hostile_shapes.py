@@ -17,6 +17,7 @@ BIN = {"Content-Type": "application/octet-stream"}
 BIG = 2**62
 SEQ = "/v1/tables/plain/sequences"
 LOOKUP = "/v1/tables/plain/lookup"
+BAGS = "/v1/tables/plain/bags"
 V2 = "/v2/models/plain/infer"
 V2_SEQ = "/v2/models/plain.sequences/infer"
 
@@ -37,6 +38,9 @@ def _seq(max_length: object, sequences: object = ((1,), (2,))) -> bytes:
 CASES = [
     # (name, path, body, headers, status)
     ("max_length-2**62", SEQ, _seq(BIG), JSON, 413),
+    ("sequences-too-many-empty", SEQ, orjson.dumps({"sequences": [[]] * 100_001}), JSON, 413),
+    ("bags-too-many-empty", BAGS, orjson.dumps({"bags": [[]] * 100_001}), JSON, 413),
+    ("bags-offsets-too-many", BAGS, orjson.dumps({"ids": [], "offsets": [0] * 100_001}), JSON, 413),
     ("max_length-2**63", SEQ, _seq(2**63), JSON, 413),
     (
         "max_length-2**64-1",
