@@ -209,3 +209,21 @@ def test_discovery_layout(tmp_path: Path) -> None:
     assert sources["a"].options_path == tmp_path / "a.toml"
     assert sources["b"].options_path == tmp_path / "b" / "table.toml"
     assert set(problems) == {"c", "dup"}
+
+
+def test_onnx_external_data_symlinked_outside_refused(tmp_path: Path) -> None:
+    """A data file beside the model that is a symlink to elsewhere is refused too."""
+    folder, outside = tmp_path / "models", tmp_path / "outside"
+    folder.mkdir()
+    outside.mkdir()
+    onnx.save(
+        _tf2onnx_style(np.ones((4, 2), np.float32)),
+        outside / "ext.onnx",
+        save_as_external_data=True,
+        location="ext.data",
+        size_threshold=0,
+    )
+    (folder / "ext.onnx").write_bytes((outside / "ext.onnx").read_bytes())
+    (folder / "ext.data").symlink_to(outside / "ext.data")
+    with pytest.raises(TableLoadError, match="outside the model"):
+        load_onnx(folder / "ext.onnx")
