@@ -114,8 +114,9 @@ def discover_tables(folder: Path) -> tuple[dict[str, TableSource], dict[str, str
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith(".") or entry.name.endswith(SCALES_SUFFIX):
             continue  # hidden files (..data of ConfigMaps); int8 scales belong to their table
-        name = entry.stem if entry.suffix in TABLE_SUFFIXES else entry.name
-        if entry.suffix in TABLE_SUFFIXES and (entry.is_file() or entry.is_symlink()):
+        name = entry.name
+        if entry.suffix in TABLE_SUFFIXES and not entry.is_dir():  # broken symlinks included
+            name = entry.stem
             source: TableSource | str | None = _file_table(entry)
         elif entry.is_dir():
             # The folder itself first: iterating one outside the repository reads outside.
