@@ -94,8 +94,8 @@ def test_header_flood_does_not_grow_memory(limited: ServerProcess) -> None:
     assert httpx.get(limited.url + "/healthz").status_code == 200
 
 
-async def _dribble(port: int, stop_at: float, first: bytes = b"") -> bool:
-    """Send a request head one byte a second; True once the server has closed on us."""
+async def _dribble(port: int, stop_at: float, first: bytes = b"", every: float = 1.0) -> bool:
+    """Send a request head one byte per ``every`` seconds; True once the server closed on us."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"s" * 500
     try:
@@ -105,7 +105,7 @@ async def _dribble(port: int, stop_at: float, first: bytes = b"") -> bool:
         for byte in head:
             writer.write(bytes([byte]))
             with contextlib.suppress(asyncio.TimeoutError):
-                if await asyncio.wait_for(reader.read(1024), 1.0) == b"":
+                if await asyncio.wait_for(reader.read(1024), every) == b"":
                     return True  # closed by the server
             if time.monotonic() > stop_at:
                 return False
@@ -126,6 +126,24 @@ def test_slowloris_connections_are_closed(limited: ServerProcess) -> None:
     closed = asyncio.run(run())
     assert all(closed), f"{closed.count(False)} of 300 slow heads were still open"
     assert httpx.get(limited.url + "/healthz").status_code == 200
+
+
+def test_slowloris_closed_with_the_default_timeout(tmp_path: Path) -> None:
+    """The issue's attack on default settings: 300 heads, a byte every 5 s, all closed."""
+    folder = tmp_path / "models"
+    write_npy(folder, "plain", random_table(10, 4))
+    with ServerProcess(folder) as server:
+        server.wait_ready()
+
+        async def run() -> list[bool]:
+            stop_at = time.monotonic() + DEADLINE
+            return await asyncio.gather(
+                *(_dribble(server.port, stop_at, every=5.0) for _ in range(300))
+            )
+
+        closed = asyncio.run(run())
+        assert all(closed), f"{closed.count(False)} of 300 slow heads were still open"
+        assert httpx.get(server.url + "/healthz").status_code == 200
 
 
 def test_head_clock_restarts_after_each_response(limited: ServerProcess) -> None:
