@@ -160,6 +160,8 @@ def prepare_models(models: Path) -> None:
 def serve(settings: ServiceSettings) -> int:
     """Run uvicorn on the settings' model repository until a signal stops it (then exit 0)."""
     from service.http.app import configure_logging
+    from service.http.protocols import http_protocol
+    from service.logs import uvicorn_log_config
 
     configure_logging(settings.log_level)
     try:
@@ -180,8 +182,11 @@ def serve(settings: ServiceSettings) -> int:
         workers=settings.workers,
         log_level=settings.log_level,
         access_log=settings.access_log,
+        log_config=uvicorn_log_config(),  # query strings redacted in the access log
         timeout_graceful_shutdown=settings.drain_seconds,
         server_header=False,
+        # httptools, pinned, with the head size/timeout and connection limits (h11 unused).
+        http=http_protocol(settings),
     )
     return 0
 

@@ -7,7 +7,34 @@ body in one place.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
+
+import numpy as np
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with everything orjson cannot write made writable.
+
+    Integers beyond int64 become strings (orjson refuses them, which would turn a 413
+    into a 500), numpy scalars become Python numbers, non-finite floats become strings
+    (orjson would write ``null``). Dicts, lists and tuples are walked.
+    """
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, np.integer)):
+        number = int(value)
+        return number if INT64_MIN <= number <= INT64_MAX else str(number)
+    if isinstance(value, (float, np.floating)):
+        number = float(value)
+        return number if math.isfinite(number) else str(number)
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
 
 
 class ServiceError(Exception):
@@ -24,7 +51,8 @@ class ServiceError(Exception):
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.detail = detail
+        # Written to JSON later: make sure it can be, whatever the decoder put in.
+        self.detail = json_safe(detail) if detail else detail
         self.headers = headers or {}
 
 
@@ -117,6 +145,20 @@ class Overloaded(ServiceError):
 
     status = 503
     code = "overloaded"
+
+
+class HeadersTooLarge(ServiceError):
+    """The request head (request line + headers) is over the limit; the connection closes."""
+
+    status = 431
+    code = "headers_too_large"
+
+
+class TableUnavailable(ServiceError):
+    """The table is in the model repository but failed to load; ``detail`` has the reason."""
+
+    status = 503
+    code = "table_unavailable"
 
 
 class Timeout(ServiceError):

@@ -71,3 +71,9 @@ ROW_CACHE = Gauge(
 )
 TABLES_LOADED = Gauge("embedding_tables_loaded", "Tables currently served.")
 TABLES_FAILED = Gauge("embedding_tables_failed", "Tables that failed to load.")
+CONNECTIONS_CLOSED = Counter(
+    "embedding_connections_closed_total",
+    "Connections the server closed to protect itself: headers_too_large (431), "
+    "head_timeout (slow request head), over_capacity (503, connection cap reached).",
+    ["reason"],
+)

@@ -56,6 +56,31 @@ class ServiceSettings(BaseSettings):
         description="Largest response payload (batch x length x dim x 4 bytes), "
         "checked before anything is allocated.",
     )
+    max_head_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest request head (request line + headers), counted while it arrives; "
+        "over it: 431 headers_too_large and the connection closes. Larger allows bigger tokens "
+        "and cookies but lets each connection hold more memory (nginx: large_client_header_buffers).",
+    )
+    head_timeout_seconds: int = Field(
+        10,
+        ge=1,
+        le=300,
+        description="A request head must be complete this long after the connection opens or the "
+        "previous response ends, however slowly it trickles in; else the connection is closed. "
+        "Shorter frees slow-client (slowloris) connections sooner but cuts off clients on very "
+        "slow links (nginx: client_header_timeout).",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Open connections per worker; past it a new connection gets 503 overloaded "
+        "with Retry-After and is closed. Higher serves more idle keep-alive clients but lets a "
+        "flood hold more file descriptors and memory; keep it under the process's file limit "
+        "(ulimit -n) (nginx: worker_connections).",
+    )
     row_cache_bytes: int = Field(
         256 * 1024 * 1024,
         ge=0,

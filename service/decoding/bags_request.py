@@ -17,7 +17,8 @@ from service.decoding.ids import (
     segment_position,
 )
 from service.decoding.requests import ENCODINGS, OUTPUT_DTYPES
-from service.errors import IdOutOfRange, InvalidIds, InvalidRequest, PayloadTooLarge
+from service.decoding.shapes import check_batch, check_id_count
+from service.errors import IdOutOfRange, InvalidIds, InvalidRequest
 
 FIELDS = frozenset(("bags", "keys", "ids", "offsets", "weights", "mode", "encoding", "dtype"))
 MODES = ("sum", "mean", "max", "sqrtn")
@@ -97,8 +98,8 @@ def decode_bags(body: bytes, max_ids: int) -> BagsRequest:
         flat_form = True
     else:
         raise InvalidRequest("give bags (lists of ids), or ids + offsets")
-    if len(flat_list) > max_ids:
-        raise PayloadTooLarge(f"{len(flat_list)} ids in one request; the limit is {max_ids}")
+    check_id_count(len(flat_list), max_ids)
+    check_batch(int(lengths.size), "bags", max_ids)  # empty bags still cost an output row
     weights = None
     if fields.get("weights") is not None:
         if mode not in ("sum", "sqrtn"):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any
 
 import numpy as np
 
@@ -18,7 +18,15 @@ from service.decoding.ids import (
     ragged_keys,
     segment_position,
 )
-from service.errors import IdOutOfRange, InvalidBody, InvalidIds, InvalidRequest, PayloadTooLarge
+from service.decoding.shapes import (
+    check_batch,
+    check_dims,
+    check_id_count,
+    check_lengths,
+    check_max_length,
+    header_integers,
+)
+from service.errors import IdOutOfRange, InvalidBody, InvalidIds, InvalidRequest
 
 ENCODINGS = ("float", "base64")
 OUTPUT_DTYPES = ("float32", "float16")
@@ -60,21 +68,13 @@ class SequencesRequest:
         return segment_position(self.lengths, flat_index)
 
 
-def _check_count(count: int, max_ids: int) -> None:
-    if count > max_ids:
-        raise PayloadTooLarge(
-            f"{count} ids in one request; the limit is {max_ids}",
-            {"ids": count, "max_ids": max_ids},
-        )
-
-
 def decode_lookup(
     body: bytes, media_type: str, headers: Mapping[str, str], max_ids: int
 ) -> LookupRequest:
     """Decode a lookup body: JSON ``{"ids": ...}`` or raw little-endian int64/int32 ids."""
     if media_type == OCTET_STREAM:
-        ids = binary_ids(body, headers.get("x-dtype"), headers.get("x-shape"))
-        _check_count(ids.size, max_ids)
+        ids = binary_ids(body, headers.get("x-dtype"), headers.get("x-shape"), max_ids)
+        check_id_count(ids.size, max_ids)
         return LookupRequest(ids)
     fields = json_object(body, LOOKUP_FIELDS, ())
     encoding = choice(fields.get("encoding"), "encoding", ENCODINGS, "float")
@@ -83,18 +83,24 @@ def decode_lookup(
         raise InvalidRequest("give ids, or keys (tables with a vocabulary)", {"missing": ["ids"]})
     if "keys" in fields:
         keys, shape = keys_array(fields["keys"])
-        _check_count(len(keys), max_ids)
+        check_id_count(len(keys), max_ids)
         return LookupRequest(None, encoding, dtype, keys, shape)
     raw_ids = fields["ids"]
     if type(raw_ids) is list and len(raw_ids) > max_ids:
-        _check_count(len(raw_ids), max_ids)
+        check_id_count(len(raw_ids), max_ids)
     ids = ids_array(raw_ids, check_booleans=body_may_hold_booleans(body))
-    _check_count(ids.size, max_ids)
+    check_id_count(ids.size, max_ids)
     return LookupRequest(ids, encoding, dtype)
 
 
-def binary_ids(body: bytes, dtype_header: str | None, shape_header: str | None) -> np.ndarray:
-    """Raw ids: ``X-Dtype`` int64 (default) or int32, ``X-Shape`` ``a,b,...`` (default 1-D)."""
+def binary_ids(
+    body: bytes, dtype_header: str | None, shape_header: str | None, max_ids: int | None = None
+) -> np.ndarray:
+    """Raw ids: ``X-Dtype`` int64 (default) or int32, ``X-Shape`` ``a,b,...`` (default 1-D).
+
+    ``X-Shape`` is checked in Python integers (no int64 wrap-around), each dimension at
+    most ``max_ids`` (default: the body's id count), before numpy reshapes anything.
+    """
     name = (dtype_header or "int64").strip().lower()
     dtype = _BINARY_ID_DTYPES.get(name)
     if dtype is None:
@@ -107,25 +113,27 @@ def binary_ids(body: bytes, dtype_header: str | None, shape_header: str | None) 
     count = len(body) // dtype.itemsize
     shape: tuple[int, ...] = (count,)
     if shape_header is not None and shape_header.strip():
-        try:
-            shape = tuple(int(part) for part in shape_header.split(","))
-        except ValueError:
-            raise InvalidBody(f"X-Shape {shape_header!r} is not comma-separated integers") from None
-        if any(d < 0 for d in shape) or int(np.prod(shape, dtype=np.int64)) != count:
+        if any(not part.strip() for part in shape_header.split(",")):
+            raise InvalidBody("X-Shape must be comma-separated non-negative integers")
+        shape = tuple(header_integers(shape_header, "X-Shape"))
+        if math.prod(shape) != count:  # exact: header_integers gives Python ints >= 0
             raise InvalidBody(
-                f"X-Shape {shape_header!r} does not match a body of {count} ids",
+                f"X-Shape {shape_header[:200]!r} does not match a body of {count} ids",
                 {"ids": count},
             )
+        check_dims(shape, "X-Shape", count if max_ids is None else max(count, max_ids))
     ids = np.frombuffer(body, dtype=dtype).reshape(shape)
     return ids.astype(np.int64, copy=False)
 
 
-def _int_option(value: Any, name: str) -> int | None:
-    if value is None:
+def _max_length_header(text: str | None) -> int | None:
+    """``X-Max-Length``: one decimal integer, exact (no float, no int64 wrap)."""
+    if text is None:
         return None
-    if type(value) is not int or value < 0:
-        raise InvalidRequest(f"{name} must be a non-negative integer or null", {"field": name})
-    return value
+    stripped = text.strip()
+    if not stripped.isascii() or not stripped.isdigit() or len(stripped) > 64:
+        raise InvalidRequest("X-Max-Length must be a non-negative integer", {"field": "max_length"})
+    return int(stripped)
 
 
 def decode_sequences(
@@ -137,24 +145,16 @@ def decode_sequences(
         lengths_header = headers.get("x-lengths")
         if lengths_header is None:
             raise InvalidRequest("a binary sequences body needs the X-Lengths header")
-        try:
-            lengths = np.array(
-                [int(p) for p in lengths_header.split(",") if p.strip()], dtype=np.int64
-            )
-        except ValueError:
-            raise InvalidBody("X-Lengths must be comma-separated integers") from None
-        if (lengths < 0).any() or int(lengths.sum()) != flat.size:
+        # Python ints first: numpy would wrap a sum of huge lengths around to 0.
+        length_values = header_integers(lengths_header, "X-Lengths")
+        check_id_count(flat.size, max_ids)
+        if check_lengths(length_values, "X-Lengths", max_ids) != flat.size:
             raise InvalidBody(f"X-Lengths do not add up to the {flat.size} ids in the body")
-        _check_count(flat.size, max_ids)
-        max_length = headers.get("x-max-length")
-        try:
-            max_len = int(max_length) if max_length is not None else None
-        except ValueError:
-            raise InvalidRequest("X-Max-Length must be an integer") from None
+        lengths = np.array(length_values, dtype=np.int64)
         return SequencesRequest(
             flat,
             lengths,
-            _int_option(max_len, "max_length"),
+            check_max_length(_max_length_header(headers.get("x-max-length")), max_ids),
             choice(headers.get("x-padding"), "padding", SIDES, "post"),
             choice(headers.get("x-truncating"), "truncating", SIDES, "post"),
         )
@@ -164,7 +164,7 @@ def decode_sequences(
             "give sequences (ids), or keys (tables with a vocabulary)", {"missing": ["sequences"]}
         )
     options = {
-        "max_length": _int_option(fields.get("max_length"), "max_length"),
+        "max_length": check_max_length(fields.get("max_length"), max_ids),
         "padding": choice(fields.get("padding"), "padding", SIDES, "post"),
         "truncating": choice(fields.get("truncating"), "truncating", SIDES, "post"),
         "encoding": choice(fields.get("encoding"), "encoding", ENCODINGS, "float"),
@@ -172,14 +172,15 @@ def decode_sequences(
     }
     if "keys" in fields:
         keys, lengths = ragged_keys(fields["keys"], "keys")
-        _check_count(len(keys), max_ids)
+        check_id_count(len(keys), max_ids)
         return SequencesRequest(np.zeros(0, dtype=np.int64), lengths, keys=keys, **options)
     sequences = fields["sequences"]
     if type(sequences) is not list or any(type(s) is not list for s in sequences):
         raise InvalidIds("sequences must be a list of lists of integers")
+    check_batch(len(sequences), "sequences", max_ids)
     lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
     total = int(lengths.sum())
-    _check_count(total, max_ids)
+    check_id_count(total, max_ids)
     try:
         flat = ids_array(
             list(chain.from_iterable(sequences)),

@@ -7,7 +7,6 @@ bytes followed by the raw tensors, each input saying its size in
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +14,8 @@ import numpy as np
 import orjson
 
 from service.decoding.ids import as_int64_ids, body_may_hold_booleans, ids_array
-from service.errors import InvalidBody, InvalidIds, InvalidRequest, PayloadTooLarge
+from service.decoding.shapes import check_dims, check_id_count
+from service.errors import InvalidBody, InvalidIds, InvalidRequest
 
 ID_DATATYPES = {"INT64": np.dtype("<i8"), "INT32": np.dtype("<i4")}
 
@@ -66,9 +66,10 @@ def decode_v2_infer(
     shape = tensor.get("shape")
     if type(shape) is not list or any(type(d) is not int or d < 0 for d in shape):
         raise InvalidRequest("input 'ids' needs a shape of non-negative integers")
-    count = math.prod(shape)
-    if count > max_ids:
-        raise PayloadTooLarge(f"{count} ids in one request; the limit is {max_ids}")
+    # Exact Python ints, each dimension capped: [0, 2**62, 2**62] holds no id but would
+    # still make numpy fail (or wrap around) when reshaping.
+    count = check_dims(shape, "the shape of input 'ids'", max_ids)
+    check_id_count(count, max_ids)
     parameters = _object(tensor.get("parameters"), "input parameters")
     if "binary_data_size" in parameters:
         size = parameters["binary_data_size"]

@@ -60,6 +60,8 @@ class V2Handlers:
             return self.registry.get(model), False
         if model.endswith(SEQUENCES_SUFFIX) and self.registry.has(model[: -len(SEQUENCES_SUFFIX)]):
             return self.registry.get(model[: -len(SEQUENCES_SUFFIX)]), True
+        self.registry.check_not_failed(model)  # failed is not missing: 503 table_unavailable
+        self.registry.check_not_failed(model.removesuffix(SEQUENCES_SUFFIX))
         raise TableNotFound(f"unknown model {model!r}")
 
     async def infer(

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.repository.compact import SCALES_SUFFIX
+from service.repository.compact import SCALES_SUFFIX, scales_path
 
 TABLE_SUFFIXES = (".npy", ".onnx")
 # Names are identifiers, never paths: no separators, no leading dot.
@@ -24,63 +24,115 @@ class TableSource:
     vocab_path: Path | None = None
 
 
+def outside_reason(path: Path, root: Path) -> str | None:
+    """Why ``path`` may not be read (it resolves outside ``root``, a resolved folder), or None.
+
+    Symlinks are followed: one that stays inside the repository (Kubernetes ConfigMap
+    mounts: ``name -> ..data/name``, ``..data -> ..2024_01_01``) is fine.
+    """
+    try:
+        real = path.resolve(strict=True)
+    except FileNotFoundError:
+        return f"{path}: a broken symlink (its target does not exist)"
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        return f"{path}: cannot resolve the real path: {exc}"
+    if not real.is_relative_to(root):
+        return f"{path}: resolves to {real}, outside the model repository {root}; refused"
+    return None
+
+
+def _checked_source(source: TableSource, root: Path) -> str | None:
+    """The first file of a table (weights, scales, options, vocabulary) resolving outside."""
+    files = [source.path, source.options_path, source.vocab_path]
+    if source.format == "npy" and scales_path(source.path).exists():
+        files.append(scales_path(source.path))
+    for file in files:
+        if file is not None and (reason := outside_reason(file, root)) is not None:
+            return reason
+    return None
+
+
+def _file_table(entry: Path) -> TableSource:
+    options = entry.with_suffix(".toml")
+    vocab = entry.with_suffix(".vocab")
+    return TableSource(
+        entry.stem,
+        entry,
+        entry.suffix[1:],
+        options if options.is_file() or options.is_symlink() else None,
+        vocab if vocab.is_file() or vocab.is_symlink() else None,
+    )
+
+
+def _folder_table(entry: Path) -> TableSource | str | None:
+    """The table of a folder, a problem (str), or None when the folder holds no table file."""
+    files = sorted(
+        p
+        for p in entry.iterdir()
+        if (p.is_file() or p.is_symlink())
+        and p.suffix in TABLE_SUFFIXES
+        and not p.name.endswith(SCALES_SUFFIX)
+    )
+    if not files:
+        return None  # a folder without a table file is not a table (e.g. notes, exports)
+    if len(files) > 1:
+        return f"{entry}: holds {len(files)} table files, expected one"
+    options = entry / "table.toml"
+    vocab = entry / "table.vocab"
+    return TableSource(
+        entry.name,
+        files[0],
+        files[0].suffix[1:],
+        options if options.is_file() or options.is_symlink() else None,
+        vocab if vocab.is_file() or vocab.is_symlink() else None,
+    )
+
+
 def discover_tables(folder: Path) -> tuple[dict[str, TableSource], dict[str, str]]:
-    """Tables found in ``folder`` and, by name, the entries that cannot be tables (with why)."""
+    """Tables found in ``folder`` and, by name, the entries that cannot be tables (with why).
+
+    The repository is a boundary: every file and folder of a table must resolve, after
+    symlinks, inside ``folder``; one that does not makes that table fail, named.
+    """
     sources: dict[str, TableSource] = {}
     problems: dict[str, str] = {}
     if not folder.is_dir():
         return sources, {str(folder): f"{folder}: model repository folder not found"}
+    root = folder.resolve()
 
     def add(name: str, source: TableSource | None, problem: str | None = None) -> None:
         if not TABLE_NAME.match(name):
             problems[name] = f"{source.path if source else name}: not a valid table name"
-        elif problem is not None:
-            problems[name] = problem
         elif name in sources or name in problems:
             problems[name] = f"{folder}: table {name!r} is defined more than once"
             sources.pop(name, None)
+        elif problem is not None:
+            problems[name] = problem
         elif source is not None:
             sources[name] = source
 
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith(".") or entry.name.endswith(SCALES_SUFFIX):
-            continue  # hidden files; the scales of int8 tables, which belong to their table
-        if entry.is_file() and entry.suffix in TABLE_SUFFIXES:
-            options = entry.with_suffix(".toml")
-            vocab = entry.with_suffix(".vocab")
-            add(
-                entry.stem,
-                TableSource(
-                    entry.stem,
-                    entry,
-                    entry.suffix[1:],
-                    options if options.is_file() else None,
-                    vocab if vocab.is_file() else None,
-                ),
-            )
+            continue  # hidden files (..data of ConfigMaps); int8 scales belong to their table
+        name = entry.name
+        if entry.suffix in TABLE_SUFFIXES and not entry.is_dir():  # broken symlinks included
+            name = entry.stem
+            source: TableSource | str | None = _file_table(entry)
         elif entry.is_dir():
-            files = sorted(
-                p
-                for p in entry.iterdir()
-                if p.is_file() and p.suffix in TABLE_SUFFIXES and not p.name.endswith(SCALES_SUFFIX)
-            )
-            if not files:
-                continue  # a folder without a table file is not a table (e.g. notes, exports)
-            if len(files) > 1:
-                add(entry.name, None, f"{entry}: holds {len(files)} table files, expected one")
+            # The folder itself first: iterating one outside the repository reads outside.
+            reason = outside_reason(entry, root)
+            if reason is not None:
+                add(name, None, reason)
                 continue
-            options = entry / "table.toml"
-            vocab = entry / "table.vocab"
-            add(
-                entry.name,
-                TableSource(
-                    entry.name,
-                    files[0],
-                    files[0].suffix[1:],
-                    options if options.is_file() else None,
-                    vocab if vocab.is_file() else None,
-                ),
-            )
+            source = _folder_table(entry)
+        else:
+            continue
+        if source is None:
+            continue
+        if isinstance(source, str):
+            add(name, None, source)
+            continue
+        add(name, source, _checked_source(source, root))
     return sources, problems
 
 

@@ -15,7 +15,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from service.errors import TableLoadError
-from service.repository.weights import TableWeights, check_servable, file_version
+from service.repository.weights import TableWeights, check_finite, check_servable, file_version
 
 # Ops that pass the ids (or the gathered rows) through unchanged in meaning.
 _PASS_THROUGH = {"Cast", "Identity"}
@@ -47,7 +47,9 @@ def load_onnx(path: Path) -> TableWeights:
     if isinstance(array, np.memmap):
         files.append(Path(array.filename))
         region = (Path(array.filename).resolve(), int(array.offset))
-    return TableWeights(check_servable(array, path), "onnx", path, file_version(*files), region)
+    array = check_servable(array, path)
+    check_finite(array, path)
+    return TableWeights(array, "onnx", path, file_version(*files), region)
 
 
 def _find_gathered_table(graph: onnx.GraphProto, path: Path) -> TensorProto:
@@ -178,7 +180,10 @@ def _tensor_array(tensor: TensorProto, path: Path) -> np.ndarray:
         data_file = (base / location).resolve()
         # External data must live beside the model, never elsewhere on the host.
         if not location or not data_file.is_relative_to(base):
-            raise TableLoadError(f"{path}: external data location {location!r} leaves its folder")
+            raise TableLoadError(
+                f"{path}: external data location {location!r} resolves to {data_file}, outside "
+                f"the model's folder {base}; refused"
+            )
         offset = int(info.get("offset", 0))
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         if not data_file.is_file() or data_file.stat().st_size < offset + nbytes:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -16,9 +17,13 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
 class TableOptions(BaseModel):
-    """Options of one table; unknown keys are an error (they catch typos)."""
+    """Options of one table; unknown keys are an error (they catch typos).
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Types are strict: ``padding_idx = true`` is not 1 and ``max_norm = "0.5"`` is not
+    0.5 (an integer is still accepted where a float is expected: ``max_norm = 1``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     padding_idx: int | None = Field(
         None, description="Row that pads sequences (negative counts from the end, as in torch)."
@@ -100,8 +105,15 @@ def read_table_options(path: Path | None) -> TableOptions:
     try:
         return TableOptions.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'options'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = "; ".join(_describe_error(err) for err in exc.errors())
         raise TableLoadError(f"{path}: bad options: {problems}") from exc
+
+
+def _describe_error(error: Any) -> str:
+    """``key: message (got value)``, with a "did you mean" for an unknown key."""
+    key = ".".join(str(part) for part in error["loc"]) or "options"
+    if error["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(key, TableOptions.model_fields, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"{key}: unknown option{hint}"
+    return f"{key}: {error['msg']} (got {repr(error.get('input'))[:80]})"

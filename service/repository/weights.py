@@ -81,3 +81,48 @@ def check_servable(array: np.ndarray, source: Path, allow_int8: bool = False) ->
             f"{source}: table is not C-contiguous (Fortran order); save np.ascontiguousarray(w)"
         )
     return array
+
+
+# Rows per finiteness chunk are sized to this many bytes: memory stays bounded (the
+# mapping is read once, chunk by chunk) whatever the table's size.
+FINITE_CHUNK_BYTES = 32 * 1024 * 1024
+
+
+def check_finite(array: np.ndarray, source: Path) -> None:
+    """Refuse a table holding NaN or Inf, naming the first bad row and column.
+
+    Served, such a value would come back as JSON ``null`` (or poison every pooled or
+    renormalised vector). ``min``/``max`` per chunk find any (NaN propagates through
+    both; +Inf shows in max, -Inf in min) without a temporary array; only a chunk that
+    fails is scanned again to name the place.
+    """
+    if array.dtype.kind != "f" or array.size == 0:
+        return
+    row_bytes = max(1, array[:1].nbytes)
+    step = max(1, FINITE_CHUNK_BYTES // row_bytes)
+    for start in range(0, array.shape[0], step):
+        block = np.asarray(array[start : start + step])
+        if _all_finite(block):
+            continue
+        bad = ~np.isfinite(block)
+        flat = int(np.argmax(bad))
+        row, column = divmod(flat, block[0].size)
+        value = block.reshape(block.shape[0], -1)[row, column]
+        count = int(bad.sum())
+        raise TableLoadError(
+            f"{source}: holds non-finite values ({value} first at row {start + row}, "
+            f"column {column}; {count} in rows {start}..{start + block.shape[0] - 1}); "
+            "NaN and Inf are never served, fix or drop those rows"
+        )
+
+
+def _all_finite(block: np.ndarray) -> bool:
+    """True when ``block`` holds no NaN/Inf, without a temporary of floats.
+
+    numpy's float16 min/max are scalar loops (~18 s per GiB); float16's bits say it at
+    integer speed: a value is NaN or Inf exactly when all five exponent bits are set.
+    """
+    if block.dtype == np.float16 and block.flags.c_contiguous:
+        magnitude = np.bitwise_and(block.view(np.uint16), np.uint16(0x7FFF))
+        return int(magnitude.max()) < 0x7C00
+    return bool(np.isfinite(block.min()) and np.isfinite(block.max()))

@@ -21,7 +21,7 @@ from service.backends.ort_gather import OrtGatherBackend
 from service.backends.placement import Placement, choose_placement
 from service.batching.micro_batcher import BatchingConfig, MicroBatcher
 from service.encoding.row_text_cache import RowTextCache
-from service.errors import TableLoadError, TableNotFound
+from service.errors import TableLoadError, TableNotFound, TableUnavailable
 from service.repository.discovery import TableSource, discover_tables
 from service.repository.npy_loader import load_npy
 from service.repository.onnx_loader import load_onnx
@@ -71,11 +71,22 @@ class TableRegistry:
 
     # ------------------------------------------------------------------ queries
     def get(self, name: str) -> ServedTable:
-        """The table called ``name``, or ``TableNotFound``."""
+        """The table called ``name``; ``TableUnavailable`` when it is in the repository but
+        failed to load (failed is not missing), else ``TableNotFound``."""
         table = self._tables.get(name)
         if table is None:
+            self.check_not_failed(name)
             raise TableNotFound(f"no table named {name!r}", {"table": name})
         return table
+
+    def check_not_failed(self, name: str) -> None:
+        """Raise ``TableUnavailable`` (503, with the load reason) if ``name`` failed to load."""
+        reason = self.failures.get(name)
+        if reason is not None:
+            raise TableUnavailable(
+                f"table {name!r} is in the model repository but failed to load",
+                {"table": name, "reason": reason},
+            )
 
     def has(self, name: str) -> bool:
         return name in self._tables

@@ -177,6 +177,10 @@ def test_bad_table_files_fail_alone(tmp_path: Path) -> None:
         assert response.json()["tables"] == ["good"]
         ok = httpx.post(server.url + "/v1/tables/good/lookup", json={"ids": [3]})
         np.testing.assert_array_equal(np.array(ok.json()["vectors"], np.float32), good[[3]])
-        assert (
-            httpx.post(server.url + "/v1/tables/ints/lookup", json={"ids": [0]}).status_code == 404
-        )
+        # Failed is not missing: 503 table_unavailable with the load reason.
+        failed_lookup = httpx.post(server.url + "/v1/tables/ints/lookup", json={"ids": [0]})
+        assert failed_lookup.status_code == 503
+        assert failed_lookup.json()["error"]["code"] == "table_unavailable"
+        assert "dtype" in failed_lookup.json()["error"]["detail"]["reason"]
+        assert "not an .npy file" in failed["garbage"] and "pickled" in failed["pickled"]
+        assert "pickled" not in failed["garbage"]

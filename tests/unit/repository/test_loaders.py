@@ -36,11 +36,11 @@ def test_npy_is_memory_mapped(tmp_path: Path) -> None:
             lambda p: p.write_bytes(_npy_bytes(np.zeros((100, 8), np.float32))[:500]),
             "loadable",
         ),
-        ("garbage", lambda p: p.write_bytes(b"hello world"), "loadable"),
+        ("garbage", lambda p: p.write_bytes(b"hello world"), "not an .npy file"),
         (
             "pickled",
             lambda p: np.save(p, np.array([{"a": 1}], dtype=object), allow_pickle=True),
-            "loadable",
+            "pickled",
         ),
         ("onedim", lambda p: np.save(p, np.zeros(5, np.float32)), "2-D"),
         ("ints", lambda p: np.save(p, np.zeros((3, 3), np.int64)), "dtype"),
@@ -129,7 +129,7 @@ def test_onnx_external_data_outside_folder_refused(tmp_path: Path) -> None:
         if entry.key == "location":
             entry.value = "../../etc/passwd"
     onnx.save(loaded, tmp_path / "evil.onnx")
-    with pytest.raises(TableLoadError, match="leaves its folder"):
+    with pytest.raises(TableLoadError, match="outside the model"):
         load_onnx(tmp_path / "evil.onnx")
 
 
@@ -209,3 +209,21 @@ def test_discovery_layout(tmp_path: Path) -> None:
     assert sources["a"].options_path == tmp_path / "a.toml"
     assert sources["b"].options_path == tmp_path / "b" / "table.toml"
     assert set(problems) == {"c", "dup"}
+
+
+def test_onnx_external_data_symlinked_outside_refused(tmp_path: Path) -> None:
+    """A data file beside the model that is a symlink to elsewhere is refused too."""
+    folder, outside = tmp_path / "models", tmp_path / "outside"
+    folder.mkdir()
+    outside.mkdir()
+    onnx.save(
+        _tf2onnx_style(np.ones((4, 2), np.float32)),
+        outside / "ext.onnx",
+        save_as_external_data=True,
+        location="ext.data",
+        size_threshold=0,
+    )
+    (folder / "ext.onnx").write_bytes((outside / "ext.onnx").read_bytes())
+    (folder / "ext.data").symlink_to(outside / "ext.data")
+    with pytest.raises(TableLoadError, match="outside the model"):
+        load_onnx(folder / "ext.onnx")

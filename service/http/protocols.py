@@ -1,0 +1,217 @@
+"""uvicorn's httptools protocol with request-head limits that uvicorn lacks.
+
+- **Head size**: the request line plus headers are counted while they arrive; past
+  ``max_head_bytes`` the client gets ``431 headers_too_large`` and the connection closes.
+  Memory held for a head is bounded by the limit plus one socket read (256 KiB), not by
+  what the client sends (uvicorn itself buffers a 10 MB header whole).
+- **Head timeout**: from the moment the connection opens, and from the end of the
+  previous response, the next head must be complete within ``head_timeout_seconds``,
+  however slowly its bytes trickle in (uvicorn's keep-alive timer restarts on every
+  byte, so a slowloris client holds its connection forever). A slow head is closed
+  without an answer, as nginx's ``client_header_timeout`` does.
+- **Connections**: past ``max_connections`` open connections in this worker, a new
+  connection gets ``503 overloaded`` with ``Retry-After`` and is closed, rather than
+  being accepted into a queue that never drains.
+
+A refused connection is closed "lingering": the answer is written, the write side shut,
+and what the client still sends is read and dropped for a moment, so the kernel does not
+reset the connection before the client has read the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service import metrics
+from service.errors import HeadersTooLarge, Overloaded, ServiceError
+from service.http.error_responses import error_body
+from service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+# How long a refused connection is read and drained before it is closed for good.
+LINGER_SECONDS = 2.0
+RETRY_AFTER_SECONDS = 1
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """The per-worker limits the protocol enforces (from ``ServiceSettings``)."""
+
+    max_head_bytes: int
+    head_timeout_seconds: float
+    max_connections: int
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> ConnectionLimits:
+        return cls(
+            max_head_bytes=settings.max_head_bytes,
+            head_timeout_seconds=float(settings.head_timeout_seconds),
+            max_connections=settings.max_connections,
+        )
+
+
+def http_protocol(settings: ServiceSettings) -> Any:
+    """What ``uvicorn.run(http=...)`` takes: the protocol class bound to these limits.
+
+    A ``functools.partial`` of a class and a frozen dataclass pickles, so it travels to
+    uvicorn's worker processes.
+    """
+    return functools.partial(
+        LimitedHttpToolsProtocol, limits=ConnectionLimits.from_settings(settings)
+    )
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """``HttpToolsProtocol`` plus head size, head timeout and connection cap."""
+
+    def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = limits
+        self._head_pending = True  # waiting for (the rest of) a request head
+        self._head_bytes = 0  # bytes received since that wait began
+        self._message_complete = True  # the parser has seen the whole previous request
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._refused = False  # answered with a refusal: input is drained, then closed
+        self._head_too_large = False  # a parsed head was over the limit: answer 431
+
+    # ------------------------------------------------------------ connection
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        super().connection_made(transport)  # type: ignore[arg-type]
+        if len(self.connections) > self.limits.max_connections:
+            self.connections.discard(self)  # not served: it must not count against others
+            metrics.CONNECTIONS_CLOSED.labels("over_capacity").inc()
+            self._refuse(
+                Overloaded(
+                    "the server has too many open connections; retry shortly",
+                    {"max_connections": self.limits.max_connections},
+                    {"Retry-After": str(RETRY_AFTER_SECONDS)},
+                )
+            )
+            return
+        self._start_head_wait()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # lingering close: drop what the client still sends
+        if self._head_pending:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._refused or self.transport.is_closing():
+            return
+        if self._head_too_large or (
+            self._head_pending and self._head_bytes > self.limits.max_head_bytes
+        ):
+            metrics.CONNECTIONS_CLOSED.labels("headers_too_large").inc()
+            self._refuse(
+                HeadersTooLarge(
+                    f"the request head is over the limit of {self.limits.max_head_bytes} bytes",
+                    {"max_head_bytes": self.limits.max_head_bytes},
+                )
+            )
+
+    # ------------------------------------------------------- parser callbacks
+    # After a head over the limit, the rest of the read is parsed for nothing: the
+    # callbacks below do not start a request (no ASGI task) and touch no cycle.
+    def on_message_begin(self) -> None:
+        if self._head_too_large:
+            return
+        super().on_message_begin()
+        self._message_complete = False
+        if not self._head_pending:  # a pipelined request starts inside a read
+            self._start_head_wait()
+
+    def on_headers_complete(self) -> None:
+        if self._head_too_large:
+            return
+        self._head_pending = False
+        self._stop_head_timer()
+        if self._parsed_head_bytes() > self.limits.max_head_bytes:
+            # Arrived whole in one read (up to 256 KiB), so the running count missed it.
+            self._head_too_large = True
+            return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._head_too_large:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._head_too_large:
+            return
+        self._message_complete = True
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        next_head_parsed = bool(self.pipeline)
+        super().on_response_complete()
+        # The next head's clock starts now, unless it already arrived (pipelined) or the
+        # current request's body is still coming (a response sent before the body ended).
+        if next_head_parsed or not self._message_complete or self.transport.is_closing():
+            return
+        if self._head_pending:  # a pipelined head began during the response: time it from now
+            self._stop_head_timer()
+            self._arm_head_timer()
+        else:
+            self._start_head_wait()
+
+    # ---------------------------------------------------------------- helpers
+    def _start_head_wait(self) -> None:
+        self._head_pending = True
+        self._head_bytes = 0
+        if self._head_timer is None:
+            self._arm_head_timer()
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(
+            self.limits.head_timeout_seconds, self._head_timed_out
+        )
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.cycle is not None and not self.cycle.response_complete:
+            return  # a response is under way: the clock restarts when it ends
+        if self._head_pending and not self.transport.is_closing():
+            metrics.CONNECTIONS_CLOSED.labels("head_timeout").inc()
+            log.debug("closing %s: no complete request head in time", self.client)
+            self.transport.close()
+
+    def _parsed_head_bytes(self) -> int:
+        """Size of the head just parsed: ``METHOD URL HTTP/1.1``, ``name: value`` lines."""
+        return len(self.url) + 24 + sum(len(name) + len(value) + 4 for name, value in self.headers)
+
+    def _refuse(self, error: ServiceError) -> None:
+        """Write ``error`` as a complete response, then close the connection lingering."""
+        self._refused = True
+        self._stop_head_timer()
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.transport.close()  # a response is under way: no clean answer is possible
+            return
+        body = error_body(error)
+        lines = [
+            f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}",
+            "content-type: application/json",
+            f"content-length: {len(body)}",
+            "connection: close",
+            *(f"{key.lower()}: {value}" for key, value in error.headers.items()),
+        ]
+        self.transport.write("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
