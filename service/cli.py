@@ -22,6 +22,12 @@ from service.settings import ENV_PREFIX, ServiceSettings
 
 log = logging.getLogger("service.cli")
 
+# uvicorn's supervisor kills a worker that misses one 5 s ping, also while it is still importing
+# and mapping its tables. On a contended CPU (a CPU-limited pod, a busy host) startup takes
+# longer: compose with 2 workers went into a kill/restart loop and never turned healthy. A hung
+# worker is still caught, within this long.
+WORKER_HEALTHCHECK_SECONDS = 60
+
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     for name, field in ServiceSettings.model_fields.items():
@@ -163,6 +169,7 @@ def serve(settings: ServiceSettings) -> int:
         log_level=settings.log_level,
         access_log=settings.access_log,
         timeout_graceful_shutdown=settings.drain_seconds,
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
         server_header=False,
     )
     return 0

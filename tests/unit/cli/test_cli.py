@@ -16,3 +16,20 @@ def test_every_setting_has_a_flag_and_flags_override_env(monkeypatch) -> None:
     monkeypatch.setenv("EMBED_MAX_IDS", "7")
     settings = settings_from_args(parser.parse_args(["serve", "--port", "9002", "--no-fast-path"]))
     assert settings.port == 9002 and settings.max_ids == 7 and settings.fast_path is False
+
+
+def test_serve_gives_workers_time_to_start(monkeypatch, tmp_path) -> None:
+    """A worker still mapping its tables on a busy CPU is not killed as hung after 5 s."""
+    import service.cli as cli
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(cli.uvicorn, "run", lambda *args, **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(cli, "write_demo_tables", lambda folder: [])
+    monkeypatch.setattr(cli, "has_tables", lambda folder: True)
+    # Neither the process environment nor pytest's signal handlers may change.
+    monkeypatch.setattr(cli, "_export", lambda settings: None)
+    monkeypatch.setattr(cli.signal, "signal", lambda signum, handler: None)
+    settings = ServiceSettings(models=tmp_path, workers=2)
+    assert cli.serve(settings) == 0
+    assert seen["workers"] == 2
+    assert seen["timeout_worker_healthcheck"] == cli.WORKER_HEALTHCHECK_SECONDS >= 30
