@@ -12,11 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-import uvicorn
 from pydantic import SecretStr, ValidationError
 
 from service.repository.compact import COMPACT_DTYPES, convert_table
-from service.repository.demo import write_demo_tables
 from service.repository.discovery import has_tables
 from service.settings import ENV_PREFIX, ServiceSettings
 
@@ -140,7 +138,12 @@ def _drained(signum: int, _frame: object) -> None:
 
 
 def serve(settings: ServiceSettings) -> int:
+    # Imported here, not at the top: `embedding-service probe` (the container HEALTHCHECK, 4 s
+    # timeout) imports this module, and uvicorn + onnx took it from ~0.3 s to 6-11 s on a busy host.
+    import uvicorn
+
     from service.http.app import configure_logging
+    from service.repository.demo import write_demo_tables
 
     configure_logging(settings.log_level)
     models = Path(settings.models)
