@@ -101,6 +101,8 @@ def test_nginx_follows_replicas_and_passes_the_service_limits() -> None:
     body = nginx("client_max_body_size")[0]
     assert body.endswith("m")
     assert int(body[:-1]) * 1024 * 1024 >= ServiceSettings.model_fields["max_body_bytes"].default
+    # Refused bodies get the contract's error body, not nginx's HTML page.
+    assert re.search(r"return 413 '\{\"error\": \{\"code\": \"payload_too_large\"", NGINX_CONF)
     drain = drain_seconds(services()["embedding"])
     for directive in ("proxy_read_timeout", "proxy_send_timeout"):
         assert seconds(nginx(directive)[0]) >= drain, directive
