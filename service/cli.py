@@ -11,15 +11,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-import uvicorn
 from pydantic import SecretStr, ValidationError
 
 from service.repository.compact import COMPACT_DTYPES, convert_table
-from service.repository.demo import write_demo_tables
 from service.repository.discovery import has_tables
 from service.settings import ENV_PREFIX, ServiceSettings
 
 log = logging.getLogger("service.cli")
+
+# uvicorn's supervisor kills a worker that misses one 5 s ping, also while it is still importing
+# and mapping its tables. On a contended CPU (a CPU-limited pod, a busy host) startup takes
+# longer: compose with 2 workers went into a kill/restart loop and never turned healthy. A hung
+# worker is still caught, within this long.
+WORKER_HEALTHCHECK_SECONDS = 60
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -136,6 +140,13 @@ class StartupError(Exception):
     """A setting the service cannot start with; its message is the one line the user sees."""
 
 
+def write_demo_tables(folder: Path) -> list[Path]:
+    """The demo tables into ``folder`` (imported on use: the demo needs onnx, the probe must not)."""
+    from service.repository.demo import write_demo_tables as write
+
+    return write(folder)
+
+
 def prepare_models(models: Path) -> None:
     """Check the model repository folder; write the demo tables into it when it holds none.
 
@@ -159,6 +170,10 @@ def prepare_models(models: Path) -> None:
 
 def serve(settings: ServiceSettings) -> int:
     """Run uvicorn on the settings' model repository until a signal stops it (then exit 0)."""
+    # Imported here, not at the top: `embedding-service probe` (the container HEALTHCHECK, 4 s
+    # timeout) imports this module, and uvicorn + onnx took it from ~0.3 s to 6-11 s on a busy host.
+    import uvicorn
+
     from service.http.app import configure_logging
     from service.http.protocols import http_protocol
     from service.logs import uvicorn_log_config
@@ -184,6 +199,7 @@ def serve(settings: ServiceSettings) -> int:
         access_log=settings.access_log,
         log_config=uvicorn_log_config(),  # query strings redacted in the access log
         timeout_graceful_shutdown=settings.drain_seconds,
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
         server_header=False,
         # httptools, pinned, with the head size/timeout and connection limits (h11 unused).
         http=http_protocol(settings),

@@ -35,7 +35,7 @@ def test_hadolint_clean() -> None:
 
 def test_compose_config_valid() -> None:
     compose = tool("docker-compose")
-    for profile in ([], ["--profile", "gpu"], ["--profile", "loadtest"]):
+    for profile in ([], ["--profile", "gpu"], ["--profile", "loadtest"], ["--profile", "redis"]):
         result = subprocess.run(
             [compose, *profile, "-f", "docker-compose.yml", "config", "-q"],
             cwd=ROOT,
