@@ -19,7 +19,7 @@ class TableSource:
 
     name: str
     path: Path
-    format: str  # "npy" | "onnx"
+    format: str  # "npy" | "onnx" | "redis" (path is then the .toml itself)
     options_path: Path | None
     vocab_path: Path | None = None
 
@@ -58,6 +58,13 @@ def discover_tables(folder: Path) -> tuple[dict[str, TableSource], dict[str, str
                     vocab if vocab.is_file() else None,
                 ),
             )
+        elif entry.is_file() and entry.suffix == ".toml" and not _has_weights_beside(entry):
+            # A lone options file declares a table whose rows live in Redis (docs/redis.md).
+            vocab = entry.with_suffix(".vocab")
+            add(
+                entry.stem,
+                TableSource(entry.stem, entry, "redis", entry, vocab if vocab.is_file() else None),
+            )
         elif entry.is_dir():
             files = sorted(
                 p
@@ -82,6 +89,10 @@ def discover_tables(folder: Path) -> tuple[dict[str, TableSource], dict[str, str
                 ),
             )
     return sources, problems
+
+
+def _has_weights_beside(options: Path) -> bool:
+    return any(options.with_suffix(suffix).is_file() for suffix in TABLE_SUFFIXES)
 
 
 def has_tables(folder: Path) -> bool:
