@@ -21,8 +21,10 @@ import numpy as np
 
 from service.backends.redis_store import (
     DEFAULT_TAGS,
+    PackedCommands,
     RedisClient,
     RedisLayout,
+    RowKeys,
     connect,
     version_record,
 )
@@ -31,7 +33,7 @@ from service.repository.npy_loader import load_npy
 from service.repository.onnx_loader import load_onnx
 from service.repository.weights import TableWeights
 
-CHUNK_ROWS = 4096
+CHUNK_ROWS = 8192
 CHUNKS_IN_FLIGHT = 4
 # Versions replaced less than this long ago are kept by --drop-old (requests may read them).
 DROP_GRACE_SECONDS = 60
@@ -99,21 +101,12 @@ def load_table_file(path: Path) -> TableWeights:
     raise TableLoadError(f"{path}: push takes a .npy or .onnx table")
 
 
-async def _write_chunk(
-    client: RedisClient, prefixes: list[bytes], tags: int, start: int, rows: np.ndarray
-) -> None:
-    ids = np.arange(start, start + rows.shape[0])
-    data = rows.tobytes()
-    size = rows.shape[1] * rows.itemsize
-    by_tag: dict[int, list[bytes]] = {}
-    for n, i in enumerate(ids.tolist()):
-        args = by_tag.setdefault(i % tags, [])
-        args.append(prefixes[i % tags] + b"%d" % i)
-        args.append(data[n * size : (n + 1) * size])
-    pipe = client.pipeline(transaction=False)
-    for args in by_tag.values():
-        pipe.execute_command("MSET", *args)
-    await pipe.execute(raise_on_error=True)
+async def _write_chunk(packed: PackedCommands, keys: RowKeys, start: int, rows: np.ndarray) -> None:
+    """One MSET per tag (its keys share a slot), every node's MSETs in one write."""
+    ids = np.arange(start, start + rows.shape[0], dtype=np.int64)
+    values = np.ascontiguousarray(rows).view(np.uint8).reshape(rows.shape[0], -1)
+    _, commands = keys.commands(b"MSET", ids, values)
+    await packed.run(commands)
 
 
 async def push_table(
@@ -158,16 +151,15 @@ async def _write_rows(
 ) -> None:
     from tqdm import tqdm
 
-    prefixes = layout.row_prefixes(version, tags)
+    keys = layout.row_keys(version, tags)
+    packed = PackedCommands(client)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=rows, unit="rows", unit_scale=True, disable=not show, desc=layout.name)
     in_flight: set[asyncio.Task[None]] = set()
     try:
         for start in range(0, rows, CHUNK_ROWS):
             stop = min(rows, start + CHUNK_ROWS)
-            task = asyncio.create_task(
-                _write_chunk(client, prefixes, tags, start, block(start, stop))
-            )
+            task = asyncio.create_task(_write_chunk(packed, keys, start, block(start, stop)))
             task.add_done_callback(lambda _t, n=stop - start: bar.update(n))
             in_flight.add(task)
             if len(in_flight) >= CHUNKS_IN_FLIGHT:
@@ -211,12 +203,9 @@ async def drop_old(url: str, name: str, grace_seconds: int = DROP_GRACE_SECONDS)
 async def _delete_rows(
     client: RedisClient, layout: RedisLayout, version: str, rows: int, tags: int
 ) -> None:
-    prefixes = layout.row_prefixes(version, tags)
-    for start in range(0, rows, CHUNK_ROWS * 4):
-        by_tag: dict[int, list[bytes]] = {}
-        for i in range(start, min(rows, start + CHUNK_ROWS * 4)):
-            by_tag.setdefault(i % tags, []).append(prefixes[i % tags] + b"%d" % i)
-        pipe = client.pipeline(transaction=False)
-        for keys in by_tag.values():
-            pipe.execute_command("UNLINK", *keys)
-        await pipe.execute(raise_on_error=True)
+    keys = layout.row_keys(version, tags)
+    packed = PackedCommands(client)
+    step = CHUNK_ROWS * 4
+    for start in range(0, rows, step):
+        ids = np.arange(start, min(rows, start + step), dtype=np.int64)
+        await packed.run(keys.commands(b"UNLINK", ids)[1])

@@ -6,7 +6,9 @@ A missing ``redis-server`` is a test failure that says how to install it, never 
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +19,24 @@ from tests.support.server_process import free_port
 
 CREATE_FLAGS = ("--cluster-replicas", "1", "--cluster-yes")
 INSTALL_HINT = "redis-server is not installed: apt-get install redis-server (Debian/Ubuntu)"
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 <= 65535 and _bindable(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 def redis_binaries() -> tuple[str, str]:
@@ -32,7 +52,7 @@ class RedisNode:
 
     def __init__(self, folder: Path, cluster: bool = False, port: int | None = None) -> None:
         self.server, self.cli = redis_binaries()
-        self.port = port or free_port()
+        self.port = port or (free_cluster_port() if cluster else free_port())
         self.folder = folder / f"redis-{self.port}"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.cluster = cluster
@@ -68,6 +88,9 @@ class RedisNode:
         log.close()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                log_text = (self.folder / "redis.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"redis-server on {self.port} exited:\n{log_text}")
             try:
                 if redis.Redis(port=self.port, socket_timeout=1).ping():
                     return
@@ -163,3 +186,21 @@ class RedisCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+def push_cli(*args: str, timeout: float = 300) -> str:
+    """Run ``embedding-service push ARGS`` as a user would; its stdout (the version)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "push", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 0, f"push failed ({result.returncode}):\n{result.stderr}"
+    return result.stdout.strip()
+
+
+def redis_table_toml(url: str, extra: str = "") -> str:
+    """The options file of a Redis table (no weights file beside it)."""
+    return f'redis = "{url}"\n{extra}'
