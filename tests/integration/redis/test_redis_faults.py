@@ -214,11 +214,14 @@ def test_resharding_under_load_follows_moved_and_ask(tmp_path: Path, cluster: Re
         with httpx.Client(base_url=server.url, timeout=30) as client:
             _wait_for(client, "remote", table, "ok")
             load = _Load(server.url, "remote", table)
+            reshard = [
+                *(cluster.nodes[0].cli, "--cluster", "reshard", f"127.0.0.1:{masters[0].port}"),
+                *("--cluster-from", _text(ids[masters[1].port])),
+                *("--cluster-to", _text(ids[masters[0].port])),
+                *("--cluster-slots", "1500", "--cluster-yes", "--cluster-pipeline", "50"),
+            ]
             subprocess.run(
-                [cluster.nodes[0].cli, "--cluster", "reshard", f"127.0.0.1:{masters[0].port}"]
-                + ["--cluster-from", _text(ids[masters[1].port])]
-                + ["--cluster-to", _text(ids[masters[0].port])]
-                + ["--cluster-slots", "1500", "--cluster-yes", "--cluster-pipeline", "50"],
+                reshard,
                 check=True,
                 capture_output=True,
                 timeout=300,
