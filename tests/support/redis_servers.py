@@ -1,191 +1,35 @@
-"""Real ``redis-server`` processes on free ports: one node, or a 3-master + 3-replica cluster.
-
-A missing ``redis-server`` is a test failure that says how to install it, never a skip.
-"""
+"""Real redis-server processes for the tests; a missing binary FAILS (never skips) the test."""
 
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import redis
 
-from tests.support.server_process import free_port
-
-CREATE_FLAGS = ("--cluster-replicas", "1", "--cluster-yes")
-INSTALL_HINT = "redis-server is not installed: apt-get install redis-server (Debian/Ubuntu)"
+from service import redis_local
+from service.redis_local import INSTALL_HINT, RedisNotInstalled
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is free too."""
-    for _ in range(200):
-        port = free_port()
-        if port + 10000 <= 65535 and _bindable(port + 10000):
-            return port
-    raise RuntimeError("no free port pair for a cluster node")
-
-
-def redis_binaries() -> tuple[str, str]:
-    """Paths of redis-server and redis-cli; fails the test (never skips) when missing."""
-    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
-    if server is None or cli is None:
-        pytest.fail(INSTALL_HINT)
-    return server, cli
-
-
-class RedisNode:
-    """One ``redis-server`` on a free port, data in ``folder`` (no persistence)."""
+class RedisNode(redis_local.RedisNode):
+    """``service.redis_local.RedisNode``; a missing redis-server fails the test."""
 
     def __init__(self, folder: Path, cluster: bool = False, port: int | None = None) -> None:
-        self.server, self.cli = redis_binaries()
-        self.port = port or (free_cluster_port() if cluster else free_port())
-        self.folder = folder / f"redis-{self.port}"
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.cluster = cluster
-        self.process: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        """Start (or restart, empty) the server and wait until it answers PING."""
-        args = [
-            self.server,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.folder),
-            "--protected-mode",
-            "no",
-        ]
-        if self.cluster:
-            args += ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]
-            args += ["--cluster-config-file", str(self.folder / "nodes.conf")]
-        log = (self.folder / "redis.log").open("ab")
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                log_text = (self.folder / "redis.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"redis-server on {self.port} exited:\n{log_text}")
-            try:
-                if redis.Redis(port=self.port, socket_timeout=1).ping():
-                    return
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise TimeoutError(f"redis-server on {self.port} did not answer within 30 s")
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=5)
-
-    def kill(self) -> None:
-        """SIGKILL: the node dies as a crashed machine would."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        self.kill()
+        try:
+            super().__init__(folder, cluster, port)
+        except RedisNotInstalled:
+            pytest.fail(INSTALL_HINT)
 
 
-class RedisCluster:
-    """Six nodes joined by ``redis-cli --cluster create ... --cluster-replicas 1``."""
+class RedisCluster(redis_local.RedisCluster):
+    """``service.redis_local.RedisCluster``; a missing redis-server fails the test."""
 
     def __init__(self, folder: Path) -> None:
-        self.nodes = [RedisNode(folder, cluster=True) for _ in range(6)]
         try:
-            addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
-            subprocess.run(
-                [self.nodes[0].cli, "--cluster", "create", *addresses, *CREATE_FLAGS],
-                check=True,
-                capture_output=True,
-                timeout=120,
-            )
-            self.wait_ok()
-        except BaseException:
-            self.stop()
-            raise
-
-    @property
-    def url(self) -> str:
-        return self.nodes[0].url
-
-    def wait_ok(self, timeout: float = 60.0) -> None:
-        """Until every live node reports ``cluster_state:ok`` (within ``timeout``)."""
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
-            states = []
-            for node in self.nodes:
-                if node.process is None or node.process.poll() is not None:
-                    continue
-                try:
-                    info = node.client().cluster("INFO")
-                    states.append(info.get("cluster_state") == "ok")
-                    last = str(info.get("cluster_state"))
-                except redis.RedisError as exc:
-                    states.append(False)
-                    last = repr(exc)
-            if states and all(states) and self._replicas_attached():
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"cluster not ok within {timeout}s (last: {last})")
-
-    def _replicas_attached(self) -> bool:
-        """Every live master with slots has a live replica (right after create, not yet)."""
-        live = [n for n in self.nodes if n.process is not None and n.process.poll() is None]
-        try:
-            nodes = live[0].client().cluster("NODES")
-        except redis.RedisError:
-            return False
-        masters = {f["node_id"] for f in nodes.values() if "master" in f["flags"] and f["slots"]}
-        replicated = {
-            f["master_id"]
-            for f in nodes.values()
-            if "slave" in f["flags"] and "fail" not in f["flags"] and f["connected"]
-        }
-        return len(live) < len(self.nodes) or masters <= replicated
-
-    def masters(self) -> list[RedisNode]:
-        """Nodes that are masters now (by CLUSTER NODES of a live node)."""
-        by_port = {n.port: n for n in self.nodes}
-        for node in self.nodes:
-            if node.process is None or node.process.poll() is not None:
-                continue
-            nodes = node.client().cluster("NODES")  # {"host:port": {"flags": ...}}
-            return [
-                by_port[int(address.split("@")[0].rsplit(":", 1)[1])]
-                for address, fields in nodes.items()
-                if "master" in fields["flags"] and "fail" not in fields["flags"] and fields["slots"]
-            ]
-        return []
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
+            super().__init__(folder)
+        except RedisNotInstalled:
+            pytest.fail(INSTALL_HINT)
 
 
 def push_cli(*args: str, timeout: float = 300) -> str:
