@@ -57,8 +57,15 @@ def redis_binaries() -> tuple[str, str]:
 class RedisNode:
     """One ``redis-server`` on a free port, data in ``folder`` (no persistence)."""
 
-    def __init__(self, folder: Path, cluster: bool = False, port: int | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        cluster: bool = False,
+        port: int | None = None,
+        password: str | None = None,
+    ) -> None:
         self.server, self.cli = redis_binaries()
+        self.password = password
         self.port = port or (free_cluster_port() if cluster else free_port())
         self.folder = folder / f"redis-{self.port}"
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -68,7 +75,8 @@ class RedisNode:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}"
 
     def start(self) -> None:
         """Start (or restart, empty) the server and wait until it answers PING."""
@@ -87,6 +95,8 @@ class RedisNode:
             "--protected-mode",
             "no",
         ]
+        if self.password:
+            args += ["--requirepass", self.password]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]
             args += ["--cluster-config-file", str(self.folder / "nodes.conf")]
@@ -99,14 +109,14 @@ class RedisNode:
                 log_text = (self.folder / "redis.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"redis-server on {self.port} exited:\n{log_text}")
             try:
-                if redis.Redis(port=self.port, socket_timeout=1).ping():
+                if self.client(timeout=1).ping():
                     return
             except redis.RedisError:
                 time.sleep(0.05)
         raise TimeoutError(f"redis-server on {self.port} did not answer within 30 s")
 
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=5)
+    def client(self, timeout: float = 5) -> redis.Redis:
+        return redis.Redis(port=self.port, password=self.password, socket_timeout=timeout)
 
     def kill(self) -> None:
         """SIGKILL: the node dies as a crashed machine would."""

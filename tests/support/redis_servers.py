@@ -15,9 +15,15 @@ from service.redis_local import INSTALL_HINT, RedisNotInstalled
 class RedisNode(redis_local.RedisNode):
     """``service.redis_local.RedisNode``; a missing redis-server fails the test."""
 
-    def __init__(self, folder: Path, cluster: bool = False, port: int | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        cluster: bool = False,
+        port: int | None = None,
+        password: str | None = None,
+    ) -> None:
         try:
-            super().__init__(folder, cluster, port)
+            super().__init__(folder, cluster, port, password)
         except RedisNotInstalled:
             pytest.fail(INSTALL_HINT)
 

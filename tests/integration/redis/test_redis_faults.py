@@ -234,3 +234,25 @@ def test_resharding_under_load_follows_moved_and_ask(tmp_path: Path, cluster: Re
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def test_a_password_in_the_url_is_used_and_never_shown(tmp_path: Path) -> None:
+    node = RedisNode(tmp_path / "redis", password="s3cret-pw")
+    try:
+        folder = tmp_path / "models"
+        source, table = _table(folder)
+        push_cli(str(source), "--redis", node.url, "--name", "remote")
+        with (
+            _serve(folder, node.url) as server,
+            httpx.Client(base_url=server.url, timeout=30) as client,
+        ):
+            assert server.wait_ready()["status"] == "ready", server.log()
+            _wait_for(client, "remote", table, "ok")
+            info = client.get("/v1/tables/remote").text
+            assert "s3cret-pw" not in info and "s3cret-pw" not in server.log()
+        wrong = node.url.replace("s3cret-pw", "wrong")
+        with _serve(folder, wrong) as server:
+            ready = server.wait_ready()
+            assert "remote" in ready["failed"] and "wrong" not in str(ready), ready
+    finally:
+        node.stop()
