@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -131,20 +132,31 @@ class RedisNode:
 class RedisCluster:
     """Six nodes joined by ``redis-cli --cluster create ... --cluster-replicas 1``."""
 
-    def __init__(self, folder: Path) -> None:
-        self.nodes = [RedisNode(folder, cluster=True) for _ in range(6)]
-        try:
-            addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
-            subprocess.run(
-                [self.nodes[0].cli, "--cluster", "create", *addresses, *CREATE_FLAGS],
-                check=True,
-                capture_output=True,
-                timeout=120,
-            )
-            self.wait_ok()
-        except BaseException:
-            self.stop()
-            raise
+    def __init__(self, folder: Path, attempts: int = 3) -> None:
+        self.nodes: list[RedisNode] = []
+        for attempt in range(1, attempts + 1):
+            try:
+                self._create(folder / f"try{attempt}")
+                return
+            except (subprocess.SubprocessError, TimeoutError, RuntimeError) as exc:
+                self.stop()
+                if attempt == attempts or isinstance(exc, RedisNotInstalled):
+                    raise
+                # A busy machine or a port taken meanwhile: new nodes on new ports.
+                print(f"cluster creation failed ({exc!r}); retrying", file=sys.stderr)
+
+    def _create(self, folder: Path) -> None:
+        self.nodes = []
+        for _ in range(6):  # one by one: a failure still leaves the started ones to stop
+            self.nodes.append(RedisNode(folder, cluster=True))
+        addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        subprocess.run(
+            [self.nodes[0].cli, "--cluster", "create", *addresses, *CREATE_FLAGS],
+            check=True,
+            capture_output=True,
+            timeout=90,
+        )
+        self.wait_ok()
 
     @property
     def url(self) -> str:
