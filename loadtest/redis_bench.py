@@ -34,13 +34,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from loadtest.bench import run_wrk  # noqa: E402
 from service.backends.hot_rows import HotRowCache  # noqa: E402
 from service.backends.redis_store import RedisLayout, RowReader, connect, read_meta  # noqa: E402
 from service.redis_local import RedisCluster, free_port  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 SERVE = (sys.executable, "-m", "service", "serve")
-BINARY = {"content-type": "application/octet-stream", "accept": "application/octet-stream"}
+LOOKUP = "/v1/tables/big/lookup"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -99,35 +100,26 @@ class Server:
         self.process.wait(30)
 
 
-async def drive(url: str, table: str, batches: list[np.ndarray], concurrency: int) -> float:
-    """Send every batch (binary lookups) with ``concurrency`` in flight; wall seconds."""
-    queue = list(reversed(batches))
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-
-        async def worker() -> None:
-            while queue:
-                ids = queue.pop()
-                response = await client.post(
-                    f"/v1/tables/{table}/lookup", content=ids.tobytes(), headers=BINARY
-                )
-                assert response.status_code == 200, response.text
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return time.perf_counter() - started
+def bodies_file(folder: Path, label: str, batches: list[np.ndarray]) -> Path:
+    """wrk's request bodies: one hex line of little-endian int64 ids per request."""
+    path = folder / f"bodies_{label}.txt"
+    path.write_text("\n".join(b.astype("<i8").tobytes().hex() for b in batches) + "\n")
+    return path
 
 
-def measure(server: Server, table: str, batches: list[np.ndarray], concurrency: int) -> dict:
-    asyncio.run(drive(server.url, table, batches[: len(batches) // 10], concurrency))  # warm-up
-    cpu0, rss0 = cpu_seconds(server.process.pid), rss_bytes(server.process.pid)
-    wall = asyncio.run(drive(server.url, table, batches, concurrency))
+def measure(server: Server, bodies: Path, ids: int, connections: int, seconds: float) -> dict:
+    """wrk (a C client: never the bottleneck) against the server; its CPU and RSS."""
+    cpu0 = cpu_seconds(server.process.pid)
+    result = run_wrk(server.port, LOOKUP, bodies, "binary", connections, seconds, None)
     cpu = cpu_seconds(server.process.pid) - cpu0
-    vectors = sum(b.size for b in batches)
+    assert result["errors"] == 0, result
+    vectors = result["requests"] * ids
     return {
         "vectors_per_cpu_s": vectors / cpu,
-        "vectors_per_s": vectors / wall,
-        "rss_growth": rss_bytes(server.process.pid) - rss0,
+        "vectors_per_s": vectors / (result["duration_us"] / 1e6),
+        "p50_ms": result["p50_us"] / 1000,
+        "p99_ms": result["p99_us"] / 1000,
+        "rss_mib": rss_bytes(server.process.pid) / 2**20,
     }
 
 
@@ -157,9 +149,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--w2-requests", type=int, default=20_000)
-    parser.add_argument("--w3-requests", type=int, default=600)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=10.0, help="of wrk load per row")
+    parser.add_argument("--concurrency", type=int, default=16, help="bare client's MGETs in flight")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="redis-bench-"))
     rows, dim = args.rows, args.dim
@@ -169,6 +160,8 @@ def main() -> int:
     cluster = RedisCluster(work / "redis")
     servers: list[Server] = []
     try:
+        redis_cpu0 = sum(cpu_seconds(n.process.pid) for n in cluster.nodes if n.process)
+        children0 = os.times()
         started = time.perf_counter()
         cmd = [
             sys.executable,
@@ -181,6 +174,16 @@ def main() -> int:
         ]
         subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
         push_s = time.perf_counter() - started
+        children = os.times()
+        push_cpu = (children.children_user - children0.children_user) + (
+            children.children_system - children0.children_system
+        )
+        redis_cpu = sum(cpu_seconds(n.process.pid) for n in cluster.nodes if n.process) - redis_cpu0
+        print(
+            f"push CPU: client {push_cpu:.1f} s, 6 redis-servers {redis_cpu:.1f} s "
+            f"(on {os.cpu_count()} cores shared with others)",
+            flush=True,
+        )
         used = sum(int(m.client().info("memory")["used_memory"]) for m in cluster.masters())
         print(
             f"push {rows} x {dim} float32: {push_s:.1f} s; masters' used_memory {used / 2**20:.0f} MiB "
@@ -195,20 +198,24 @@ def main() -> int:
         os.link(work / "big.npy", local / "big.npy")
         (remote / "big.toml").write_text(f'redis = "{cluster.url}"\ncache_rows = {rows // 10}\n')
         (cold / "big.toml").write_text(f'redis = "{cluster.url}"\ncache_rows = 0\n')
-        w2 = [
-            a.astype(np.int64)
-            for a in np.split(zipf_ids(rows, 32 * args.w2_requests, 2), args.w2_requests)
-        ]
-        w3 = [np.random.default_rng(3).integers(0, rows, 1024) for _ in range(args.w3_requests)]
+        w2 = np.split(zipf_ids(rows, 32 * 5000, 2).astype(np.int64), 5000)
+        w3 = [np.random.default_rng(3).integers(0, rows, 1024) for _ in range(200)]
+        w2_bodies, w3_bodies = bodies_file(work, "W2", w2), bodies_file(work, "W3", w3)
         figures = {}
-        for label, folder, batches in (
-            ("npy W2", local, w2),
-            ("redis W2", remote, w2),
-            ("redis W3", cold, w3),
-        ):
+        idle_mib = 0.0
+        runs = (
+            ("npy W2", local, w2_bodies, 32, 64),
+            ("redis W2", remote, w2_bodies, 32, 64),
+            ("redis W3", cold, w3_bodies, 1024, 16),
+        )
+        for label, folder, bodies, ids, connections in runs:
             server = Server(folder)
             servers.append(server)
-            figures[label] = measure(server, "big", batches, args.concurrency)
+            if label == "redis W2":
+                idle_mib = rss_bytes(server.process.pid) / 2**20
+            # Warm-up (for the Redis table: the hot-row cache fills with Zipf traffic).
+            run_wrk(server.port, LOOKUP, bodies, "binary", connections, args.seconds, None)
+            figures[label] = measure(server, bodies, ids, connections, args.seconds)
             print(label, {k: round(v, 1) for k, v in figures[label].items()}, flush=True)
             server.stop()
         bare = asyncio.run(bare_mgets(cluster.url, "big", w3, args.concurrency))
@@ -221,8 +228,10 @@ def main() -> int:
             f"W3 cache_rows=0 vectors/s: http {figures['redis W3']['vectors_per_s']:.0f}, "
             f"bare MGETs {bare:.0f}, ratio {ratio_w3:.2f} (target >= 0.5)"
         )
-        growth = figures["redis W2"]["rss_growth"]
-        print(f"RSS growth under W2: {growth / 2**20:.0f} MiB (bound {bound / 2**20:.0f} MiB)")
+        growth = figures["redis W2"]["rss_mib"] - idle_mib
+        print(
+            f"RSS growth under W2 over the idle service: {growth:.0f} MiB (bound {bound / 2**20:.0f} MiB)"
+        )
     finally:
         for server in servers:
             if server.process.poll() is None:
