@@ -153,6 +153,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="bare client's MGETs in flight")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="redis-bench-"))
+    (ROOT / "bench_data").mkdir(exist_ok=True)  # where loadtest/bench.py keeps wrk's script
     rows, dim = args.rows, args.dim
     table = np.random.default_rng(0).standard_normal((rows, dim)).astype(np.float32)
     np.save(work / "big.npy", table)

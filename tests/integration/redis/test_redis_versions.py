@@ -134,3 +134,19 @@ def test_redis_keys_are_readable_and_spread(redis_single: RedisNode, tmp_path: P
     client: redis.Redis = redis_single.client()
     version = client.get(RedisLayout("k").pointer).decode()
     assert client.strlen(f"emb:{{k:{version}:042}}:000000000042") == DIM * 4
+
+
+def test_an_onnx_table_is_pushed_as_the_loader_reads_it(
+    tmp_path: Path, redis_single: RedisNode
+) -> None:
+    from service.repository.demo import gather_onnx_model
+
+    table = random_table(50, DIM, 7)
+    path = tmp_path / "graph.onnx"
+    path.write_bytes(gather_onnx_model(table))
+    version = push_cli(str(path), "--redis", redis_single.url)  # name: the file's stem
+    client = redis_single.client()
+    assert client.get(RedisLayout("graph").pointer) == version.encode()
+    keys = RedisLayout("graph").row_keys(version, 128)
+    stored = [client.get(keys.key(i)) for i in range(50)]
+    assert np.array_equal(np.frombuffer(b"".join(stored), np.float32).reshape(50, DIM), table)
