@@ -9,6 +9,8 @@ itemsize`` for the rows plus ~100 bytes of index per cached row.
 
 from __future__ import annotations
 
+from itertools import repeat
+
 import numpy as np
 
 
@@ -21,6 +23,8 @@ class HotRowCache:
         self._slot_of: dict[int, int] = {}
         self._id_in = [-1] * capacity  # id held by each slot, -1 when free
         self._referenced = bytearray(capacity)
+        # The same bits as an array: hits set theirs in one vectorised store.
+        self._referenced_view = np.frombuffer(self._referenced, np.uint8)
         self._hand = 0
         self.hits = 0
         self.misses = 0
@@ -34,17 +38,14 @@ class HotRowCache:
 
     def lookup(self, id_list: list[int]) -> np.ndarray:
         """Slot of each id (``-1`` where missing); hits get their reference bit set."""
-        get = self._slot_of.get
-        slots = [get(i, -1) for i in id_list]
-        referenced = self._referenced
-        found = 0
-        for slot in slots:
-            if slot >= 0:
-                referenced[slot] = 1
-                found += 1
-        self.hits += found
-        self.misses += len(slots) - found
-        return np.array(slots, dtype=np.int64)
+        slots = np.fromiter(
+            map(self._slot_of.get, id_list, repeat(-1)), np.int64, count=len(id_list)
+        )
+        hit = slots[slots >= 0]
+        self._referenced_view[hit] = 1
+        self.hits += hit.size
+        self.misses += slots.size - hit.size
+        return slots
 
     def store(self, ids: list[int], rows: np.ndarray) -> None:
         """Remember ``rows`` (one per id of ``ids``, unique), evicting by CLOCK.
