@@ -150,3 +150,32 @@ def test_an_onnx_table_is_pushed_as_the_loader_reads_it(
     keys = RedisLayout("graph").row_keys(version, 128)
     stored = [client.get(keys.key(i)) for i in range(50)]
     assert np.array_equal(np.frombuffer(b"".join(stored), np.float32).reshape(50, DIM), table)
+
+
+def test_a_reload_serves_the_new_version_with_a_new_cache(
+    tmp_path: Path, redis_single: RedisNode
+) -> None:
+    """What the version watcher does on a change: reload; the old version drains."""
+    folder = tmp_path / "models"
+    old, new = random_table(ROWS, DIM, 41), random_table(ROWS, DIM, 42)
+    one, two = write_npy(tmp_path, "one", old), write_npy(tmp_path, "two", new)
+    push_cli(str(one), "--redis", redis_single.url, "--name", "again")
+    folder.mkdir()
+    (folder / "again.toml").write_text(redis_table_toml(redis_single.url, "cache_rows = 500\n"))
+    ids = list(range(0, ROWS, 5))
+    with ServerProcess(folder, env={"EMBED_ADMIN_KEY": "adm"}) as server:
+        server.wait_ready()
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            lookup = {"ids": ids}
+            rows = client.post("/v1/tables/again/lookup", json=lookup).json()["vectors"]
+            assert np.array_equal(np.array(rows, np.float32), old[ids])  # and now cached
+            v2 = push_cli(str(two), "--redis", redis_single.url, "--name", "again")
+            source = f"{server.url}/v1/tables/again"
+            assert httpx.get(source).json()["version"] != v2  # pinned until reloaded
+            reloaded = client.post(
+                "/v1/admin/tables/again/reload", headers={"authorization": "Bearer adm"}
+            )
+            assert reloaded.status_code == 200, reloaded.text
+            assert reloaded.json()["version"] == v2
+            rows = client.post("/v1/tables/again/lookup", json=lookup).json()["vectors"]
+            assert np.array_equal(np.array(rows, np.float32), new[ids])
