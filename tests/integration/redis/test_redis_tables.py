@@ -69,6 +69,11 @@ def test_table_info_comes_from_redis(served: tuple[httpx.Client, str]) -> None:
     assert (info["rows"], info["dim"], info["version"]) == (ROWS, DIM, version)
     assert info["padding_idx"] == ROWS - 1
     assert info["batching"]["enabled"] is True
+    client.post("/v1/tables/remote/lookup", json={"ids": [1, 2]})
+    metrics = client.get("/metrics").text
+    assert 'embedding_hot_rows{stat="capacity",table="remote"} 64.0' in metrics.replace(
+        'table="remote",stat="capacity"', 'stat="capacity",table="remote"'
+    )
 
 
 @pytest.mark.parametrize("encoding", ["float", "base64"])
