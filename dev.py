@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Set up and run: ``python3 dev.py run`` (service on the demo table) or ``python3 dev.py test``.
+"""Set up and run: ``python3 dev.py run`` (service on the demo table), ``python3 dev.py test``,
+or ``python3 dev.py redis`` (a local Redis Cluster, the demo table pushed into it, served).
 
 Needs only Python 3.11+ and the package registries: creates ``.venv``, installs the
 package with the extras the command needs (again only when pyproject.toml changed),
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,6 +64,22 @@ def run_foreground(command: list[str | Path]) -> int:
         signal.signal(signal.SIGINT, previous)
 
 
+REDIS_HINT = "redis-server is needed: apt-get install redis-server (Debian/Ubuntu)"
+
+
+def ensure_redis_server() -> None:
+    """Install redis-server (Debian package) when missing and we may; else exit saying how."""
+    if shutil.which("redis-server") and shutil.which("redis-cli"):
+        return
+    if os.name == "posix" and os.geteuid() == 0 and shutil.which("apt-get"):
+        print("installing redis-server (apt-get)", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-q"], check=False, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-q", "redis-server"], check=False, env=env)
+    if not (shutil.which("redis-server") and shutil.which("redis-cli")):
+        sys.exit(REDIS_HINT)
+
+
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else "help"
     rest = argv[1:]
@@ -76,11 +94,16 @@ def main(argv: list[str]) -> int:
         reference = os.environ.get("REFERENCE", "1") != "0"
         extras = "test,load,reference" if reference else "test,load"
         ensure_env(extras, with_torch=reference)
+        ensure_redis_server()  # the Redis tests start real servers; missing is a failure
         for check in (["ruff", "check", "."], ["ruff", "format", "--check", "."]):
             if subprocess.call([BIN / check[0], *check[1:]]) != 0:
                 return 1
         workers = os.environ.get("PYTEST_WORKERS", "2")
         return run_foreground([PY, "-m", "pytest", "-n", workers, *rest])
+    if command == "redis":
+        ensure_env("", with_torch=False)
+        ensure_redis_server()
+        return run_foreground([PY, "-m", "service.dev_redis", *rest])
     if command == "bench":
         ensure_env("test,load", with_torch=False)
         return run_foreground([PY, "loadtest/bench.py", *rest])

@@ -73,6 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
         "destination", type=Path, help="the .npy to write (scales and options beside it)"
     )
     convert.add_argument("--dtype", choices=COMPACT_DTYPES, required=True)
+    push = commands.add_parser(
+        "push", help="write a table's rows into Redis under a new version and make it current"
+    )
+    push.add_argument("file", type=Path, nargs="?", help="a .npy or .onnx table")
+    push.add_argument("--redis", required=True, help="redis:// or rediss:// URL of one node")
+    push.add_argument("--name", help="table name (default: the file's stem)")
+    push.add_argument(
+        "--drop-old",
+        action="store_true",
+        help="remove every version but the current one (kept: those replaced within the grace)",
+    )
+    push.add_argument(
+        "--grace-seconds",
+        type=int,
+        default=None,
+        help="--drop-old keeps versions replaced less than this long ago [default 60]",
+    )
     return parser
 
 
@@ -94,6 +111,47 @@ def convert(source: Path, destination: Path, dtype: str) -> int:
         destination = destination.with_suffix(".npy")
     report = convert_table(weights.array, destination, dtype)
     print("\n".join(report.lines()))
+    return 0
+
+
+def push(args: argparse.Namespace) -> int:
+    """``push FILE --redis URL [--name NAME]`` or ``push --redis URL --name NAME --drop-old``."""
+    import asyncio
+
+    from service.backends.redis_store import STORE_ERRORS
+    from service.errors import TableLoadError
+    from service.repository.discovery import TABLE_NAME
+    from service.repository.redis_push import DROP_GRACE_SECONDS, drop_old, push_table
+
+    name = args.name or (args.file.stem if args.file else None)
+    if name is None or not TABLE_NAME.match(name):
+        print(
+            f"embedding-service push: a valid table name is needed (got {name!r})", file=sys.stderr
+        )
+        return 2
+    try:
+        if args.drop_old:
+            if args.file is not None:
+                print("embedding-service push: --drop-old takes no FILE", file=sys.stderr)
+                return 2
+            grace = DROP_GRACE_SECONDS if args.grace_seconds is None else args.grace_seconds
+            removed = asyncio.run(drop_old(args.redis, name, grace))
+            print(f"removed {len(removed)} old version(s) of {name}: {' '.join(removed) or '-'}")
+            return 0
+        if args.file is None:
+            print("embedding-service push: a FILE (or --drop-old) is needed", file=sys.stderr)
+            return 2
+        result = asyncio.run(push_table(args.file, args.redis, name))
+    except TableLoadError as exc:
+        print(f"embedding-service push: {exc}", file=sys.stderr)
+        return 2
+    except STORE_ERRORS as exc:
+        print(f"embedding-service push: Redis failed: {exc!r}", file=sys.stderr)
+        return 1
+    note = "" if result.written else " (already in Redis: nothing written)"
+    # The version alone on stdout (VERSION=$(embedding-service push ...)); the summary beside.
+    print(f"{name}: {result.rows} rows, version {result.version} is current{note}", file=sys.stderr)
+    print(result.version)
     return 0
 
 
@@ -213,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return probe(args.url, args.timeout)
     if args.command == "convert":
         return convert(args.source, args.destination, args.dtype)
+    if args.command == "push":
+        return push(args)
     try:
         settings = settings_from_args(args)
     except ValidationError as exc:

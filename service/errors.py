@@ -161,6 +161,20 @@ class TableUnavailable(ServiceError):
     code = "table_unavailable"
 
 
+class BackendUnavailable(ServiceError):
+    """A Redis table's store cannot answer now (down, failing over, timing out, emptied).
+
+    Always sent with ``Retry-After``; never answered with a zero or stale row instead.
+    """
+
+    status = 503
+    code = "backend_unavailable"
+    retry_after_seconds = 1
+
+    def __init__(self, message: str, detail: dict[str, Any] | None = None) -> None:
+        super().__init__(message, detail, {"Retry-After": str(self.retry_after_seconds)})
+
+
 class Timeout(ServiceError):
     """The request waited in the queue past its deadline."""
 

@@ -69,6 +69,11 @@ ROW_CACHE = Gauge(
     "JSON row-text cache per table: hits, misses (rows, since start), entries, bytes. Read at scrape time.",
     ["table", "stat"],
 )
+HOT_ROWS = Gauge(
+    "embedding_hot_rows",
+    "Hot-row cache of Redis tables: hits, misses (rows, since load), entries, capacity. Read at scrape time.",
+    ["table", "stat"],
+)
 TABLES_LOADED = Gauge("embedding_tables_loaded", "Tables currently served.")
 TABLES_FAILED = Gauge("embedding_tables_failed", "Tables that failed to load.")
 CONNECTIONS_CLOSED = Counter(

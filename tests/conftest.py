@@ -9,6 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.support.redis_servers import RedisCluster, RedisNode
 from tests.support.server_process import ServerProcess
 from tests.support.tables import random_table, write_npy
 
@@ -61,3 +62,19 @@ def client(server: ServerProcess) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="session")
 def tables(reference_tables: tuple[Path, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return reference_tables[1]
+
+
+@pytest.fixture(scope="session")
+def redis_single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisNode]:
+    """One real redis-server on a free port (fails, never skips, when it is not installed)."""
+    node = RedisNode(tmp_path_factory.mktemp("redis-single"))
+    yield node
+    node.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """Six real redis-server nodes: 3 masters + 3 replicas (redis-cli --cluster create)."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.stop()

@@ -10,7 +10,7 @@ import numpy as np
 class GatherBackend(Protocol):
     """Returns ``table[ids]`` for validated ids; safe to call from one worker thread."""
 
-    name: str  # "numpy" | "onnxruntime"
+    name: str  # "numpy" | "onnxruntime" | "redis"
     device: str  # "cpu" | "cuda:N"
     # True when a call is cheap enough to run on the event loop (no executor hop).
     inline_safe: bool
@@ -24,4 +24,17 @@ class GatherBackend(Protocol):
 
     def close(self) -> None:
         """Release what the backend holds (sessions, GPU memory)."""
+        ...
+
+
+class AsyncGatherBackend(GatherBackend, Protocol):
+    """A backend whose rows come over the network (Redis): awaited on the event loop.
+
+    The batcher awaits ``gather_async`` instead of running ``gather`` on an executor
+    thread; it may raise a ``ServiceError`` (e.g. ``BackendUnavailable``), which reaches
+    the batch's requests as it is.
+    """
+
+    async def gather_async(self, ids: np.ndarray) -> np.ndarray:
+        """Same contract as ``gather``."""
         ...

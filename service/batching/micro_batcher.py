@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -82,6 +83,10 @@ class MicroBatcher:
 
     def __init__(self, backend: GatherBackend, config: BatchingConfig, table: str) -> None:
         self.backend = backend
+        # Network backends (Redis) are awaited on the loop; the others run on the executor.
+        self._gather_async: Callable[[np.ndarray], Awaitable[np.ndarray]] | None = getattr(
+            backend, "gather_async", None
+        )
         self.config = config
         self.table = table
         self._queue: deque[_Entry] = deque()
@@ -181,9 +186,10 @@ class MicroBatcher:
                 )
             self._inflight_ids += n
             try:
-                rows = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self.backend.gather, ids
-                )
+                rows = await self._backend_call(asyncio.get_running_loop(), ids)
+            except ServiceError:
+                self._m_events["failed"].inc()
+                raise
             except Exception as exc:
                 self._m_events["failed"].inc()
                 incident = _incident_id()
@@ -203,6 +209,13 @@ class MicroBatcher:
         elapsed = self.clock() - start
         self._m_backend.observe(elapsed)
         return GatherResult(rows, 0.0, elapsed, n, 1)
+
+    def _backend_call(
+        self, loop: asyncio.AbstractEventLoop, ids: np.ndarray
+    ) -> Awaitable[np.ndarray]:
+        if self._gather_async is not None:
+            return self._gather_async(ids)
+        return loop.run_in_executor(self._executor, self.backend.gather, ids)
 
     def _retry(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_seconds)}
@@ -275,7 +288,7 @@ class MicroBatcher:
         started = self.clock()
         self._running = len(batch)
         try:
-            rows = await loop.run_in_executor(self._executor, self.backend.gather, ids)
+            rows = await self._backend_call(loop, ids)
         except asyncio.CancelledError:
             # The worker is being stopped mid-gather: answer this batch, never abandon it.
             for entry in batch:
@@ -284,6 +297,13 @@ class MicroBatcher:
                         Overloaded("the table is being unloaded; retry", headers=self._retry())
                     )
             raise
+        except ServiceError as error:
+            # The backend's own answer (e.g. 503 backend_unavailable): as it is, to this batch.
+            self._m_events["failed"].inc(len(batch))
+            for entry in batch:
+                if not entry.future.done():
+                    entry.future.set_exception(error)
+            return
         except Exception as exc:
             # Only this batch's requests fail; the worker goes on with the next batch.
             self._m_events["failed"].inc(len(batch))

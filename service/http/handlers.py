@@ -226,6 +226,7 @@ class LookupHandlers:
         if request_media_type(headers.get("content-type")) != JSON:
             raise UnsupportedMediaType("neighbors takes a JSON body", {"accepted": [JSON]})
         table = self.registry.get(table_name)
+        weights = table.local_weights("neighbors")
         request = decode_neighbors(body)
         exclude = None
         query_ids = request.ids
@@ -238,7 +239,7 @@ class LookupHandlers:
                 )
         if query_ids is not None:
             check_in_range(query_ids, table.rows)
-            queries = table.weights.take(query_ids)
+            queries = weights.take(query_ids)
             exclude = query_ids if request.exclude_self else None
         else:
             queries = request.vectors

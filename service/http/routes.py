@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import metrics
+from service.backends.hot_rows import HotRowCache
 from service.encoding.responses import EncodedResponse
 from service.errors import NotFound, ReloadFailed, TableLoadError, TableNotFound, Unauthorized
 from service.http.auth import bearer_token, token_matches
@@ -99,6 +100,15 @@ def build_router(
                 ("bytes", cache.size_bytes),
             ):
                 metrics.ROW_CACHE.labels(table.name, stat).set(value)
+            hot = getattr(table.backend, "cache", None)  # Redis tables' hot-row cache
+            if isinstance(hot, HotRowCache):
+                for stat, value in (
+                    ("hits", hot.hits),
+                    ("misses", hot.misses),
+                    ("entries", len(hot)),
+                    ("capacity", hot.capacity),
+                ):
+                    metrics.HOT_ROWS.labels(table.name, stat).set(value)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/v1/tables", response_model=TablesList, tags=["tables"])

@@ -19,7 +19,7 @@ class TableSource:
 
     name: str
     path: Path
-    format: str  # "npy" | "onnx"
+    format: str  # "npy" | "onnx" | "redis" (path is then the .toml itself)
     options_path: Path | None
     vocab_path: Path | None = None
 
@@ -118,6 +118,11 @@ def discover_tables(folder: Path) -> tuple[dict[str, TableSource], dict[str, str
         if entry.suffix in TABLE_SUFFIXES and not entry.is_dir():  # broken symlinks included
             name = entry.stem
             source: TableSource | str | None = _file_table(entry)
+        elif entry.suffix == ".toml" and entry.is_file() and not _has_weights_beside(entry):
+            # A lone options file declares a table whose rows live in Redis (docs/redis.md).
+            name = entry.stem
+            vocab = entry.with_suffix(".vocab")
+            source = TableSource(name, entry, "redis", entry, vocab if vocab.is_file() else None)
         elif entry.is_dir():
             # The folder itself first: iterating one outside the repository reads outside.
             reason = outside_reason(entry, root)
@@ -134,6 +139,10 @@ def discover_tables(folder: Path) -> tuple[dict[str, TableSource], dict[str, str
             continue
         add(name, source, _checked_source(source, root))
     return sources, problems
+
+
+def _has_weights_beside(options: Path) -> bool:
+    return any(options.with_suffix(suffix).is_file() for suffix in TABLE_SUFFIXES)
 
 
 def has_tables(folder: Path) -> bool:

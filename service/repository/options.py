@@ -14,6 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from service.errors import TableLoadError
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+REDIS_URL = re.compile(r"^rediss?://[^/\s]+(/\d+)?/?$")
+# 100,000 rows of dim 128 float32 = 51 MB per process (docs/redis.md: sizing).
+DEFAULT_CACHE_ROWS = 100_000
+DEFAULT_REDIS_TIMEOUT_MS = 1000
 
 
 class TableOptions(BaseModel):
@@ -57,12 +61,37 @@ class TableOptions(BaseModel):
     max_delay_us: int | None = Field(None, ge=0, le=1_000_000)
     max_queue_ids: int | None = Field(None, ge=1)
     timeout_ms: int | None = Field(None, ge=1)
+    # Redis tables (a ``<name>.toml`` with no weights file beside it): see docs/redis.md.
+    redis: str | None = Field(
+        None,
+        strict=True,
+        description="redis:// or rediss:// URL of one node of the store (password in the URL).",
+    )
+    cache_rows: int = Field(
+        DEFAULT_CACHE_ROWS,
+        ge=0,
+        strict=True,
+        description="Hot rows a Redis table keeps per process (0: every row from Redis).",
+    )
+    redis_timeout_ms: int = Field(
+        DEFAULT_REDIS_TIMEOUT_MS,
+        ge=1,
+        strict=True,
+        description="Deadline of one Redis round trip; past it the request gets 503.",
+    )
 
     @field_validator("device")
     @classmethod
     def _device_known(cls, value: str) -> str:
         if not DEVICE_PATTERN.match(value):
             raise ValueError("device must be auto, cpu, cuda or cuda:N")
+        return value
+
+    @field_validator("redis")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not REDIS_URL.match(value):
+            raise ValueError("redis must be a redis://host:port or rediss://host:port URL")
         return value
 
     @field_validator("norm_type")

@@ -19,19 +19,45 @@ from service.backends.gpu_memory import gpu_free_bytes
 from service.backends.numpy_gather import NumpyGatherBackend
 from service.backends.ort_gather import OrtGatherBackend
 from service.backends.placement import Placement, choose_placement
+from service.backends.redis_gather import RedisGatherBackend
+from service.backends.redis_store import (
+    STORE_ERRORS,
+    RedisClient,
+    RedisLayout,
+    connect,
+    read_current,
+    read_meta,
+)
 from service.batching.micro_batcher import BatchingConfig, MicroBatcher
 from service.encoding.row_text_cache import RowTextCache
 from service.errors import TableLoadError, TableNotFound, TableUnavailable
+from service.repository.compact import scales_path
 from service.repository.discovery import TableSource, discover_tables
 from service.repository.npy_loader import load_npy
 from service.repository.onnx_loader import load_onnx
 from service.repository.options import TableOptions, read_table_options
 from service.repository.vocabulary import Vocabulary
-from service.repository.weights import TableWeights
+from service.repository.weights import TableWeights, file_version
 from service.settings import ServiceSettings
 from service.tables.served_table import ServedTable
 
 log = logging.getLogger(__name__)
+
+# Seconds between attempts to load a Redis table whose store could not be read.
+REDIS_RETRY_SECONDS = 2.0
+
+
+class RedisNotReady(TableLoadError):
+    """The store of a Redis table cannot be read yet (down, or nothing pushed): retried."""
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for logs and /readyz."""
+    scheme, _, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
 
 BackendFactory = Callable[[TableWeights, Placement], GatherBackend]
 
@@ -68,6 +94,8 @@ class TableRegistry:
         self.failures: dict[str, str] = {}
         self.loading = True
         self._reload_lock = asyncio.Lock()
+        self._redis_clients: dict[tuple[str, int], RedisClient] = {}
+        self._redis_retries: dict[str, asyncio.Task[None]] = {}
 
     # ------------------------------------------------------------------ queries
     def get(self, name: str) -> ServedTable:
@@ -117,7 +145,12 @@ class TableRegistry:
             self.failures[name] = reason
         for name, source in sources.items():
             try:
-                table = await asyncio.to_thread(self._build, source)
+                table = await self._build_any(source)
+            except RedisNotReady as exc:
+                log.error("table %s not loaded yet (retrying): %s", name, exc)
+                self.failures[name] = str(exc)
+                self._retry_redis_later(source)
+                continue
             except TableLoadError as exc:
                 log.error("table %s not loaded: %s", name, exc)
                 self.failures[name] = str(exc)
@@ -133,7 +166,7 @@ class TableRegistry:
                 name,
                 table.rows,
                 table.dim,
-                table.weights.array.dtype,
+                table.weights.stored_dtype,
                 source.path.name,
                 table.backend.name,
                 table.backend.device,
@@ -143,19 +176,25 @@ class TableRegistry:
         metrics.TABLES_FAILED.set(len(self.failures))
         self.loading = False
 
-    def _build(self, source: TableSource) -> ServedTable:
-        options = read_table_options(source.options_path)
-        weights = load_npy(source.path) if source.format == "npy" else load_onnx(source.path)
-        pad_id = options.pad_id(weights.rows, source.options_path or source.path)
-        if options.dtype is not None and options.dtype != weights.stored_dtype:
+    async def _build_any(self, source: TableSource) -> ServedTable:
+        if source.format == "redis":
+            return await self._build_redis(source)
+        return await asyncio.to_thread(self._build, source)
+
+    @staticmethod
+    def _pad_and_vocabulary(
+        source: TableSource, options: TableOptions, rows: int, stored_dtype: str
+    ) -> tuple[int | None, Vocabulary | None]:
+        pad_id = options.pad_id(rows, source.options_path or source.path)
+        if options.dtype is not None and options.dtype != stored_dtype:
             raise TableLoadError(
-                f"{source.options_path}: dtype = {options.dtype!r} but {source.path.name} holds {weights.stored_dtype}"
+                f"{source.options_path}: dtype = {options.dtype!r} but {source.path.name} holds {stored_dtype}"
             )
         vocabulary = None
         if source.vocab_path is not None:
             vocabulary = Vocabulary.load(
                 source.vocab_path,
-                weights.rows,
+                rows,
                 options.oov,
                 options.num_oov_indices,
                 options.oov_token,
@@ -167,6 +206,19 @@ class TableRegistry:
                         f"{source.vocab_path}: mask_token is row {vocabulary.mask_row}, the padding id is {pad_id}"
                     )
                 pad_id = vocabulary.mask_row
+        return pad_id, vocabulary
+
+    def _build(self, source: TableSource) -> ServedTable:
+        options = read_table_options(source.options_path)
+        if options.redis is not None:
+            raise TableLoadError(
+                f"{source.options_path}: redis is set but {source.path.name} lies beside it; "
+                "a Redis table's .toml has no weights file beside it"
+            )
+        weights = load_npy(source.path) if source.format == "npy" else load_onnx(source.path)
+        pad_id, vocabulary = self._pad_and_vocabulary(
+            source, options, weights.rows, weights.stored_dtype
+        )
         if weights.scales is not None:
             # int8 codes are dequantised by the numpy backend (ORT would need a Cast/Mul graph).
             if options.backend == "onnxruntime" or options.device.startswith("cuda"):
@@ -203,6 +255,118 @@ class TableRegistry:
             vocabulary=vocabulary,
         )
 
+    async def _build_redis(self, source: TableSource) -> ServedTable:
+        """A table whose rows live in Redis, pinned to the version current now."""
+        options = await asyncio.to_thread(read_table_options, source.options_path)
+        path = source.path
+        if options.redis is None:
+            raise TableLoadError(
+                f"{path}: no .npy or .onnx beside it and no `redis` URL: not a table"
+            )
+        if options.backend is not None or options.device not in ("auto", "cpu"):
+            raise TableLoadError(
+                f"{path}: a Redis table takes neither `backend` nor a GPU `device`"
+            )
+        where = redacted(options.redis)
+        layout = RedisLayout(source.name)
+        try:
+            client = await self._redis_client(options.redis, options.redis_timeout_ms)
+            async with asyncio.timeout(max(5.0, options.redis_timeout_ms / 1000)):
+                version = await read_current(client, layout)
+                meta = None if version is None else await read_meta(client, layout, version, where)
+        except STORE_ERRORS as exc:
+            raise RedisNotReady(f"{path}: Redis at {where} cannot be read: {exc!r}") from None
+        if meta is None:
+            raise RedisNotReady(
+                f"{path}: no complete version of table {source.name!r} in Redis at {where} "
+                "(push it with `embedding-service push`)"
+            )
+        pad_id, vocabulary = self._pad_and_vocabulary(source, options, meta.rows, meta.dtype)
+        backend = RedisGatherBackend(
+            client, layout, meta, options.cache_rows, options.redis_timeout_ms
+        )
+        return ServedTable(
+            name=source.name,
+            weights=meta,
+            options=options,
+            placement=Placement(
+                "redis",
+                "cpu",
+                f"rows in Redis at {where}; {backend.cache.capacity} hot rows cached",
+            ),
+            backend=backend,
+            batcher=MicroBatcher(backend, self._batching(options, backend), source.name),
+            # Rows outside the hot-row cache are read from Redis (API.md): no text cache.
+            row_cache=RowTextCache(0),
+            pad_id=pad_id,
+            vocabulary=vocabulary,
+        )
+
+    async def _redis_client(self, url: str, timeout_ms: int) -> RedisClient:
+        """One client (and connection pool) per store URL and timeout, shared by its tables."""
+        key = (url, timeout_ms)
+        client = self._redis_clients.get(key)
+        if client is None:
+            client = await connect(url, timeout_ms / 1000)
+            self._redis_clients[key] = client
+        return client
+
+    def _retry_redis_later(self, source: TableSource) -> None:
+        if source.name not in self._redis_retries:
+            task = asyncio.get_running_loop().create_task(self._retry_redis(source))
+            self._redis_retries[source.name] = task
+
+    async def _retry_redis(self, source: TableSource) -> None:
+        """Load a Redis table once its store answers; until then it stays failed in /readyz."""
+        try:
+            while True:
+                await asyncio.sleep(REDIS_RETRY_SECONDS)
+                try:
+                    table = await self._build_redis(source)
+                except RedisNotReady as exc:
+                    self.failures[source.name] = str(exc)
+                    continue
+                except Exception as exc:
+                    log.error("table %s not loaded: %s", source.name, exc)
+                    self.failures[source.name] = str(exc)
+                    return
+                async with self._reload_lock:
+                    if source.name not in self._tables:
+                        table.batcher.start()
+                        self._tables[source.name] = table
+                        self.failures.pop(source.name, None)
+                        metrics.TABLES_LOADED.set(len(self._tables))
+                        metrics.TABLES_FAILED.set(len(self.failures))
+                        log.info("table %s loaded from Redis", source.name)
+                return
+        finally:
+            self._redis_retries.pop(source.name, None)
+
+    async def source_version(self, source: TableSource) -> str | None:
+        """The version the repository holds for ``source`` now (cheap; polled by the watcher).
+
+        Files: their size/mtime version, as the loaders compute it for ``.npy`` tables.
+        Redis: one ``GET`` of the current-version pointer. ``None``: cannot tell now
+        (store unreachable, nothing pushed, file gone) -- keep serving what is loaded.
+        """
+        if source.format != "redis":
+            files = [source.path]
+            if source.format == "npy" and scales_path(source.path).is_file():
+                files.append(scales_path(source.path))
+            try:
+                return file_version(*files)
+            except OSError:
+                return None
+        try:
+            options = read_table_options(source.options_path)
+            if options.redis is None:
+                return None
+            client = await self._redis_client(options.redis, options.redis_timeout_ms)
+            async with asyncio.timeout(options.redis_timeout_ms / 1000):
+                return await read_current(client, RedisLayout(source.name))
+        except (TableLoadError, *STORE_ERRORS):
+            return None
+
     def _batching(self, options: TableOptions, backend: GatherBackend) -> BatchingConfig:
         s = self.settings
         return BatchingConfig(
@@ -234,7 +398,7 @@ class TableRegistry:
             if name not in sources:
                 reason = problems.get(name, f"table {name!r} is no longer in the repository")
                 raise TableLoadError(reason)
-            new = await asyncio.to_thread(self._build, sources[name])
+            new = await self._build_any(sources[name])
             new.batcher.start()
             old = self._tables.get(name)
             self._tables[name] = new
@@ -267,9 +431,17 @@ class TableRegistry:
         table.backend.close()
 
     async def close(self) -> None:
-        """Stop every batcher and release every backend."""
+        """Stop every batcher and release every backend (and the Redis clients)."""
+        for task in list(self._redis_retries.values()):
+            task.cancel()
         for table in self._tables.values():
             await table.batcher.close()
             table.close_search()
             table.backend.close()
         self._tables.clear()
+        for client in self._redis_clients.values():
+            try:
+                await client.aclose()
+            except Exception as exc:  # closing a dead connection must not stop the shutdown
+                log.debug("closing a Redis client: %r", exc)
+        self._redis_clients.clear()

@@ -11,8 +11,10 @@ import numpy as np
 
 from service.backends.base import GatherBackend
 from service.backends.placement import Placement
+from service.backends.redis_store import RedisTableMeta
 from service.batching.micro_batcher import MicroBatcher
 from service.encoding.row_text_cache import RowTextCache
+from service.errors import InvalidRequest
 from service.repository.options import TableOptions
 from service.repository.vocabulary import Vocabulary
 from service.repository.weights import TableWeights
@@ -24,7 +26,8 @@ class ServedTable:
     """Everything a request needs about one table; immutable once built (a reload swaps it)."""
 
     name: str
-    weights: TableWeights
+    # A Redis table has no local rows: its meta (rows, dim, dtype, version) stands here.
+    weights: TableWeights | RedisTableMeta
     options: TableOptions
     placement: Placement
     backend: GatherBackend
@@ -35,13 +38,22 @@ class ServedTable:
     _index: ExactNeighborIndex | None = field(default=None, repr=False)
     _search_pool: ThreadPoolExecutor | None = field(default=None, repr=False)
 
+    def local_weights(self, route: str) -> TableWeights:
+        """The table's local rows, for routes that scan them; 422 for a Redis table."""
+        if isinstance(self.weights, RedisTableMeta):
+            raise InvalidRequest(
+                f"{route} scans every row and is not offered for Redis tables such as {self.name!r}",
+                {"table": self.name, "format": "redis"},
+            )
+        return self.weights
+
     async def search(
         self, queries: np.ndarray, k: int, metric: str, exclude: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact nearest rows, on this table's own search thread (searches queue there, one
         at a time, and never stall the event loop or the table's gathers)."""
         if self._index is None:
-            self._index = ExactNeighborIndex(self.weights)
+            self._index = ExactNeighborIndex(self.local_weights("neighbors"))
             self._search_pool = ThreadPoolExecutor(1, thread_name_prefix=f"search-{self.name}")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
