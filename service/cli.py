@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -42,6 +43,8 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
             )
         elif base is int:
             parser.add_argument(flag, type=int, default=None, help=help_text)
+        elif base is float:
+            parser.add_argument(flag, type=float, default=None, help=help_text)
         elif base is Path:
             parser.add_argument(flag, type=Path, default=None, help=help_text)
         elif get_origin(base) is Literal:
@@ -133,7 +136,29 @@ def _drained(signum: int, _frame: object) -> None:
     log.info("stopped by signal %d after draining in-flight requests", signum)
 
 
+def _prepare_run_dir(settings: ServiceSettings) -> tuple[ServiceSettings, bool]:
+    """The per-start folder the workers share (state, reload requests, metrics), empty.
+
+    Returns the settings naming it and whether it is ours to remove at exit. The metrics
+    folder is set in the environment here, before any worker imports prometheus_client.
+    """
+    owned = settings.run_dir is None
+    run_dir = (
+        Path(tempfile.mkdtemp(prefix="embedding-service-"))
+        if settings.run_dir is None
+        else Path(settings.run_dir)
+    )
+    if not owned and run_dir.exists():
+        for child in run_dir.iterdir():  # emptied: nothing of an earlier start survives
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    metrics_dir = run_dir / "metrics"
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    return settings.model_copy(update={"run_dir": run_dir}), owned
+
+
 def serve(settings: ServiceSettings) -> int:
+    """Run the server until stopped; 0 after a complete drain, non-zero otherwise."""
     from service.http.app import configure_logging
 
     configure_logging(settings.log_level)
@@ -149,12 +174,15 @@ def serve(settings: ServiceSettings) -> int:
             if not has_tables(fallback):
                 write_demo_tables(fallback)
             settings = settings.model_copy(update={"models": fallback})
+    settings, owned = _prepare_run_dir(settings)
     _export(settings)
-    # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal through
-    # the handler it found installed. A no-op one makes a completed graceful stop exit 0.
+    # The server drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal through
+    # the handler it found installed. A no-op one lets the drain's outcome set the exit status.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _drained)
-    uvicorn.run(
+    from service.supervisor import run_server
+
+    config = uvicorn.Config(
         "service.http.app:create_app_from_env",
         factory=True,
         host=settings.host,
@@ -165,7 +193,12 @@ def serve(settings: ServiceSettings) -> int:
         timeout_graceful_shutdown=settings.drain_seconds,
         server_header=False,
     )
-    return 0
+    assert settings.run_dir is not None
+    try:
+        return run_server(config, float(settings.drain_delay_seconds), settings.run_dir)
+    finally:
+        if owned:
+            shutil.rmtree(settings.run_dir, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

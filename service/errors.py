@@ -112,6 +112,13 @@ class ReloadFailed(ServiceError):
     code = "reload_failed"
 
 
+class ReloadIncomplete(ServiceError):
+    """A reload loaded in this worker but not every live worker confirmed it in time."""
+
+    status = 503
+    code = "reload_incomplete"
+
+
 class Overloaded(ServiceError):
     """The table's queue is full; the client should retry after a pause."""
 

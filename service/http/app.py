@@ -146,8 +146,8 @@ def create_app(settings: ServiceSettings, registry: TableRegistry | None = None)
 
 
 def _reload_on_sighup(registry: TableRegistry) -> None:
-    """SIGHUP reloads every table (single-process mode; uvicorn's multi-worker supervisor
-    answers SIGHUP by restarting its workers, which reload them too)."""
+    """SIGHUP reloads every table in every worker (with several workers the supervisor
+    forwards it to one of them, whose reload reaches the others: ``TableRegistry.reload``)."""
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
         loop.add_signal_handler(

@@ -7,7 +7,6 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import metrics
 from service.encoding.responses import EncodedResponse
@@ -89,17 +88,10 @@ def build_router(
 
     @router.get("/metrics", tags=["health"], response_class=Response)
     async def prometheus_metrics() -> Response:
-        """Prometheus text exposition."""
-        for table in registry.tables():
-            cache = table.row_cache
-            for stat, value in (
-                ("hits", cache.hits),
-                ("misses", cache.misses),
-                ("entries", len(cache)),
-                ("bytes", cache.size_bytes),
-            ):
-                metrics.ROW_CACHE.labels(table.name, stat).set(value)
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus text exposition, summed over every worker of the server."""
+        registry.publish_row_cache_metrics()
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
 
     @router.get("/v1/tables", response_model=TablesList, tags=["tables"])
     async def list_tables() -> Response:

@@ -52,6 +52,10 @@ class TableOptions(BaseModel):
     max_delay_us: int | None = Field(None, ge=0, le=1_000_000)
     max_queue_ids: int | None = Field(None, ge=1)
     timeout_ms: int | None = Field(None, ge=1)
+    warm_up: bool | None = Field(
+        None,
+        description="Read every page of the table at load, before it is ready (default: EMBED_WARM_UP).",
+    )
 
     @field_validator("device")
     @classmethod
