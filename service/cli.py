@@ -140,8 +140,11 @@ def _prepare_run_dir(settings: ServiceSettings) -> tuple[ServiceSettings, bool]:
     """The per-start folder the workers share (state, reload requests, metrics), empty.
 
     Returns the settings naming it and whether it is ours to remove at exit. The metrics
-    folder is set in the environment here, before any worker imports prometheus_client.
+    folder is set in the environment here, before this process or any worker imports
+    prometheus_client.
     """
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before its multiprocess folder was set")
     owned = settings.run_dir is None
     run_dir = (
         Path(tempfile.mkdtemp(prefix="embedding-service-"))
@@ -159,6 +162,9 @@ def _prepare_run_dir(settings: ServiceSettings) -> tuple[ServiceSettings, bool]:
 
 def serve(settings: ServiceSettings) -> int:
     """Run the server until stopped; 0 after a complete drain, non-zero otherwise."""
+    # First of all: prometheus_client picks its multiprocess mode when first imported
+    # (service.http.app imports it, and in one-worker mode the app runs in this process).
+    settings, owned = _prepare_run_dir(settings)
     from service.http.app import configure_logging
 
     configure_logging(settings.log_level)
@@ -174,7 +180,6 @@ def serve(settings: ServiceSettings) -> int:
             if not has_tables(fallback):
                 write_demo_tables(fallback)
             settings = settings.model_copy(update={"models": fallback})
-    settings, owned = _prepare_run_dir(settings)
     _export(settings)
     # The server drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal through
     # the handler it found installed. A no-op one lets the drain's outcome set the exit status.

@@ -33,7 +33,7 @@ def write_version(folder: Path, version: int) -> None:
     os.replace(folder / ".next.npy", folder / "t.npy")
 
 
-def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
+def start(tmp_path: Path, workers: int = 2, env: dict[str, str] | None = None) -> ServerProcess:
     folder = tmp_path / "models"
     folder.mkdir(exist_ok=True)
     if not any(folder.iterdir()):
@@ -42,12 +42,12 @@ def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Serv
     server = ServerProcess(
         folder,
         "--workers",
-        "2",
+        str(workers),
         env={"EMBED_RUN_DIR": str(run_dir), "EMBED_ADMIN_KEY": "adm", **(env or {})},
     )
     server.run_dir = run_dir  # type: ignore[attr-defined]
     server.wait_ready(DEADLINE)
-    wait_for_workers(server, lambda peers: len(peers) == 2)
+    wait_for_workers(server, lambda peers: len(peers) == workers)
     return server
 
 
@@ -152,8 +152,9 @@ def _sample(text: str, name: str, labels: str) -> float:
     return float(lines[0][len(prefix) :])
 
 
-def test_metrics_sum_every_worker_whichever_answers(tmp_path: Path) -> None:
-    server = start(tmp_path)
+@pytest.mark.parametrize("workers", [2, 1])
+def test_metrics_sum_every_worker_whichever_answers(tmp_path: Path, workers: int) -> None:
+    server = start(tmp_path, workers)
     with server:
         requests = 150
         for _ in range(requests):
@@ -173,7 +174,7 @@ def test_metrics_sum_every_worker_whichever_answers(tmp_path: Path) -> None:
                 )
                 == requests
             )
-            assert re.search(r"^embedding_workers 2\.0$", text, re.M), text[:2000]
+            assert re.search(rf"^embedding_workers {workers}\.0$", text, re.M), text[:2000]
 
 
 async def _start_large_responses(
