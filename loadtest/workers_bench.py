@@ -225,7 +225,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2_100_000)
     parser.add_argument("--cold-rows", type=int, default=3_000_000)
     parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--part", choices=("all", "workers", "warm-up"), default="all")
     args = parser.parse_args()
+    if args.part in ("all", "workers"):
+        compare_workers(args)
+    if args.part in ("all", "warm-up"):
+        compare_warm_up(args)
+
+
+def compare_workers(args: argparse.Namespace) -> None:
     table = make_table(args.rows, args.dim)
     size_gib = table.stat().st_size / 2**30
     print(
@@ -242,6 +250,10 @@ def main() -> None:
             f"| {r['cpu_s']:.1f} | {r['p99_ms']:.1f} | {r['errors']:.0f} | {r['rss']:,.0f} | {r['pss']:,.0f} |"
         )
         sys.stdout.flush()
+    print(f"\nload average at the end: {os.getloadavg()}")
+
+
+def compare_warm_up(args: argparse.Namespace) -> None:
     cold = write_cold_table(args.cold_rows, args.dim)
     cold_gib = cold.stat().st_size / 2**30
     print(
