@@ -83,18 +83,22 @@ class DrainingServer(Server):
                 self._wait_tasks_to_complete(), timeout=self.config.timeout_graceful_shutdown
             )
         except TimeoutError:
-            # Every connection still open has a response under way (idle ones were closed).
-            self.cut = max(len(self.server_state.connections), len(self.server_state.tasks))
-            log.error(
-                "drain timeout exceeded: %d in-flight request(s) cut after %s s; exiting with status %d",
-                self.cut,
-                self.config.timeout_graceful_shutdown,
-                EXIT_CUT,
+            self._cut_remaining(
+                f"drain timeout exceeded ({self.config.timeout_graceful_shutdown} s)"
             )
-            for task in self.server_state.tasks:
-                task.cancel(msg="drain timeout exceeded")
+        if self.force_exit and self.server_state.connections:
+            self._cut_remaining("forced exit (a second SIGINT)")
         if not self.force_exit:
             await self.lifespan.shutdown()
+
+    def _cut_remaining(self, why: str) -> None:
+        # Every connection still open has a response under way (idle ones were closed).
+        self.cut = max(len(self.server_state.connections), len(self.server_state.tasks))
+        log.error(
+            "%s: %d in-flight request(s) cut; exiting with status %d", why, self.cut, EXIT_CUT
+        )
+        for task in self.server_state.tasks:
+            task.cancel(msg=why)
 
 
 def _ignore(_signum: int, _frame: FrameType | None) -> None:

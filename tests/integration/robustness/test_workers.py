@@ -245,7 +245,7 @@ def test_drain_timeout_cuts_and_exits_non_zero(tmp_path: Path) -> None:
     with server:
         asyncio.run(run())
         log = server.log()
-    assert re.search(r"drain timeout exceeded: 1 in-flight request\(s\) cut", log), log
+    assert re.search(r"drain timeout exceeded \(1 s\): 1 in-flight request\(s\) cut", log), log
 
 
 def test_readyz_answers_503_draining_during_a_drain(tmp_path: Path) -> None:
