@@ -23,6 +23,9 @@ from service.settings import ENV_PREFIX, ServiceSettings
 
 log = logging.getLogger("service.cli")
 
+# What a start keeps in its run_dir: worker states, reload requests, multiprocess metrics.
+RUN_DIR_PARTS = ("workers", "reload", "metrics")
+
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     for name, field in ServiceSettings.model_fields.items():
@@ -151,9 +154,9 @@ def _prepare_run_dir(settings: ServiceSettings) -> tuple[ServiceSettings, bool]:
         if settings.run_dir is None
         else Path(settings.run_dir)
     )
-    if not owned and run_dir.exists():
-        for child in run_dir.iterdir():  # emptied: nothing of an earlier start survives
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    if not owned:  # emptied of what an earlier start left; nothing else in it is touched
+        for leftover in RUN_DIR_PARTS:
+            shutil.rmtree(run_dir / leftover, ignore_errors=True)
     metrics_dir = run_dir / "metrics"
     metrics_dir.mkdir(parents=True, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)

@@ -122,7 +122,8 @@ class ServiceSettings(BaseSettings):
     run_dir: Path | None = Field(
         None,
         description="Per-start folder the workers share: their served table versions, reload requests "
-        "and multiprocess metrics. Emptied at start. Default: a new folder under $TMPDIR, removed at exit.",
+        "and multiprocess metrics (its workers/, reload/ and metrics/ are emptied at start). "
+        "Default: a new folder under $TMPDIR, removed at exit.",
     )
     reload_poll_seconds: float = Field(
         0.5,

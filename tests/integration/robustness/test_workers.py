@@ -140,7 +140,8 @@ def test_admin_reload_never_claims_a_worker_that_did_not_confirm(tmp_path: Path)
             assert error["code"] == "reload_incomplete" and str(stopped) in error["message"]
         finally:
             os.kill(stopped, signal.SIGCONT)
-        # The request stands: the stopped worker reloads once it runs again.
+        # The request stands: the stopped worker reloads once it runs again (or, if the
+        # supervisor meanwhile replaced it as hung, its replacement loads the new file).
         wait_for_workers(server, lambda peers: len(served_versions(peers)) == 1)
         assert_all_fresh_connections_answer(server, 2.0)
 
