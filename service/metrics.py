@@ -122,7 +122,7 @@ def exposition() -> tuple[bytes, str]:
     if folder is None:  # in-process (tests, embedding the app): this process's own registry
         return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
     registry = CollectorRegistry()
-    _multiprocess.MultiProcessCollector(registry, str(folder))
+    _multiprocess.MultiProcessCollector(registry, str(folder))  # type: ignore[no-untyped-call]
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
@@ -130,4 +130,4 @@ def mark_worker_dead(pid: int) -> None:
     """Drop an exited worker's live gauges (its counters and histograms keep counting)."""
     folder = multiprocess_dir()
     if folder is not None:
-        _multiprocess.mark_process_dead(pid, str(folder))
+        _multiprocess.mark_process_dead(pid, str(folder))  # type: ignore[no-untyped-call]
