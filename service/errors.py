@@ -119,6 +119,13 @@ class ReloadIncomplete(ServiceError):
     code = "reload_incomplete"
 
 
+class TableUnavailable(ServiceError):
+    """The table is not served by this worker yet (still loading) or failed to load."""
+
+    status = 503
+    code = "table_unavailable"
+
+
 class Overloaded(ServiceError):
     """The table's queue is full; the client should retry after a pause."""
 

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -35,6 +36,10 @@ from service import lifecycle
 
 log = logging.getLogger("service.supervisor")
 
+# At most this long after the drain starts, connections waiting in the listen backlog are
+# still accepted (and served) before the listener closes.
+ACCEPT_GRACE = 2.0
+ACCEPT_MIN = 1.0
 EXIT_CUT = 3  # exit status of a worker (and the server) that cut requests at the drain timeout
 
 
@@ -70,14 +75,19 @@ class DrainingServer(Server):
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._delay_over.wait(), self.drain_delay_seconds)
-        log.info("draining: no new connections; finishing in-flight requests")
+        log.info(
+            "draining: no new connections; finishing in-flight requests (%d connections)",
+            len(self.server_state.connections),
+        )
+        # Requests already sent are in flight even if this busy loop has not read them yet:
+        # accept what waits in the listen backlog before closing the listener, then keep
+        # closing idle connections (and ones accepted late) while the busy ones finish.
+        await self._accept_backlog()
         for server in self.servers:
             server.close()
         for sock in sockets or []:
             sock.close()
-        for connection in list(self.server_state.connections):
-            connection.shutdown()
-        await asyncio.sleep(0.1)
+        closer = asyncio.get_running_loop().create_task(self._close_idle_connections())
         try:
             await asyncio.wait_for(
                 self._wait_tasks_to_complete(), timeout=self.config.timeout_graceful_shutdown
@@ -86,10 +96,46 @@ class DrainingServer(Server):
             self._cut_remaining(
                 f"drain timeout exceeded ({self.config.timeout_graceful_shutdown} s)"
             )
+        finally:
+            closer.cancel()
         if self.force_exit and self.server_state.connections:
             self._cut_remaining("forced exit (a second SIGINT)")
         if not self.force_exit:
             await self.lifespan.shutdown()
+
+    async def _accept_backlog(self) -> None:
+        """Let the loop accept and read the connections waiting in the listen backlog (for
+        ``ACCEPT_MIN`` seconds at least, at most ``ACCEPT_GRACE`` while clients keep connecting)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while loop.time() < started + ACCEPT_MIN or (
+            self._backlog_waiting() and loop.time() < started + ACCEPT_GRACE
+        ):
+            await asyncio.sleep(0.02)
+
+    def _backlog_waiting(self) -> bool:
+        """True while a listening socket is readable, i.e. has a connection to accept."""
+        fds = [sock.fileno() for server in self.servers for sock in server.sockets]
+        return bool(fds) and bool(select.select(fds, [], [], 0)[0])
+
+    async def _close_idle_connections(self) -> None:
+        """Until cancelled: close idle connections; busy ones close after their response.
+
+        A connection that has not yet produced a request head but has bytes waiting in its
+        socket holds a request sent before the SIGTERM that this (busy) loop has not read
+        yet: it stays open until its head is parsed, then is served with
+        ``Connection: close`` like the others. One with nothing waiting is closed.
+        """
+        done: set[object] = set()
+        while True:
+            for connection in list(self.server_state.connections):
+                if connection in done:
+                    continue
+                waiting = getattr(connection, "cycle", None) is None and _unread_bytes(connection)
+                if not waiting:
+                    connection.shutdown()
+                    done.add(connection)
+            await asyncio.sleep(0.02)
 
     def _cut_remaining(self, why: str) -> None:
         # Every connection still open has a response under way (idle ones were closed).
@@ -99,6 +145,21 @@ class DrainingServer(Server):
         )
         for task in self.server_state.tasks:
             task.cancel(msg=why)
+
+
+def _unread_bytes(connection: object) -> bool:
+    """True when the connection's socket holds bytes the server has not read yet."""
+    transport = getattr(connection, "transport", None)
+    raw = transport.get_extra_info("socket") if transport is not None else None
+    if raw is None or transport.is_closing():
+        return False
+    try:
+        with socket.socket(fileno=os.dup(raw.fileno())) as peek:
+            return bool(peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return False
 
 
 def _ignore(_signum: int, _frame: FrameType | None) -> None:

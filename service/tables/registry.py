@@ -23,7 +23,13 @@ from service.backends.ort_gather import OrtGatherBackend
 from service.backends.placement import Placement, choose_placement
 from service.batching.micro_batcher import BatchingConfig, MicroBatcher
 from service.encoding.row_text_cache import RowTextCache
-from service.errors import ReloadFailed, ReloadIncomplete, TableLoadError, TableNotFound
+from service.errors import (
+    ReloadFailed,
+    ReloadIncomplete,
+    TableLoadError,
+    TableNotFound,
+    TableUnavailable,
+)
 from service.repository.compact import scales_path
 from service.repository.discovery import TableSource, discover_tables
 from service.repository.npy_loader import load_npy
@@ -85,6 +91,12 @@ class TableRegistry:
         """The table called ``name``, or ``TableNotFound``."""
         table = self._tables.get(name)
         if table is None:
+            if self.loading:  # this worker may not have reached it yet: not a 404
+                raise TableUnavailable(
+                    f"table {name!r} is not loaded yet in this worker; retry shortly",
+                    {"table": name},
+                    {"Retry-After": "1"},
+                )
             raise TableNotFound(f"no table named {name!r}", {"table": name})
         return table
 
