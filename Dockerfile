@@ -33,7 +33,8 @@ USER 10001:10001
 RUN python -m service.repository.demo /models
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=4s --start-period=30s --retries=3 CMD ["embedding-service", "probe"]
-# Exec form: SIGTERM reaches the server, which drains in-flight requests and exits (< 10 s).
+# Exec form: SIGTERM reaches the server, which drains in-flight requests within EMBED_DRAIN_SECONDS
+# (30 s) and exits (non-zero if it had to cut requests).
 ENTRYPOINT ["embedding-service", "serve"]
 
 # ---------------------------------------------------------------- load generator

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -24,6 +26,9 @@ log = logging.getLogger("service.cli")
 # longer: compose with 2 workers went into a kill/restart loop and never turned healthy. A hung
 # worker is still caught, within this long.
 WORKER_HEALTHCHECK_SECONDS = 60
+
+# What a start keeps in its run_dir: worker states, reload requests, multiprocess metrics.
+RUN_DIR_PARTS = ("workers", "reload", "metrics")
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +50,8 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
             )
         elif base is int:
             parser.add_argument(flag, type=int, default=None, help=help_text)
+        elif base is float:
+            parser.add_argument(flag, type=float, default=None, help=help_text)
         elif base is Path:
             parser.add_argument(flag, type=Path, default=None, help=help_text)
         elif get_origin(base) is Literal:
@@ -226,15 +233,33 @@ def prepare_models(models: Path) -> None:
         ) from exc
 
 
-def serve(settings: ServiceSettings) -> int:
-    """Run uvicorn on the settings' model repository until a signal stops it (then exit 0)."""
-    # Imported here, not at the top: `embedding-service probe` (the container HEALTHCHECK, 4 s
-    # timeout) imports this module, and uvicorn + onnx took it from ~0.3 s to 6-11 s on a busy host.
-    import uvicorn
+def _prepare_run_dir(settings: ServiceSettings) -> tuple[ServiceSettings, bool]:
+    """The per-start folder the workers share (state, reload requests, metrics), empty.
 
-    from service.http.app import configure_logging
-    from service.http.protocols import http_protocol
-    from service.logs import uvicorn_log_config
+    Returns the settings naming it and whether it is ours to remove at exit. The metrics
+    folder is set in the environment here, before this process or any worker imports
+    prometheus_client.
+    """
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before its multiprocess folder was set")
+    owned = settings.run_dir is None
+    run_dir = (
+        Path(tempfile.mkdtemp(prefix="embedding-service-"))
+        if settings.run_dir is None
+        else Path(settings.run_dir)
+    )
+    if not owned:  # emptied of what an earlier start left; nothing else in it is touched
+        for leftover in RUN_DIR_PARTS:
+            shutil.rmtree(run_dir / leftover, ignore_errors=True)
+    metrics_dir = run_dir / "metrics"
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    return settings.model_copy(update={"run_dir": run_dir}), owned
+
+
+def serve(settings: ServiceSettings) -> int:
+    """Run the server until stopped; 0 after a complete drain, non-zero otherwise."""
+    from service.logs import configure_logging
 
     configure_logging(settings.log_level)
     try:
@@ -242,12 +267,32 @@ def serve(settings: ServiceSettings) -> int:
     except StartupError as exc:
         print(f"embedding-service: {exc}", file=sys.stderr)
         return 2
+    # Before anything imports prometheus_client: it picks its multiprocess mode when first
+    # imported (service.http.app imports it, and in one-worker mode the app runs here).
+    settings, owned = _prepare_run_dir(settings)
+    assert settings.run_dir is not None
+    try:
+        return _serve_in_run_dir(settings)
+    finally:
+        if owned:
+            shutil.rmtree(settings.run_dir, ignore_errors=True)
+
+
+def _serve_in_run_dir(settings: ServiceSettings) -> int:
+    # Imported here, not at the top: `embedding-service probe` (the container HEALTHCHECK, 4 s
+    # timeout) imports this module, and uvicorn + onnx took it from ~0.3 s to 6-11 s on a busy host.
+    import uvicorn
+
+    from service.http.protocols import http_protocol
+    from service.logs import uvicorn_log_config
+    from service.supervisor import run_server
+
     _export(settings)
-    # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal through
-    # the handler it found installed. A no-op one makes a completed graceful stop exit 0.
+    # The server drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal through
+    # the handler it found installed. A no-op one lets the drain's outcome set the exit status.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _drained)
-    uvicorn.run(
+    config = uvicorn.Config(
         "service.http.app:create_app_from_env",
         factory=True,
         host=settings.host,
@@ -262,7 +307,8 @@ def serve(settings: ServiceSettings) -> int:
         # httptools, pinned, with the head size/timeout and connection limits (h11 unused).
         http=http_protocol(settings),
     )
-    return 0
+    assert settings.run_dir is not None
+    return run_server(config, float(settings.drain_delay_seconds), settings.run_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

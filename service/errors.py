@@ -140,6 +140,21 @@ class ReloadFailed(ServiceError):
     code = "reload_failed"
 
 
+class ReloadIncomplete(ServiceError):
+    """A reload loaded in this worker but not every live worker confirmed it in time."""
+
+    status = 503
+    code = "reload_incomplete"
+
+
+class TableUnavailable(ServiceError):
+    """The table is in the model repository but not served: it failed to load (``detail`` has
+    the reason), or this worker is still loading it (with ``Retry-After``)."""
+
+    status = 503
+    code = "table_unavailable"
+
+
 class Overloaded(ServiceError):
     """The table's queue is full; the client should retry after a pause."""
 
@@ -152,13 +167,6 @@ class HeadersTooLarge(ServiceError):
 
     status = 431
     code = "headers_too_large"
-
-
-class TableUnavailable(ServiceError):
-    """The table is in the model repository but failed to load; ``detail`` has the reason."""
-
-    status = 503
-    code = "table_unavailable"
 
 
 class BackendUnavailable(ServiceError):

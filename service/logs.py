@@ -41,3 +41,11 @@ def uvicorn_log_config() -> dict[str, Any]:
     config.setdefault("filters", {})["redact_query"] = {"()": "service.logs.RedactQueryStrings"}
     config["handlers"]["access"]["filters"] = ["redact_query"]
     return config
+
+
+def configure_logging(level: str) -> None:
+    """One log format for the service's own loggers."""
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s",
+    )

@@ -1,8 +1,29 @@
-"""Prometheus metrics of the service, defined once per process (a leaf module: imports nothing of ours)."""
+"""Prometheus metrics of the service, defined once per process (a leaf module: imports nothing of ours).
+
+With several worker processes, every worker writes its samples into one per-start folder
+(prometheus-client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``, which ``service.cli``
+creates fresh and sets before any worker imports prometheus_client); ``exposition()`` sums
+them, so a scrape shows the whole server whichever worker answers it. Gauges therefore say
+how to combine workers (``multiprocess_mode``).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+from pathlib import Path
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as _multiprocess
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 _LATENCY_BUCKETS = (
     0.0001,
@@ -40,7 +61,12 @@ BATCH_IDS = Histogram(
 BATCH_REQUESTS = Histogram(
     "embedding_batch_requests", "Requests per backend call.", ["table"], buckets=_SIZE_BUCKETS
 )
-QUEUE_IDS = Gauge("embedding_queue_ids", "Ids waiting in the table's batch queue.", ["table"])
+QUEUE_IDS = Gauge(
+    "embedding_queue_ids",
+    "Ids waiting in the table's batch queues (summed over live workers).",
+    ["table"],
+    multiprocess_mode="livesum",
+)
 QUEUE_SECONDS = Histogram(
     "embedding_queue_wait_seconds",
     "Time a request waited before its backend call started.",
@@ -66,19 +92,54 @@ BATCHER_EVENTS = Counter(
 )
 ROW_CACHE = Gauge(
     "embedding_row_cache",
-    "JSON row-text cache per table: hits, misses (rows, since start), entries, bytes. Read at scrape time.",
+    "JSON row-text cache per table, summed over live workers: hits, misses (rows, since start), "
+    "entries, bytes. Refreshed by each worker about once per reload poll interval.",
     ["table", "stat"],
+    multiprocess_mode="livesum",
 )
 HOT_ROWS = Gauge(
     "embedding_hot_rows",
     "Hot-row cache of Redis tables: hits, misses (rows, since load), entries, capacity. Read at scrape time.",
     ["table", "stat"],
+    multiprocess_mode="livesum",
 )
-TABLES_LOADED = Gauge("embedding_tables_loaded", "Tables currently served.")
-TABLES_FAILED = Gauge("embedding_tables_failed", "Tables that failed to load.")
 CONNECTIONS_CLOSED = Counter(
     "embedding_connections_closed_total",
     "Connections the server closed to protect itself: headers_too_large (431), "
     "head_timeout (slow request head), over_capacity (503, connection cap reached).",
     ["reason"],
 )
+TABLES_LOADED = Gauge(
+    "embedding_tables_loaded",
+    "Tables currently served (the fewest any live worker serves).",
+    multiprocess_mode="livemin",
+)
+TABLES_FAILED = Gauge(
+    "embedding_tables_failed",
+    "Tables that failed to load (the most in any live worker).",
+    multiprocess_mode="livemax",
+)
+WORKERS = Gauge("embedding_workers", "Live worker processes serving.", multiprocess_mode="livesum")
+
+
+def multiprocess_dir() -> Path | None:
+    """The folder the workers write their samples to, when the server runs in multiprocess mode."""
+    folder = os.environ.get(MULTIPROC_ENV)
+    return Path(folder) if folder else None
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text exposition for ``/metrics`` and its content type: every worker's samples summed."""
+    folder = multiprocess_dir()
+    if folder is None:  # in-process (tests, embedding the app): this process's own registry
+        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    registry = CollectorRegistry()
+    _multiprocess.MultiProcessCollector(registry, str(folder))  # type: ignore[no-untyped-call]
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def mark_worker_dead(pid: int) -> None:
+    """Drop an exited worker's live gauges (its counters and histograms keep counting)."""
+    folder = multiprocess_dir()
+    if folder is not None:
+        _multiprocess.mark_process_dead(pid, str(folder))  # type: ignore[no-untyped-call]

@@ -129,11 +129,50 @@ class ServiceSettings(BaseSettings):
         description="Enables POST /v1/admin/tables/{name}/reload, which must carry this key as a Bearer token.",
     )
     drain_seconds: int = Field(
-        8,
+        30,
         ge=0,
-        le=300,
-        description="On SIGTERM, how long in-flight requests may take to finish before the process exits "
-        "(Docker kills at 10 s).",
+        le=3600,
+        description="On SIGTERM, how long in-flight requests may take to finish (after drain_delay_seconds). "
+        "Match Kubernetes' terminationGracePeriodSeconds (30) or Docker's stop timeout. Past it the "
+        "remaining requests are cut, the log says how many, and the process exits non-zero.",
+    )
+    drain_delay_seconds: int = Field(
+        0,
+        ge=0,
+        le=3600,
+        description="On SIGTERM, keep accepting connections this long while /readyz answers 503 "
+        "draining, so load balancers stop routing here before the port closes (a Kubernetes preStop "
+        "sleep does the same). A second SIGTERM ends the delay.",
+    )
+    run_dir: Path | None = Field(
+        None,
+        description="Per-start folder the workers share: their served table versions, reload requests "
+        "and multiprocess metrics (its workers/, reload/ and metrics/ are emptied at start). "
+        "Default: a new folder under $TMPDIR, removed at exit.",
+    )
+    reload_poll_seconds: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="How often each worker checks for reload requests and (with reload_watch_files) "
+        "for changed table files.",
+    )
+    reload_watch_files: bool = Field(
+        True,
+        description="Reload a table in every worker when its files (table, options, vocabulary) change. "
+        "Off: only the admin route and SIGHUP reload.",
+    )
+    reload_wait_seconds: int = Field(
+        60,
+        ge=1,
+        le=3600,
+        description="How long the admin reload waits for every live worker to serve the new version "
+        "before it answers 503 reload_incomplete.",
+    )
+    warm_up: bool = Field(
+        False,
+        description="Default per table: read every page of a table at load, before it is ready, so "
+        "the first requests do not pay page faults (costs the read time at start).",
     )
     fast_path: bool = Field(
         True,

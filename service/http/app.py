@@ -33,6 +33,7 @@ from service.http.schemas import (
     SequencesBody,
 )
 from service.http.v2_routes import V2Handlers, build_v2_router
+from service.logs import configure_logging
 from service.settings import ServiceSettings
 from service.tables.registry import TableRegistry
 
@@ -146,8 +147,8 @@ def create_app(settings: ServiceSettings, registry: TableRegistry | None = None)
 
 
 def _reload_on_sighup(registry: TableRegistry) -> None:
-    """SIGHUP reloads every table (single-process mode; uvicorn's multi-worker supervisor
-    answers SIGHUP by restarting its workers, which reload them too)."""
+    """SIGHUP reloads every table in every worker (with several workers the supervisor
+    forwards it to one of them, whose reload reaches the others: ``TableRegistry.reload``)."""
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
         loop.add_signal_handler(
@@ -165,11 +166,3 @@ def create_app_from_env() -> HotPathApp:
     settings = ServiceSettings()
     configure_logging(settings.log_level)
     return create_app(settings)
-
-
-def configure_logging(level: str) -> None:
-    """One log format for the service's own loggers."""
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s",
-    )

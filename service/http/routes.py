@@ -7,10 +7,8 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import metrics
-from service.backends.hot_rows import HotRowCache
 from service.encoding.responses import EncodedResponse
 from service.errors import NotFound, ReloadFailed, TableLoadError, TableNotFound, Unauthorized
 from service.http.auth import bearer_token, token_matches
@@ -90,26 +88,10 @@ def build_router(
 
     @router.get("/metrics", tags=["health"], response_class=Response)
     async def prometheus_metrics() -> Response:
-        """Prometheus text exposition."""
-        for table in registry.tables():
-            cache = table.row_cache
-            for stat, value in (
-                ("hits", cache.hits),
-                ("misses", cache.misses),
-                ("entries", len(cache)),
-                ("bytes", cache.size_bytes),
-            ):
-                metrics.ROW_CACHE.labels(table.name, stat).set(value)
-            hot = getattr(table.backend, "cache", None)  # Redis tables' hot-row cache
-            if isinstance(hot, HotRowCache):
-                for stat, value in (
-                    ("hits", hot.hits),
-                    ("misses", hot.misses),
-                    ("entries", len(hot)),
-                    ("capacity", hot.capacity),
-                ):
-                    metrics.HOT_ROWS.labels(table.name, stat).set(value)
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus text exposition, summed over every worker of the server."""
+        registry.publish_row_cache_metrics()
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
 
     @router.get("/v1/tables", response_model=TablesList, tags=["tables"])
     async def list_tables() -> Response:

@@ -79,6 +79,10 @@ class TableOptions(BaseModel):
         strict=True,
         description="Deadline of one Redis round trip; past it the request gets 503.",
     )
+    warm_up: bool | None = Field(
+        None,
+        description="Read every page of the table at load, before it is ready (default: EMBED_WARM_UP).",
+    )
 
     @field_validator("device")
     @classmethod

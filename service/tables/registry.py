@@ -7,15 +7,18 @@ the others still serve.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import onnxruntime as ort
 
-from service import metrics
+from service import lifecycle, metrics
 from service.backends.base import GatherBackend
 from service.backends.gpu_memory import gpu_free_bytes
+from service.backends.hot_rows import HotRowCache
 from service.backends.numpy_gather import NumpyGatherBackend
 from service.backends.ort_gather import OrtGatherBackend
 from service.backends.placement import Placement, choose_placement
@@ -30,7 +33,13 @@ from service.backends.redis_store import (
 )
 from service.batching.micro_batcher import BatchingConfig, MicroBatcher
 from service.encoding.row_text_cache import RowTextCache
-from service.errors import TableLoadError, TableNotFound, TableUnavailable
+from service.errors import (
+    ReloadFailed,
+    ReloadIncomplete,
+    TableLoadError,
+    TableNotFound,
+    TableUnavailable,
+)
 from service.repository.compact import scales_path
 from service.repository.discovery import TableSource, discover_tables
 from service.repository.npy_loader import load_npy
@@ -40,6 +49,8 @@ from service.repository.vocabulary import Vocabulary
 from service.repository.weights import TableWeights, file_version
 from service.settings import ServiceSettings
 from service.tables.served_table import ServedTable
+from service.tables.version_watcher import VersionWatcher
+from service.tables.worker_state import WorkerState
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +107,12 @@ class TableRegistry:
         self._reload_lock = asyncio.Lock()
         self._redis_clients: dict[tuple[str, int], RedisClient] = {}
         self._redis_retries: dict[str, asyncio.Task[None]] = {}
+        # What this worker serves (source versions), the reload requests it has answered,
+        # published for the other workers of the server (settings.run_dir).
+        self.state = WorkerState(settings.run_dir)
+        # Source versions a load failed at: not retried until the source changes again.
+        self.attempted: dict[str, str] = {}
+        self._watcher: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ queries
     def get(self, name: str) -> ServedTable:
@@ -104,6 +121,12 @@ class TableRegistry:
         table = self._tables.get(name)
         if table is None:
             self.check_not_failed(name)
+            if self.loading:  # this worker may not have reached it yet: not a 404
+                raise TableUnavailable(
+                    f"table {name!r} is not loaded yet in this worker; retry shortly",
+                    {"table": name},
+                    {"Retry-After": "1"},
+                )
             raise TableNotFound(f"no table named {name!r}", {"table": name})
         return table
 
@@ -126,24 +149,31 @@ class TableRegistry:
         return [self._tables[name] for name in sorted(self._tables)]
 
     def status(self) -> tuple[str, dict[str, str]]:
-        """``ready`` | ``loading`` | ``degraded``, and failed tables (dead batchers included)."""
+        """``ready`` | ``loading`` | ``degraded`` | ``draining`` (SIGTERM received), and failed
+        tables (dead batchers included)."""
         failed = dict(self.failures)
         for table in self._tables.values():
             if not table.batcher.healthy:
                 failed[table.name] = "batch worker stopped"
+        if lifecycle.draining():
+            return "draining", failed
         if self.loading:
             return "loading", failed
         return ("degraded" if failed else "ready"), failed
 
     # ------------------------------------------------------------------ loading
     async def load(self) -> None:
-        """Load every table of the repository (file work off the event loop)."""
+        """Load every table of the repository (file work off the event loop), then follow
+        reload requests and changed sources (the version watcher)."""
+        # Requests asked before this worker started are answered by this very load.
+        self.state.acks = dict(await asyncio.to_thread(self.state.requests))
         folder = Path(self.settings.models)
         sources, problems = await asyncio.to_thread(discover_tables, folder)
         for name, reason in problems.items():
             log.error("table %s not loaded: %s", name, reason)
             self.failures[name] = reason
         for name, source in sources.items():
+            version = await self.source_version(source)
             try:
                 table = await self._build_any(source)
             except RedisNotReady as exc:
@@ -154,13 +184,16 @@ class TableRegistry:
             except TableLoadError as exc:
                 log.error("table %s not loaded: %s", name, exc)
                 self.failures[name] = str(exc)
+                self.attempted[name] = version
                 continue
             except Exception as exc:  # a loader bug must not take the other tables down
                 log.exception("table %s not loaded", name)
                 self.failures[name] = f"{source.path}: unexpected error: {exc!r}"
+                self.attempted[name] = version
                 continue
             table.batcher.start()
             self._tables[name] = table
+            self.state.tables[name] = version
             log.info(
                 "table %s: %d x %d %s from %s on %s/%s (%s)",
                 name,
@@ -172,9 +205,45 @@ class TableRegistry:
                 table.backend.device,
                 table.placement.reason,
             )
+        self._count_tables()
+        metrics.WORKERS.set(1)
+        await asyncio.to_thread(self.state.publish)
+        self.loading = False
+        watcher = VersionWatcher(
+            self, self.settings.reload_poll_seconds, self.settings.reload_watch_files
+        )
+        self._watcher = asyncio.get_running_loop().create_task(
+            watcher.run(), name="version-watcher"
+        )
+
+    def _count_tables(self) -> None:
         metrics.TABLES_LOADED.set(len(self._tables))
         metrics.TABLES_FAILED.set(len(self.failures))
-        self.loading = False
+
+    def served_version(self, name: str) -> str | None:
+        """The source version this worker serves ``name`` at (None: not served)."""
+        return self.state.tables.get(name) if name in self._tables else None
+
+    def publish_row_cache_metrics(self) -> None:
+        """Set the row-cache gauges from this worker's caches (each worker, every poll)."""
+        for table in self.tables():
+            cache = table.row_cache
+            for stat, value in (
+                ("hits", cache.hits),
+                ("misses", cache.misses),
+                ("entries", len(cache)),
+                ("bytes", cache.size_bytes),
+            ):
+                metrics.ROW_CACHE.labels(table.name, stat).set(value)
+            hot = getattr(table.backend, "cache", None)  # Redis tables' hot-row cache
+            if isinstance(hot, HotRowCache):
+                for stat, value in (
+                    ("hits", hot.hits),
+                    ("misses", hot.misses),
+                    ("entries", len(hot)),
+                    ("capacity", hot.capacity),
+                ):
+                    metrics.HOT_ROWS.labels(table.name, stat).set(value)
 
     async def _build_any(self, source: TableSource) -> ServedTable:
         if source.format == "redis":
@@ -226,6 +295,16 @@ class TableRegistry:
                     f"{source.path}: int8 tables are served by the numpy backend on the CPU"
                 )
             options = options.model_copy(update={"backend": "numpy", "device": "cpu"})
+        warm_up = options.warm_up if options.warm_up is not None else self.settings.warm_up
+        if warm_up:
+            started = time.perf_counter()
+            touched = weights.warm_up()
+            log.info(
+                "table %s: warmed up %d MiB in %.2f s",
+                source.name,
+                touched >> 20,
+                time.perf_counter() - started,
+            )
         placement = choose_placement(
             device=options.device,
             backend=options.backend,
@@ -334,6 +413,7 @@ class TableRegistry:
                     if source.name not in self._tables:
                         table.batcher.start()
                         self._tables[source.name] = table
+                        self.state.tables[source.name] = await self.source_version(source)
                         self.failures.pop(source.name, None)
                         metrics.TABLES_LOADED.set(len(self._tables))
                         metrics.TABLES_FAILED.set(len(self.failures))
@@ -343,29 +423,30 @@ class TableRegistry:
             self._redis_retries.pop(source.name, None)
 
     async def source_version(self, source: TableSource) -> str | None:
-        """The version the repository holds for ``source`` now (cheap; polled by the watcher).
+        """The version ``source`` holds now; the one place that knows how to read it (cheap:
+        the version watcher asks every poll interval).
 
-        Files: their size/mtime version, as the loaders compute it for ``.npy`` tables.
-        Redis: one ``GET`` of the current-version pointer. ``None``: cannot tell now
-        (store unreachable, nothing pushed, file gone) -- keep serving what is loaded.
+        File tables: a stat-based version of the table file, its int8 scales, options and
+        vocabulary. Redis tables: one ``GET`` of the current-version pointer, with the options
+        file's version. ``None``: cannot tell now (store unreachable, nothing pushed, file
+        gone) -- keep serving what is loaded.
         """
+        try:
+            files = await asyncio.to_thread(_file_source_version, source)
+        except OSError:
+            return None
         if source.format != "redis":
-            files = [source.path]
-            if source.format == "npy" and scales_path(source.path).is_file():
-                files.append(scales_path(source.path))
-            try:
-                return file_version(*files)
-            except OSError:
-                return None
+            return files
         try:
             options = read_table_options(source.options_path)
             if options.redis is None:
                 return None
             client = await self._redis_client(options.redis, options.redis_timeout_ms)
             async with asyncio.timeout(options.redis_timeout_ms / 1000):
-                return await read_current(client, RedisLayout(source.name))
+                pointer = await read_current(client, RedisLayout(source.name))
         except (TableLoadError, *STORE_ERRORS):
             return None
+        return None if pointer is None else f"{pointer}:{files}"
 
     def _batching(self, options: TableOptions, backend: GatherBackend) -> BatchingConfig:
         s = self.settings
@@ -386,23 +467,66 @@ class TableRegistry:
         table = self._tables.get(name)
         return table is not None and table.batcher.config.enabled
 
-    async def reload(self, name: str, drain_seconds: float = 10.0) -> ServedTable:
-        """Load ``name`` again from the repository beside the serving version, then swap.
+    async def reload(self, name: str) -> ServedTable:
+        """Reload ``name`` in every worker of the server; returns once all of them serve it.
+
+        This worker loads the new version first (a ``TableLoadError`` here changes nothing
+        anywhere); then it asks every worker to reload and waits, up to
+        ``settings.reload_wait_seconds``, until each live worker has confirmed. A worker that
+        failed to load raises ``ReloadFailed`` (409), one that did not answer in time
+        ``ReloadIncomplete`` (503): never a success unless every worker serves the new version.
+        """
+        generation = time.time_ns()
+        table = await self.reload_local(name, generation)
+        await asyncio.to_thread(self.state.request_reload, name, generation)
+        deadline = time.monotonic() + self.settings.reload_wait_seconds
+        while True:
+            outcome = await asyncio.to_thread(self.state.outcome, name, generation)
+            if outcome.failed:
+                reasons = "; ".join(f"worker {pid}: {why}" for pid, why in outcome.failed.items())
+                raise ReloadFailed(
+                    f"table {name!r} version {table.weights.version} loaded in worker "
+                    f"{self.state.pid} but failed in others, which keep their previous version: {reasons}"
+                )
+            if outcome.complete:
+                return table
+            if time.monotonic() >= deadline:
+                raise ReloadIncomplete(
+                    f"table {name!r} version {table.weights.version} serves in worker "
+                    f"{self.state.pid}, but worker(s) {outcome.pending} did not confirm within "
+                    f"{self.settings.reload_wait_seconds} s; they serve their previous version "
+                    "until they do (the request stands: they reload when they get to it)",
+                    {"table": name, "pending_workers": outcome.pending},
+                )
+            await asyncio.sleep(0.05)
+
+    async def reload_local(self, name: str, generation: int | None = None) -> ServedTable:
+        """Load ``name`` again in this worker beside the serving version, then swap.
 
         The swap is one dict assignment on the event loop: requests that already hold the
         old version finish on it (its batcher is drained, then closed); later ones get the
-        new one. If the new version fails to load, the old one keeps serving.
+        new one. If the new version fails to load, the old one keeps serving. ``generation``:
+        the reload request this answers (acknowledged to the other workers, or its failure).
         """
         async with self._reload_lock:
-            sources, problems = await asyncio.to_thread(discover_tables, Path(self.settings.models))
-            if name not in sources:
-                reason = problems.get(name, f"table {name!r} is no longer in the repository")
-                raise TableLoadError(reason)
-            new = await self._build_any(sources[name])
+            try:
+                new, version = await self._load_new_version(name)
+            except Exception as exc:
+                if generation is not None:
+                    self.state.errors[name] = (generation, str(exc))
+                    await asyncio.to_thread(self.state.publish)
+                raise
             new.batcher.start()
             old = self._tables.get(name)
             self._tables[name] = new
             self.failures.pop(name, None)
+            self.attempted.pop(name, None)
+            self.state.tables[name] = version
+            if generation is not None:
+                self.state.acks[name] = max(generation, self.state.acks.get(name, 0))
+                self.state.errors.pop(name, None)
+            self._count_tables()
+            await asyncio.to_thread(self.state.publish)
             log.info(
                 "table %s reloaded: version %s -> %s",
                 name,
@@ -410,11 +534,28 @@ class TableRegistry:
                 new.weights.version,
             )
         if old is not None:
-            asyncio.get_running_loop().create_task(self._retire(old, drain_seconds))
+            asyncio.get_running_loop().create_task(
+                self._retire(old, float(self.settings.drain_seconds))
+            )
         return new
 
+    async def _load_new_version(self, name: str) -> tuple[ServedTable, str]:
+        sources, problems = await asyncio.to_thread(discover_tables, Path(self.settings.models))
+        if name not in sources:
+            reason = problems.get(name, f"table {name!r} is no longer in the repository")
+            raise TableLoadError(reason)
+        version = await self.source_version(sources[name])
+        try:
+            return await self._build_any(sources[name]), version
+        except Exception as exc:
+            self.attempted[name] = version
+            if name not in self._tables:
+                self.failures[name] = str(exc)
+            raise
+
     async def reload_all(self) -> None:
-        """Reload every table of the repository (SIGHUP); failures keep the old versions."""
+        """Reload every table of the repository in every worker (SIGHUP); failures keep the
+        old versions."""
         sources, _ = await asyncio.to_thread(discover_tables, Path(self.settings.models))
         for name in sorted(set(sources) | set(self._tables)):
             try:
@@ -431,7 +572,14 @@ class TableRegistry:
         table.backend.close()
 
     async def close(self) -> None:
-        """Stop every batcher and release every backend (and the Redis clients)."""
+        """Stop the version watcher, every batcher, and release every backend."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        with contextlib.suppress(OSError):
+            self.state.withdraw()
+        metrics.WORKERS.set(0)
         for task in list(self._redis_retries.values()):
             task.cancel()
         for table in self._tables.values():
@@ -445,3 +593,9 @@ class TableRegistry:
             except Exception as exc:  # closing a dead connection must not stop the shutdown
                 log.debug("closing a Redis client: %r", exc)
         self._redis_clients.clear()
+
+
+def _file_source_version(source: TableSource) -> str:
+    scales = scales_path(source.path) if source.path.suffix == ".npy" else None
+    files = [source.path, scales, source.options_path, source.vocab_path]
+    return file_version(*[path for path in files if path is not None and path.exists()])

@@ -86,7 +86,6 @@ def test_drop_old_keeps_the_current_and_recently_replaced_versions(
     assert hkeys == [versions[2].encode()]
 
 
-@pytest.mark.xfail(reason="needs the version watcher from the workers branch", strict=False)
 def test_a_new_version_is_served_within_10_s_and_never_mixed(
     tmp_path: Path, redis_single: RedisNode
 ) -> None:

@@ -34,13 +34,17 @@ def write_version(folder: Path, version: int, options: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "options", ["", 'backend = "onnxruntime"\nbatching = true\n'], ids=["numpy", "ort-batched"]
+    ("options", "workers"),
+    [("", "1"), ('backend = "onnxruntime"\nbatching = true\n', "1"), ("", "2")],
+    ids=["numpy", "ort-batched", "numpy-2-workers"],
 )
-def test_reload_under_load_serves_whole_versions(tmp_path: Path, options: str) -> None:
+def test_reload_under_load_serves_whole_versions(
+    tmp_path: Path, options: str, workers: str
+) -> None:
     folder = tmp_path / "models"
     folder.mkdir()
     write_version(folder, 1, options)
-    with ServerProcess(folder, env={"EMBED_ADMIN_KEY": "adm"}) as server:
+    with ServerProcess(folder, "--workers", workers, env={"EMBED_ADMIN_KEY": "adm"}) as server:
         server.wait_ready()
         stop = False
         seen: dict[float, int] = {}

@@ -155,6 +155,8 @@ def test_health_tables_and_metrics(client, tables) -> None:
     assert infos["batched"]["backend"] == "onnxruntime" and infos["batched"]["batching"]["enabled"]
     one = client.get("/v1/tables/plain").json()
     assert one["rows"] == len(tables["plain"]) and one["format"] == "npy" and one["version"]
+    # Multiprocess metrics show a series once a worker has recorded it: record one first.
+    assert client.post("/v1/tables/plain/lookup", json={"ids": [1]}).status_code == 200
     metrics = client.get("/metrics").text
     assert "embedding_requests_total" in metrics and "embedding_backend_seconds" in metrics
     docs = client.get("/openapi.json").json()

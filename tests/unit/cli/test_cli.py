@@ -96,20 +96,27 @@ def test_convert_writes_files_readable_by_other_users(tmp_path, capsys) -> None:
 
 def test_serve_gives_workers_time_to_start(monkeypatch, tmp_path) -> None:
     """A worker still mapping its tables on a busy CPU is not killed as hung after 5 s."""
-    import uvicorn
-
     import service.cli as cli
+    import service.supervisor as supervisor
 
     seen: dict[str, object] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: seen.update(kwargs))
+
+    def fake_run_server(config, drain_delay, run_dir) -> int:
+        seen.update(workers=config.workers, healthcheck=config.timeout_worker_healthcheck)
+        return 0
+
+    monkeypatch.setattr(supervisor, "run_server", fake_run_server)
     monkeypatch.setattr(cli, "has_tables", lambda folder: True)
+    monkeypatch.setattr(
+        cli, "_prepare_run_dir", lambda s: (s.model_copy(update={"run_dir": tmp_path}), False)
+    )
     # Neither the process environment nor pytest's signal handlers may change.
     monkeypatch.setattr(cli, "_export", lambda settings: None)
     monkeypatch.setattr(cli.signal, "signal", lambda signum, handler: None)
     settings = ServiceSettings(models=tmp_path, workers=2)
     assert cli.serve(settings) == 0
     assert seen["workers"] == 2
-    assert seen["timeout_worker_healthcheck"] == cli.WORKER_HEALTHCHECK_SECONDS >= 30
+    assert seen["healthcheck"] == cli.WORKER_HEALTHCHECK_SECONDS >= 30
 
 
 def test_probe_imports_no_server_or_model_libraries() -> None:

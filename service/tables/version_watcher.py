@@ -1,0 +1,89 @@
+"""Every worker's version watcher: follows reload requests and changed table sources.
+
+Each poll interval it (1) reloads every table another worker asked to reload (admin route,
+SIGHUP) and acknowledges the request, and (2) with ``reload_watch_files``, compares each
+table's served version with its source's current version (``registry.source_version``, the one
+place that knows how to read it: a stat of the files, or a version pointer in a remote store)
+and reloads the tables that changed. Reloads load the new version beside the old one and swap
+it in one step (``TableRegistry.reload_local``), so no response mixes versions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from service.repository.discovery import discover_tables
+
+if TYPE_CHECKING:
+    from service.tables.registry import TableRegistry
+
+log = logging.getLogger(__name__)
+
+
+class VersionWatcher:
+    """Polls at ``interval`` seconds until cancelled."""
+
+    def __init__(self, registry: TableRegistry, interval: float, watch_files: bool) -> None:
+        self.registry = registry
+        self.interval = interval
+        self.watch_files = watch_files
+
+    async def run(self) -> None:
+        """Poll until cancelled; a failed poll is logged and the next one runs."""
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.poll()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("version watcher poll failed")
+
+    async def poll(self) -> None:
+        """One round: requests first (someone waits on them), then changed sources."""
+        await self.follow_requests()
+        if self.watch_files:
+            await self.follow_sources()
+        self.registry.publish_row_cache_metrics()
+
+    async def follow_requests(self) -> None:
+        state = self.registry.state
+        requests = await asyncio.to_thread(state.requests)
+        for name, generation in sorted(requests.items()):
+            answered = max(state.acks.get(name, 0), state.errors.get(name, (0, ""))[0])
+            if generation <= answered:
+                continue
+            try:
+                await self.registry.reload_local(name, generation)
+            except Exception as exc:
+                log.error(
+                    "requested reload of table %s failed, the previous version keeps serving: %s",
+                    name,
+                    exc,
+                )
+
+    async def follow_sources(self) -> None:
+        registry = self.registry
+        sources, _ = await asyncio.to_thread(discover_tables, Path(registry.settings.models))
+        for name, source in sorted(sources.items()):
+            try:
+                current = await registry.source_version(source)
+            except OSError:
+                continue  # replaced between listing and stat: seen next poll
+            if current is None or current in (
+                registry.served_version(name),
+                registry.attempted.get(name),
+            ):
+                continue
+            log.info("table %s changed at its source (version %s): reloading", name, current)
+            try:
+                await registry.reload_local(name)
+            except Exception as exc:
+                log.error(
+                    "reload of changed table %s failed, the previous version keeps serving: %s",
+                    name,
+                    exc,
+                )
