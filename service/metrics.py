@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (
     0.0001,
@@ -71,3 +73,42 @@ ROW_CACHE = Gauge(
 )
 TABLES_LOADED = Gauge("embedding_tables_loaded", "Tables currently served.")
 TABLES_FAILED = Gauge("embedding_tables_failed", "Tables that failed to load.")
+
+UNKNOWN_TABLE = "_unknown"
+
+# Label children are cached: ``labels()`` costs more than the rest of a W1 request.
+_route_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+_encode_children: dict[tuple[str, str], Any] = {}
+
+
+def observe_request(table: str, route: str, status: int, seconds: float) -> None:
+    """Count and time one answered request (unknown tables share ``UNKNOWN_TABLE``)."""
+    key = (table, route, status)
+    children = _route_children.get(key)
+    if children is None:
+        children = _route_children[key] = (
+            REQUESTS.labels(table, route, str(status)),
+            REQUEST_SECONDS.labels(table, route, str(status)),
+        )
+    children[0].inc()
+    children[1].observe(seconds)
+
+
+def observe_encode(table: str, fmt: str, seconds: float) -> None:
+    """Time spent building a response body, by table and format."""
+    child = _encode_children.get((table, fmt))
+    if child is None:
+        child = _encode_children[(table, fmt)] = ENCODE_SECONDS.labels(table, fmt)
+    child.observe(seconds)
+
+
+def set_row_cache(table: str, hits: int, misses: int, entries: int, size_bytes: int) -> None:
+    """The row-text cache gauges of one table (read at scrape time)."""
+    for stat, value in (("hits", hits), ("misses", misses), ("entries", entries)):
+        ROW_CACHE.labels(table, stat).set(value)
+    ROW_CACHE.labels(table, "bytes").set(size_bytes)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The Prometheus text exposition of this process: (body, content type)."""
+    return generate_latest(), CONTENT_TYPE_LATEST

@@ -9,6 +9,7 @@ O(1) per hit, no bookkeeping on the hot path.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import islice
 
 import numpy as np
@@ -27,6 +28,39 @@ def rows_text(rows: np.ndarray) -> list[bytes]:
     # Numbers never contain brackets, so "],[" separates rows exactly.
     inner = whole[2:-2].split(b"],[")
     return [b"[" + part + b"]" for part in inner]
+
+
+@dataclass
+class RowTextPlan:
+    """What ``render`` needs: the cached texts, where they miss, and the ids to gather."""
+
+    keys: list[int]
+    texts: list[bytes | None]
+    missing: list[int]
+    fetch_ids: np.ndarray
+
+
+def _zero_text(dim: int) -> bytes:
+    return orjson.dumps(np.zeros(dim, dtype=np.float32), option=_NUMPY)
+
+
+def nest_row_texts(texts: list[bytes], shape: tuple[int, ...]) -> bytes:
+    """JSON of nested lists of ``shape`` (ids shape + (dim,)) whose rows are ``texts``."""
+    if 0 in shape:
+        return orjson.dumps(np.zeros(shape, dtype=np.float32), option=_NUMPY)
+    outer = shape[:-1]
+    if not outer:
+        return texts[0]
+    level = texts
+    for size in reversed(outer[1:]):
+        level = [b"[" + b",".join(level[i : i + size]) + b"]" for i in range(0, len(level), size)]
+    return b"[" + b",".join(level) + b"]"
+
+
+def flat_row_texts(texts: list[bytes]) -> bytes:
+    """One flat JSON list of every number of ``texts`` (rows as orjson writes them)."""
+    inner = [text[1:-1] for text in texts if len(text) > 2]
+    return b"[" + b",".join(inner) + b"]"
 
 
 class RowTextCache:
@@ -75,3 +109,32 @@ class RowTextCache:
         cache = self._texts
         for key in list(islice(cache, max(1, len(cache) // 2))):
             self._bytes -= len(cache.pop(key)) + _ENTRY_OVERHEAD
+
+    def plan(self, ids: np.ndarray) -> RowTextPlan:
+        """Look ``ids`` up (1-D int64; -1 means a zero vector); the distinct misses to gather."""
+        keys = ids.tolist()
+        texts, missing = self.lookup(keys)
+        if missing:
+            wanted = ids[missing]
+            fetch = np.unique(wanted[wanted >= 0])
+        else:
+            fetch = np.zeros(0, dtype=np.int64)
+        return RowTextPlan(keys, texts, missing, fetch)
+
+    def render(
+        self, plan: RowTextPlan, fetched: np.ndarray, shape: tuple[int, ...], flat: bool = False
+    ) -> bytes:
+        """JSON text of the vectors nested to ``shape`` (or one flat list), byte-identical to
+        orjson's; ``fetched`` holds the final float32 rows of ``plan.fetch_ids`` in order."""
+        texts = plan.texts
+        if plan.missing:
+            fetch_keys = plan.fetch_ids.tolist()
+            fetched_texts = rows_text(fetched)
+            self.store(fetch_keys, fetched_texts)
+            found: dict[int, bytes] = dict(zip(fetch_keys, fetched_texts, strict=True))
+            zero = _zero_text(shape[-1])
+            keys = plan.keys
+            for i in plan.missing:
+                texts[i] = found.get(keys[i], zero)
+        done: list[bytes] = texts  # type: ignore[assignment]  # every miss is filled above
+        return flat_row_texts(done) if flat else nest_row_texts(done, shape)
