@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -24,4 +25,23 @@ class GatherBackend(Protocol):
 
     def close(self) -> None:
         """Release what the backend holds (sessions, GPU memory)."""
+        ...
+
+
+class GatherableRows(Protocol):
+    """What a backend needs of a table's weights (``repository.weights.TableWeights`` is one;
+    backends never import the repository: it imports them)."""
+
+    @property
+    def rows(self) -> int: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def array(self) -> np.ndarray: ...
+
+    @property
+    def file_region(self) -> tuple[Path, int] | None:
+        """Where the rows lie byte for byte in a file (path, offset), when they do."""
         ...

@@ -133,31 +133,7 @@ def decode_sequences(
 ) -> SequencesRequest:
     """Decode ragged sequences: JSON, or raw ids with ``X-Lengths: 3,1,0``."""
     if media_type == OCTET_STREAM:
-        flat = binary_ids(body, headers.get("x-dtype"), None)
-        lengths_header = headers.get("x-lengths")
-        if lengths_header is None:
-            raise InvalidRequest("a binary sequences body needs the X-Lengths header")
-        try:
-            lengths = np.array(
-                [int(p) for p in lengths_header.split(",") if p.strip()], dtype=np.int64
-            )
-        except ValueError:
-            raise InvalidBody("X-Lengths must be comma-separated integers") from None
-        if (lengths < 0).any() or int(lengths.sum()) != flat.size:
-            raise InvalidBody(f"X-Lengths do not add up to the {flat.size} ids in the body")
-        _check_count(flat.size, max_ids)
-        max_length = headers.get("x-max-length")
-        try:
-            max_len = int(max_length) if max_length is not None else None
-        except ValueError:
-            raise InvalidRequest("X-Max-Length must be an integer") from None
-        return SequencesRequest(
-            flat,
-            lengths,
-            _int_option(max_len, "max_length"),
-            choice(headers.get("x-padding"), "padding", SIDES, "post"),
-            choice(headers.get("x-truncating"), "truncating", SIDES, "post"),
-        )
+        return _binary_sequences(body, headers, max_ids)
     fields = json_object(body, SEQUENCES_FIELDS, ())
     if ("sequences" in fields) == ("keys" in fields):
         raise InvalidRequest(
@@ -194,3 +170,30 @@ def decode_sequences(
     if flat.ndim != 1 or flat.size != total:
         raise InvalidIds("each sequence must be a flat list of integers")
     return SequencesRequest(as_int64_ids(flat), lengths, **options)
+
+
+def _binary_sequences(body: bytes, headers: Mapping[str, str], max_ids: int) -> SequencesRequest:
+    """Raw ids with ``X-Lengths`` (and ``X-Max-Length``, ``X-Padding``, ``X-Truncating``)."""
+    flat = binary_ids(body, headers.get("x-dtype"), None)
+    lengths_header = headers.get("x-lengths")
+    if lengths_header is None:
+        raise InvalidRequest("a binary sequences body needs the X-Lengths header")
+    try:
+        lengths = np.array([int(p) for p in lengths_header.split(",") if p.strip()], dtype=np.int64)
+    except ValueError:
+        raise InvalidBody("X-Lengths must be comma-separated integers") from None
+    if (lengths < 0).any() or int(lengths.sum()) != flat.size:
+        raise InvalidBody(f"X-Lengths do not add up to the {flat.size} ids in the body")
+    _check_count(flat.size, max_ids)
+    max_length = headers.get("x-max-length")
+    try:
+        max_len = int(max_length) if max_length is not None else None
+    except ValueError:
+        raise InvalidRequest("X-Max-Length must be an integer") from None
+    return SequencesRequest(
+        flat,
+        lengths,
+        _int_option(max_len, "max_length"),
+        choice(headers.get("x-padding"), "padding", SIDES, "post"),
+        choice(headers.get("x-truncating"), "truncating", SIDES, "post"),
+    )
