@@ -15,6 +15,8 @@ from itertools import islice
 import numpy as np
 import orjson
 
+from service.encoding.responses import nest_texts
+
 # Per entry beyond the text: dict slot, int key, bytes object header.
 _ENTRY_OVERHEAD = 120
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
@@ -42,19 +44,6 @@ class RowTextPlan:
 
 def _zero_text(dim: int) -> bytes:
     return orjson.dumps(np.zeros(dim, dtype=np.float32), option=_NUMPY)
-
-
-def nest_row_texts(texts: list[bytes], shape: tuple[int, ...]) -> bytes:
-    """JSON of nested lists of ``shape`` (ids shape + (dim,)) whose rows are ``texts``."""
-    if 0 in shape:
-        return orjson.dumps(np.zeros(shape, dtype=np.float32), option=_NUMPY)
-    outer = shape[:-1]
-    if not outer:
-        return texts[0]
-    level = texts
-    for size in reversed(outer[1:]):
-        level = [b"[" + b",".join(level[i : i + size]) + b"]" for i in range(0, len(level), size)]
-    return b"[" + b",".join(level) + b"]"
 
 
 def flat_row_texts(texts: list[bytes]) -> bytes:
@@ -137,4 +126,4 @@ class RowTextCache:
             for i in plan.missing:
                 texts[i] = found.get(keys[i], zero)
         done: list[bytes] = texts  # type: ignore[assignment]  # every miss is filled above
-        return flat_row_texts(done) if flat else nest_row_texts(done, shape)
+        return flat_row_texts(done) if flat else nest_texts(done, shape[:-1])

@@ -92,12 +92,14 @@ def _body_doc(route: Route) -> dict[str, Any] | None:
 
 
 def add_routes(app: FastAPI, routes: Sequence[Route], dispatcher: Dispatcher) -> None:
-    """One FastAPI route per table entry."""
+    """One FastAPI route per table entry (HEAD answered, but left out of the schema)."""
     for route in routes:
+        endpoint = _endpoint(route, dispatcher)
+        methods = [method for method in route.methods if method != "HEAD"]
         app.add_api_route(
             route.path,
-            _endpoint(route, dispatcher),
-            methods=list(route.methods),
+            endpoint,
+            methods=methods,
             name=route.label,
             summary=route.doc.summary,
             response_model=route.doc.response,
@@ -107,6 +109,8 @@ def add_routes(app: FastAPI, routes: Sequence[Route], dispatcher: Dispatcher) ->
             openapi_extra=_body_doc(route),
             include_in_schema=route.doc.in_schema,
         )
+        if "HEAD" in route.methods:
+            app.add_api_route(route.path, endpoint, methods=["HEAD"], include_in_schema=False)
 
 
 def add_body_schemas(app: FastAPI, routes: Sequence[Route]) -> None:
