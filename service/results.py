@@ -53,7 +53,7 @@ class Neighbors:
     table: str
     ids: np.ndarray
     scores: np.ndarray
-    keys: list[list[str]] | None = None
+    keys: list[list[str | None]] | None = None
 
 
 @dataclass

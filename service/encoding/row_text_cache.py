@@ -48,8 +48,8 @@ def _zero_text(dim: int) -> bytes:
 
 def flat_row_texts(texts: list[bytes]) -> bytes:
     """One flat JSON list of every number of ``texts`` (rows as orjson writes them)."""
-    inner = [text[1:-1] for text in texts if len(text) > 2]
-    return b"[" + b",".join(inner) + b"]"
+    # Slicing off each row's brackets is far cheaper than bytes.replace on the joined text.
+    return b"[" + b",".join([text[1:-1] for text in texts if len(text) > 2]) + b"]"
 
 
 class RowTextCache:

@@ -7,8 +7,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 
@@ -25,7 +25,9 @@ from service.tables.registry import TableRegistry
 log = logging.getLogger(__name__)
 
 
-def _lifespan(registry: TableRegistry):  # type: ignore[no-untyped-def]
+def _lifespan(registry: TableRegistry) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Load the tables in the background at start-up; close them at shutdown."""
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Load in the background: /healthz answers at once, /readyz says "loading".

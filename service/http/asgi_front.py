@@ -4,7 +4,7 @@ goes to the FastAPI app generated from the same table. The body limit holds for 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from service.encoding.responses import EncodedResponse
@@ -13,7 +13,7 @@ from service.http.body_reader import too_large
 from service.http.dispatcher import Dispatcher, Receive, RouteMatcher, Scope
 from service.http.error_responses import error_response_for
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _CONTENT_TYPES = {
@@ -80,7 +80,7 @@ class FrontApp:
                     pass
         received = 0
 
-        async def limited_receive() -> dict[str, Any]:
+        async def limited_receive() -> MutableMapping[str, Any]:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
@@ -93,7 +93,7 @@ class FrontApp:
 
 
 def _refusing(limit: int) -> Receive:
-    async def refuse() -> dict[str, Any]:
+    async def refuse() -> MutableMapping[str, Any]:
         raise too_large(limit)
 
     return refuse
