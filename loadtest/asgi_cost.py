@@ -102,9 +102,10 @@ async def main_async(args: argparse.Namespace) -> None:
         await app.registry.load()
         print(f"table {args.rows} x {args.dim}; CPU us per request (process_time)")
         print(f"{'workload':14} {'v1-json':>9} {'v1-binary':>9} {'v2-json':>9} {'v2-binary':>9}")
-        for ids_kind in ("uniform", "repeated"):
+        for ids_kind in args.ids:
             pool = rng.integers(0, args.rows, REPEATED_SET) if ids_kind == "repeated" else None
-            for name, size in WORKLOADS.items():
+            for name in args.workloads:
+                size = WORKLOADS[name]
                 draws = max(8, 4096 // size)
                 batches = [
                     rng.choice(pool, size) if pool is not None else rng.integers(0, args.rows, size)
@@ -123,6 +124,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--seconds", type=float, default=2.0, help="CPU seconds per cell")
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    parser.add_argument("--ids", nargs="+", default=["uniform", "repeated"])
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -7,14 +7,7 @@ import time
 import numpy as np
 
 from service import metrics
-from service.app.gather import (
-    check_output_size,
-    final_rows,
-    itemsize,
-    key_ids,
-    rows_text,
-    uses_row_text,
-)
+from service.app.gather import check_output_size, final_rows, key_ids, rows_text
 from service.decoding.ids import check_in_range
 from service.decoding.requests import LookupRequest
 from service.results import Timing, Vectors
@@ -33,12 +26,13 @@ async def lookup(
         assert request.ids is not None
         ids = request.ids
         check_in_range(ids, table.rows)
-    check_output_size(ids.size, table.dim, itemsize(request.dtype), max_output_bytes)
-    shape = (*ids.shape, table.dim)
+    dim = table.dim
+    check_output_size(ids.size, dim, 2 if request.dtype == "float16" else 4, max_output_bytes)
+    shape = (*ids.shape, dim)
     flat = ids.reshape(-1)
     result = Vectors(table.name, shape, request.dtype, output)
     started = time.perf_counter()
-    if uses_row_text(table, output, request.dtype):
+    if output == "float" and request.dtype == "float32" and table.row_cache.enabled:
         wanted = flat if zero is None else np.where(zero, -1, flat)
         result.text = await rows_text(table, wanted, shape, result.timing)
     else:
@@ -46,7 +40,9 @@ async def lookup(
         if zero is not None:
             vectors = np.where(zero[:, None], 0, vectors).astype(vectors.dtype)
         result.array = vectors.reshape(shape)
-    observe_encode(table.name, output, started, result.timing)
+    timing = result.timing
+    spent = time.perf_counter() - started - timing.queue_seconds - timing.backend_seconds
+    metrics.observe_encode(table.name, output, max(spent, 0.0))
     return result
 
 

@@ -10,6 +10,7 @@ O(1) per hit, no bookkeeping on the hot path.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import islice
 
 import numpy as np
@@ -42,6 +43,10 @@ class RowTextPlan:
     fetch_ids: np.ndarray
 
 
+_NO_IDS = np.zeros(0, dtype=np.int64)
+
+
+@lru_cache(maxsize=64)
 def _zero_text(dim: int) -> bytes:
     return orjson.dumps(np.zeros(dim, dtype=np.float32), option=_NUMPY)
 
@@ -104,10 +109,11 @@ class RowTextCache:
         keys = ids.tolist()
         texts, missing = self.lookup(keys)
         if missing:
-            wanted = ids[missing]
-            fetch = np.unique(wanted[wanted >= 0])
+            fetch = np.unique(ids[missing])
+            if fetch.size and fetch[0] < 0:  # sorted: a -1 (zero vector) comes first
+                fetch = fetch[1:]
         else:
-            fetch = np.zeros(0, dtype=np.int64)
+            fetch = _NO_IDS
         return RowTextPlan(keys, texts, missing, fetch)
 
     def render(
@@ -121,9 +127,9 @@ class RowTextCache:
             fetched_texts = rows_text(fetched)
             self.store(fetch_keys, fetched_texts)
             found: dict[int, bytes] = dict(zip(fetch_keys, fetched_texts, strict=True))
-            zero = _zero_text(shape[-1])
             keys = plan.keys
             for i in plan.missing:
-                texts[i] = found.get(keys[i], zero)
+                text = found.get(keys[i])
+                texts[i] = text if text is not None else _zero_text(shape[-1])
         done: list[bytes] = texts  # type: ignore[assignment]  # every miss is filled above
         return flat_row_texts(done) if flat else nest_texts(done, shape[:-1])

@@ -134,19 +134,25 @@ class Dispatcher:
     async def _run(
         self, route: Route, call: Call, scope: Scope, receive: Receive
     ) -> EncodedResponse | None:
-        self.authorise(route, scope)
+        if route.auth != "public" and (self.guard is not None or route.auth == "admin"):
+            self.authorise(route, scope)
         request = None
-        if route.decoders:
+        decoders = route.decoders
+        if decoders:
             check_declared_length(call.headers.get("content-length"), self.max_body_bytes)
             call.body = await read_body(receive, self.max_body_bytes)
-            call.media_type = _media_type(call.headers.get("content-type"), route.decoders)
+            content_type = call.headers.get("content-type")
+            # The common case, an exact media type the route decodes, without parsing.
+            call.media_type = (
+                content_type if content_type in decoders else _media_type(content_type, decoders)
+            )
         if route.resolve is not None:
             route.resolve(call)
-        if route.decoders:
-            decoder = route.decoders[call.media_type]
+        if decoders:
+            decoder = decoders[call.media_type]
             request = decoder(call)
         work = route.use_case(call, request)
-        if route.decoders and self.services.registry.batched(call.table_label):
+        if decoders and self.services.registry.batched(call.table_label):
             result = await _unless_client_leaves(work, receive)
             if result is None:
                 return None

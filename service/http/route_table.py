@@ -74,9 +74,9 @@ class Route:
 # ----------------------------------------------------------------------------- resolvers
 def _table(call: Call) -> None:
     name = call.params["table"]
-    registry = call.services.registry
-    call.table_label = name if registry.has(name) else UNKNOWN_TABLE
-    call.target = registry.get(name)
+    call.table_label = UNKNOWN_TABLE  # until the registry has found the table
+    call.target = call.services.registry.get(name)
+    call.table_label = name
 
 
 def _model(call: Call) -> None:
@@ -85,10 +85,6 @@ def _model(call: Call) -> None:
         call.services.registry, call.params["model"], call.params.get("version")
     )
     call.table_label = call.target[0].name
-
-
-def _output(call: Call, encoding: str) -> str:
-    return "binary" if wants_binary(call.headers.get("accept")) else encoding
 
 
 # ------------------------------------------------------------------------------ decoders
@@ -125,19 +121,19 @@ def _infer_body(call: Call) -> Any:
 
 # ----------------------------------------------------------------------------- use cases
 async def _lookup(call: Call, request: Any) -> Any:
-    output = _output(call, request.encoding)
+    output = "binary" if wants_binary(call.headers.get("accept")) else request.encoding
     limit = call.services.settings.max_output_bytes
     return await lookup.lookup(call.target, request, output, limit)
 
 
 async def _sequences(call: Call, request: Any) -> Any:
-    output = _output(call, request.encoding)
+    output = "binary" if wants_binary(call.headers.get("accept")) else request.encoding
     limit = call.services.settings.max_output_bytes
     return await sequences.sequences(call.target, request, output, limit)
 
 
 async def _bags(call: Call, request: Any) -> Any:
-    output = _output(call, request.encoding)
+    output = "binary" if wants_binary(call.headers.get("accept")) else request.encoding
     return await bags.bags(call.target, request, output, call.services.settings.max_output_bytes)
 
 
