@@ -46,19 +46,42 @@ class RowTextPlan:
 _NO_IDS = np.zeros(0, dtype=np.int64)
 
 
+def _inner_texts(rows: np.ndarray) -> list[bytes]:
+    """orjson's text of each row of a 2-D float array without the row's brackets."""
+    if rows.shape[0] == 0:
+        return []
+    # Numbers never contain brackets, so "],[" separates rows exactly.
+    return orjson.dumps(rows, option=_NUMPY)[2:-2].split(b"],[")
+
+
 @lru_cache(maxsize=64)
-def _zero_text(dim: int) -> bytes:
-    return orjson.dumps(np.zeros(dim, dtype=np.float32), option=_NUMPY)
+def _zero_inner(dim: int) -> bytes:
+    return orjson.dumps(np.zeros(dim, dtype=np.float32), option=_NUMPY)[1:-1]
 
 
-def flat_row_texts(texts: list[bytes]) -> bytes:
-    """One flat JSON list of every number of ``texts`` (rows as orjson writes them)."""
-    # Slicing off each row's brackets is far cheaper than bytes.replace on the joined text.
-    return b"[" + b",".join([text[1:-1] for text in texts if len(text) > 2]) + b"]"
+def _nest_inner(inner: list[bytes], shape: tuple[int, ...]) -> bytes:
+    """JSON of ``shape`` (ids shape + (dim,)) from rows' bracket-less texts, one join per level."""
+    if 0 in shape:
+        return orjson.dumps(np.zeros(shape, dtype=np.float32), option=_NUMPY)
+    if len(shape) == 1:
+        return b"[" + inner[0] + b"]"
+    size = shape[-2]
+    groups = [b"[[" + b"],[".join(inner[i : i + size]) + b"]]" for i in range(0, len(inner), size)]
+    return nest_texts(groups, shape[:-2])
+
+
+def _flat_inner(inner: list[bytes], shape: tuple[int, ...]) -> bytes:
+    """One flat JSON list of every number (V2 ``data``)."""
+    if 0 in shape:
+        return b"[]"
+    return b"[" + b",".join(inner) + b"]"
 
 
 class RowTextCache:
-    """Maps row id -> JSON text of that (final, float32) row, up to ``capacity_bytes``."""
+    """Maps row id -> JSON text of that (final, float32) row, up to ``capacity_bytes``.
+
+    ``plan``/``render`` keep each row's text without its brackets, so that nested (v1) and
+    flat (V2 ``data``) bodies are each one join."""
 
     def __init__(self, capacity_bytes: int) -> None:
         self.capacity_bytes = capacity_bytes
@@ -124,12 +147,12 @@ class RowTextCache:
         texts = plan.texts
         if plan.missing:
             fetch_keys = plan.fetch_ids.tolist()
-            fetched_texts = rows_text(fetched)
+            fetched_texts = _inner_texts(fetched)
             self.store(fetch_keys, fetched_texts)
             found: dict[int, bytes] = dict(zip(fetch_keys, fetched_texts, strict=True))
             keys = plan.keys
             for i in plan.missing:
                 text = found.get(keys[i])
-                texts[i] = text if text is not None else _zero_text(shape[-1])
+                texts[i] = text if text is not None else _zero_inner(shape[-1])
         done: list[bytes] = texts  # type: ignore[assignment]  # every miss is filled above
-        return flat_row_texts(done) if flat else nest_texts(done, shape[:-1])
+        return _flat_inner(done, shape) if flat else _nest_inner(done, shape)
