@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 
-@dataclass
+@dataclass(slots=True)
 class Timing:
     """Where a request's time went (sent back as X-Queue-Time-Ms / X-Backend-Time-Ms)."""
 
@@ -26,7 +26,7 @@ class Timing:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class Vectors:
     """Vectors of a lookup, sequences or bags call, as an array or as ready JSON text.
 

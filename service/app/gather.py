@@ -10,6 +10,8 @@ from service.results import Timing
 from service.semantics.max_norm import renormalise
 from service.tables.served_table import ServedTable
 
+_NOTHING = np.zeros((0, 0), np.float32)  # no rows fetched (every row cached, or zero vectors)
+
 
 def check_output_size(count: int, dim: int, itemsize: int, limit: int) -> None:
     """Refuse a response that would hold more than ``limit`` bytes of vectors."""
@@ -52,10 +54,9 @@ async def rows_text(
     plan, gather the misses once, render."""
     cache = table.row_cache
     plan = cache.plan(ids)
+    fetched = _NOTHING
     if plan.fetch_ids.size:
         fetched = await final_rows(table, plan.fetch_ids, "float32", timing)
-    else:
-        fetched = np.zeros((0, table.dim), np.float32)
     return cache.render(plan, fetched, shape, flat)
 
 

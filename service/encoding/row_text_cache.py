@@ -33,7 +33,7 @@ def rows_text(rows: np.ndarray) -> list[bytes]:
     return [b"[" + part + b"]" for part in inner]
 
 
-@dataclass
+@dataclass(slots=True)
 class RowTextPlan:
     """What ``render`` needs: the cached texts, where they miss, and the ids to gather."""
 
@@ -65,6 +65,8 @@ def _nest_inner(inner: list[bytes], shape: tuple[int, ...]) -> bytes:
         return orjson.dumps(np.zeros(shape, dtype=np.float32), option=_NUMPY)
     if len(shape) == 1:
         return b"[" + inner[0] + b"]"
+    if len(shape) == 2:  # 1-D ids, the common case
+        return b"[[" + b"],[".join(inner) + b"]]"
     size = shape[-2]
     groups = [b"[[" + b"],[".join(inner[i : i + size]) + b"]]" for i in range(0, len(inner), size)]
     return nest_texts(groups, shape[:-2])
@@ -130,13 +132,16 @@ class RowTextCache:
     def plan(self, ids: np.ndarray) -> RowTextPlan:
         """Look ``ids`` up (1-D int64; -1 means a zero vector); the distinct misses to gather."""
         keys = ids.tolist()
-        texts, missing = self.lookup(keys)
-        if missing:
-            fetch = np.unique(ids[missing])
-            if fetch.size and fetch[0] < 0:  # sorted: a -1 (zero vector) comes first
-                fetch = fetch[1:]
-        else:
-            fetch = _NO_IDS
+        texts = list(map(self._texts.get, keys))
+        if None not in texts:
+            self.hits += len(keys)
+            return RowTextPlan(keys, texts, [], _NO_IDS)
+        missing = [i for i, text in enumerate(texts) if text is None]
+        self.misses += len(missing)
+        self.hits += len(keys) - len(missing)
+        fetch = np.unique(ids[missing])
+        if fetch.size and fetch[0] < 0:  # sorted: a -1 (zero vector) comes first
+            fetch = fetch[1:]
         return RowTextPlan(keys, texts, missing, fetch)
 
     def render(

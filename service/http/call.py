@@ -19,7 +19,7 @@ class Services:
     openapi: Callable[[], dict[str, Any]] = field(default=lambda: {})
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """Path parameters, headers and body of one request; the resolver fills ``target``."""
 
