@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -143,3 +144,31 @@ def mark_worker_dead(pid: int) -> None:
     folder = multiprocess_dir()
     if folder is not None:
         _multiprocess.mark_process_dead(pid, str(folder))  # type: ignore[no-untyped-call]
+
+
+UNKNOWN_TABLE = "_unknown"
+
+# Label children are cached: ``labels()`` costs more than the rest of a W1 request.
+_route_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+_encode_children: dict[tuple[str, str], Any] = {}
+
+
+def observe_request(table: str, route: str, status: int, seconds: float) -> None:
+    """Count and time one answered request (unknown tables share ``UNKNOWN_TABLE``)."""
+    key = (table, route, status)
+    children = _route_children.get(key)
+    if children is None:
+        children = _route_children[key] = (
+            REQUESTS.labels(table, route, str(status)),
+            REQUEST_SECONDS.labels(table, route, str(status)),
+        )
+    children[0].inc()
+    children[1].observe(seconds)
+
+
+def observe_encode(table: str, fmt: str, seconds: float) -> None:
+    """Time spent building a response body, by table and format."""
+    child = _encode_children.get((table, fmt))
+    if child is None:
+        child = _encode_children[(table, fmt)] = ENCODE_SECONDS.labels(table, fmt)
+    child.observe(seconds)

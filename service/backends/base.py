@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -37,4 +38,23 @@ class AsyncGatherBackend(GatherBackend, Protocol):
 
     async def gather_async(self, ids: np.ndarray) -> np.ndarray:
         """Same contract as ``gather``."""
+        ...
+
+
+class GatherableRows(Protocol):
+    """What a backend needs of a table's weights (``repository.weights.TableWeights`` is one;
+    backends never import the repository: it imports them)."""
+
+    @property
+    def rows(self) -> int: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def array(self) -> np.ndarray: ...
+
+    @property
+    def file_region(self) -> tuple[Path, int] | None:
+        """Where the rows lie byte for byte in a file (path, offset), when they do."""
         ...

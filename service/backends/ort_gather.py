@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from service.repository.weights import TableWeights
+from service.backends.base import GatherableRows
 
 # onnxruntime 1.31 refuses IR versions above what it knows; the newest onnx writes 13+.
 ONNX_IR_VERSION = 10
@@ -27,7 +27,7 @@ _ELEM_TYPES = {
 }
 
 
-def build_gather_model(weights: TableWeights) -> tuple[bytes, Path | None]:
+def build_gather_model(weights: GatherableRows) -> tuple[bytes, Path | None]:
     """The canonical gather graph; returns it serialised and the folder its data lies in."""
     rows, dim = weights.rows, weights.dim
     elem = _ELEM_TYPES[weights.array.dtype]
@@ -71,7 +71,7 @@ class OrtGatherBackend:
 
     def __init__(
         self,
-        weights: TableWeights,
+        weights: GatherableRows,
         device: str = "cpu",
         gpu_mem_limit: int | None = None,
     ) -> None:

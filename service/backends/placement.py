@@ -52,22 +52,7 @@ def choose_placement(
         return Placement(cpu_backend, "cpu", "device = cpu in the table options")
 
     if device.startswith("cuda"):
-        device_id = int(device.partition(":")[2] or 0)
-        if backend == "numpy":
-            raise TableLoadError(
-                f"{source}: backend numpy runs on the CPU only, device is {device}"
-            )
-        if not has_cuda:
-            raise TableLoadError(
-                f"{source}: device {device} asked for, but onnxruntime offers no "
-                f"{CUDA_PROVIDER} (install the 'gpu' extra: onnxruntime-gpu)"
-            )
-        free = free_gpu_bytes(device_id)
-        if free is not None and need > free:
-            raise TableLoadError(
-                f"{source}: needs {need // mib} MiB on cuda:{device_id}, only {free // mib} MiB free"
-            )
-        return Placement("onnxruntime", f"cuda:{device_id}", f"device = {device}", need)
+        return _explicit_cuda(device, backend, has_cuda, need, free_gpu_bytes, source)
 
     # auto
     if backend == "numpy":
@@ -89,3 +74,29 @@ def choose_placement(
         f"fits the GPU: needs {need // mib} MiB, {free // mib} MiB free",
         need,
     )
+
+
+def _explicit_cuda(
+    device: str,
+    backend: str | None,
+    has_cuda: bool,
+    need: int,
+    free_gpu_bytes: Callable[[int], int | None],
+    source: str,
+) -> Placement:
+    """``device = cuda[:N]``: met, or a ``TableLoadError`` saying why not."""
+    mib = 1024 * 1024
+    device_id = int(device.partition(":")[2] or 0)
+    if backend == "numpy":
+        raise TableLoadError(f"{source}: backend numpy runs on the CPU only, device is {device}")
+    if not has_cuda:
+        raise TableLoadError(
+            f"{source}: device {device} asked for, but onnxruntime offers no "
+            f"{CUDA_PROVIDER} (install the 'gpu' extra: onnxruntime-gpu)"
+        )
+    free = free_gpu_bytes(device_id)
+    if free is not None and need > free:
+        raise TableLoadError(
+            f"{source}: needs {need // mib} MiB on cuda:{device_id}, only {free // mib} MiB free"
+        )
+    return Placement("onnxruntime", f"cuda:{device_id}", f"device = {device}", need)

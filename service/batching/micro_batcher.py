@@ -291,18 +291,14 @@ class MicroBatcher:
             rows = await self._backend_call(loop, ids)
         except asyncio.CancelledError:
             # The worker is being stopped mid-gather: answer this batch, never abandon it.
-            for entry in batch:
-                if not entry.future.done():
-                    entry.future.set_exception(
-                        Overloaded("the table is being unloaded; retry", headers=self._retry())
-                    )
+            self._fail(
+                batch, Overloaded("the table is being unloaded; retry", headers=self._retry())
+            )
             raise
         except ServiceError as error:
             # The backend's own answer (e.g. 503 backend_unavailable): as it is, to this batch.
             self._m_events["failed"].inc(len(batch))
-            for entry in batch:
-                if not entry.future.done():
-                    entry.future.set_exception(error)
+            self._fail(batch, error)
             return
         except Exception as exc:
             # Only this batch's requests fail; the worker goes on with the next batch.
@@ -317,21 +313,24 @@ class MicroBatcher:
                 exc,
                 exc_info=exc,
             )
-            for entry in batch:
-                if not entry.future.done():
-                    entry.future.set_exception(
-                        InternalError(
-                            "the backend failed to compute this request; see the service log",
-                            {"request_id": incident},
-                        )
-                    )
+            message = "the backend failed to compute this request; see the service log"
+            self._fail(batch, InternalError(message, {"request_id": incident}))
             return
         finally:
             self._running = 0
-        finished = self.clock()
-        backend_seconds = finished - started
+        self._deliver(batch, rows, started, int(ids.size))
+
+    @staticmethod
+    def _fail(batch: list[_Entry], error: ServiceError) -> None:
+        for entry in batch:
+            if not entry.future.done():
+                entry.future.set_exception(error)
+
+    def _deliver(self, batch: list[_Entry], rows: np.ndarray, started: float, total: int) -> None:
+        """Each request's own slice of the batch's rows, by offset."""
+        backend_seconds = self.clock() - started
         self._m_backend.observe(backend_seconds)
-        self._m_batch_ids.observe(ids.size)
+        self._m_batch_ids.observe(total)
         self._m_batch_requests.observe(len(batch))
         offset = 0
         for entry in batch:
@@ -341,7 +340,7 @@ class MicroBatcher:
                 self._m_wait.observe(wait)
                 entry.future.set_result(
                     GatherResult(
-                        rows[offset : offset + n], wait, backend_seconds, int(ids.size), len(batch)
+                        rows[offset : offset + n], wait, backend_seconds, total, len(batch)
                     )
                 )
             offset += n

@@ -141,23 +141,7 @@ def decode_sequences(
 ) -> SequencesRequest:
     """Decode ragged sequences: JSON, or raw ids with ``X-Lengths: 3,1,0``."""
     if media_type == OCTET_STREAM:
-        flat = binary_ids(body, headers.get("x-dtype"), None)
-        lengths_header = headers.get("x-lengths")
-        if lengths_header is None:
-            raise InvalidRequest("a binary sequences body needs the X-Lengths header")
-        # Python ints first: numpy would wrap a sum of huge lengths around to 0.
-        length_values = header_integers(lengths_header, "X-Lengths")
-        check_id_count(flat.size, max_ids)
-        if check_lengths(length_values, "X-Lengths", max_ids) != flat.size:
-            raise InvalidBody(f"X-Lengths do not add up to the {flat.size} ids in the body")
-        lengths = np.array(length_values, dtype=np.int64)
-        return SequencesRequest(
-            flat,
-            lengths,
-            check_max_length(_max_length_header(headers.get("x-max-length")), max_ids),
-            choice(headers.get("x-padding"), "padding", SIDES, "post"),
-            choice(headers.get("x-truncating"), "truncating", SIDES, "post"),
-        )
+        return _binary_sequences(body, headers, max_ids)
     fields = json_object(body, SEQUENCES_FIELDS, ())
     if ("sequences" in fields) == ("keys" in fields):
         raise InvalidRequest(
@@ -195,3 +179,24 @@ def decode_sequences(
     if flat.ndim != 1 or flat.size != total:
         raise InvalidIds("each sequence must be a flat list of integers")
     return SequencesRequest(as_int64_ids(flat), lengths, **options)
+
+
+def _binary_sequences(body: bytes, headers: Mapping[str, str], max_ids: int) -> SequencesRequest:
+    """Raw ids with ``X-Lengths`` (and ``X-Max-Length``, ``X-Padding``, ``X-Truncating``)."""
+    flat = binary_ids(body, headers.get("x-dtype"), None)
+    lengths_header = headers.get("x-lengths")
+    if lengths_header is None:
+        raise InvalidRequest("a binary sequences body needs the X-Lengths header")
+    # Python ints first: numpy would wrap a sum of huge lengths around to 0.
+    length_values = header_integers(lengths_header, "X-Lengths")
+    check_id_count(flat.size, max_ids)
+    if check_lengths(length_values, "X-Lengths", max_ids) != flat.size:
+        raise InvalidBody(f"X-Lengths do not add up to the {flat.size} ids in the body")
+    lengths = np.array(length_values, dtype=np.int64)
+    return SequencesRequest(
+        flat,
+        lengths,
+        check_max_length(_max_length_header(headers.get("x-max-length")), max_ids),
+        choice(headers.get("x-padding"), "padding", SIDES, "post"),
+        choice(headers.get("x-truncating"), "truncating", SIDES, "post"),
+    )

@@ -38,16 +38,7 @@ def decode_v2_infer(
     body: bytes, header_length: str | None, max_ids: int, output_names: tuple[str, ...]
 ) -> V2InferRequest:
     """Parse an infer body; ``output_names`` are the outputs the model has."""
-    if header_length is not None:
-        try:
-            split = int(header_length)
-        except ValueError:
-            raise InvalidBody("Inference-Header-Content-Length is not an integer") from None
-        if not 0 <= split <= len(body):
-            raise InvalidBody("Inference-Header-Content-Length exceeds the body")
-        header, binary = body[:split], body[split:]
-    else:
-        header, binary = body, b""
+    header, binary = _split_body(body, header_length)
     try:
         request = orjson.loads(header)
     except orjson.JSONDecodeError as exc:
@@ -98,6 +89,19 @@ def decode_v2_infer(
         binary=binary_flags,
         binary_default=bool(request_parameters.get("binary_data_output", False)),
     )
+
+
+def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """The JSON header and the binary tensor bytes after it."""
+    if header_length is None:
+        return body, b""
+    try:
+        split = int(header_length)
+    except ValueError:
+        raise InvalidBody("Inference-Header-Content-Length is not an integer") from None
+    if not 0 <= split <= len(body):
+        raise InvalidBody("Inference-Header-Content-Length exceeds the body")
+    return body[:split], body[split:]
 
 
 def _object(value: Any, what: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import numpy as np
 import orjson
 
 from service.encoding.responses import EncodedResponse
+from service.results import Embeddings
 
 
 def embeddings_response(
@@ -28,3 +29,10 @@ def embeddings_response(
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
     return EncodedResponse(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY))
+
+
+def encode_embeddings(result: Embeddings) -> EncodedResponse:
+    """The OpenAI embeddings body of ``result``, with the timing headers."""
+    response = embeddings_response(result.model, result.vectors, result.tokens, result.encoding)
+    response.headers.update(result.timing.headers())
+    return response

@@ -15,6 +15,7 @@ import numpy as np
 import orjson
 
 from service.decoding.body import JSON, OCTET_STREAM
+from service.results import Document, Neighbors, RawBody, Vectors
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
@@ -101,3 +102,45 @@ def binary_sequences(
             "x-lengths": ",".join(map(str, lengths.tolist())),
         },
     )
+
+
+def encode_vectors(result: Vectors) -> EncodedResponse:
+    """The one path from ``Vectors`` (lookup, sequences, bags) to a body, per output form."""
+    if result.output == "binary":
+        assert result.array is not None
+        if result.mask is not None and result.lengths is not None:
+            response = binary_sequences(result.array, result.mask, result.lengths, result.dtype)
+        else:
+            response = binary_lookup(result.array, result.dtype)
+        response.headers.update(result.timing.headers())
+        return response
+    if result.text is not None:
+        text = result.text
+    elif result.output == "base64":
+        text = vectors_base64(result.array)  # type: ignore[arg-type]
+    else:
+        text = vectors_json(result.array)  # type: ignore[arg-type]
+    tail: dict[str, bytes] = {}
+    if result.mask is not None and result.lengths is not None:
+        tail["mask"] = orjson.dumps(result.mask, option=_NUMPY)
+        tail["lengths"] = orjson.dumps(result.lengths.tolist())
+    body = json_envelope(result.table, result.shape, result.dtype, text, **tail)
+    return EncodedResponse(body, headers=result.timing.headers())
+
+
+def encode_neighbors(result: Neighbors) -> EncodedResponse:
+    """``{"table", "ids", "scores", "keys"?}``."""
+    payload: dict[str, object] = {"table": result.table, "ids": result.ids, "scores": result.scores}
+    if result.keys is not None:
+        payload["keys"] = result.keys
+    return EncodedResponse(orjson.dumps(payload, option=_NUMPY))
+
+
+def encode_document(result: Document) -> EncodedResponse:
+    """A small JSON document."""
+    return EncodedResponse(orjson.dumps(result.payload, option=_NUMPY), status=result.status)
+
+
+def encode_raw(result: RawBody) -> EncodedResponse:
+    """Bytes already final."""
+    return EncodedResponse(result.body, result.media_type, result.status)

@@ -2,52 +2,49 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import orjson
 
 from service.decoding.body import JSON, OCTET_STREAM
 from service.encoding.responses import EncodedResponse, as_bytes_view
-
-V2_DATATYPES = {np.dtype("float32"): "FP32", np.dtype("float16"): "FP16", np.dtype("bool"): "BOOL"}
-
-
-@dataclass
-class V2Output:
-    name: str
-    array: np.ndarray
-    binary: bool
+from service.results import Inference
 
 
-def v2_infer_response(
-    model: str, version: str, request_id: str | None, outputs: list[V2Output]
-) -> EncodedResponse:
-    """The response header, with each binary output's bytes appended in order."""
+def encode_inference(result: Inference) -> EncodedResponse:
+    """The V2 infer response of ``result``; JSON ``data`` from cached row text is spliced in
+    as is (``orjson.Fragment``), byte-identical to encoding the array."""
     entries = []
     tails: list[np.ndarray] = []
-    for output in outputs:
-        array = np.ascontiguousarray(output.array)
+    for output in result.outputs:
         entry: dict[str, object] = {
             "name": output.name,
-            "datatype": V2_DATATYPES[array.dtype],
-            "shape": list(array.shape),
+            "datatype": output.datatype,
+            "shape": list(output.shape),
         }
-        if output.binary:
-            raw = as_bytes_view(array.astype(np.uint8) if array.dtype == np.bool_ else array)
-            entry["parameters"] = {"binary_data_size": raw.nbytes}
-            tails.append(raw)
+        if output.text is not None:
+            entry["data"] = orjson.Fragment(output.text)
         else:
-            entry["data"] = array.reshape(-1)
+            array = np.ascontiguousarray(output.array)
+            if output.binary:
+                raw = as_bytes_view(array.astype(np.uint8) if array.dtype == np.bool_ else array)
+                entry["parameters"] = {"binary_data_size": raw.nbytes}
+                tails.append(raw)
+            else:
+                entry["data"] = array.reshape(-1)
         entries.append(entry)
-    payload: dict[str, object] = {"model_name": model, "model_version": version, "outputs": entries}
-    if request_id is not None:
-        payload["id"] = request_id
+    payload: dict[str, object] = {
+        "model_name": result.model,
+        "model_version": result.version,
+        "outputs": entries,
+    }
+    if result.request_id is not None:
+        payload["id"] = result.request_id
     header = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    timing = result.timing.headers()
     if not tails:
-        return EncodedResponse(header, JSON)
+        return EncodedResponse(header, JSON, headers=timing)
     return EncodedResponse(
         b"".join([header, *tails]),  # the one copy of the tensors, straight into the body
         OCTET_STREAM,
-        headers={"inference-header-content-length": str(len(header))},
+        headers={"inference-header-content-length": str(len(header)), **timing},
     )

@@ -52,7 +52,7 @@ class ApiKeyGuard:
 
     def __init__(self, keys: list[str], protect_health: bool = False) -> None:
         self._keys = [k.encode() for k in keys]
-        self._protect_health = protect_health
+        self.protect_health = protect_health
 
     @classmethod
     def from_settings(cls, settings: ServiceSettings) -> ApiKeyGuard | None:
@@ -60,11 +60,12 @@ class ApiKeyGuard:
         return cls(keys, settings.auth_health) if keys else None
 
     def protects(self, path: str) -> bool:
+        """For paths outside the route table (404s, 405s): does the path need a key?"""
         if path.startswith(_ADMIN_PREFIX):
             return False  # the admin routes check the admin key themselves
         if path.startswith(("/v1/", "/v2/")) or path in ("/v1", "/v2"):
             return True
-        return self._protect_health and path in _HEALTH
+        return self.protect_health and path in _HEALTH
 
     def check(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
         """Raise ``Unauthorized`` unless the request carries one of the keys."""

@@ -40,3 +40,22 @@ def test_cache_is_bounded_and_reports_misses() -> None:
     assert texts == [b"[3.0]", b"[1.0]"] and missing == []
     cache.store(list(range(100, 1000)), [b"[0.0]"] * 900)
     assert cache.size_bytes <= 10_000 and len(cache) < 903
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (7,), (2, 3), (2, 2, 2), (0,), (3, 0)])
+@pytest.mark.parametrize("flat", [False, True], ids=["nested", "flat"])
+def test_plan_render_equals_orjson(shape: tuple[int, ...], flat: bool) -> None:
+    """plan -> gather(fetch_ids) -> render is byte-identical to orjson, -1 giving zeros,
+    on a cold cache and a warm one."""
+    table = np.random.default_rng(2).standard_normal((40, 5)).astype(np.float32)
+    ids = np.random.default_rng(3).integers(-1, 40, size=shape)
+    expected_vectors = np.where((ids >= 0)[..., None], table[np.maximum(ids, 0)], 0).astype(
+        np.float32
+    )
+    expected = orjson.dumps(expected_vectors.reshape(-1) if flat else expected_vectors, option=OPT)
+    cache = RowTextCache(1 << 20)
+    for _ in range(2):  # cold, then warm
+        plan = cache.plan(ids.reshape(-1).astype(np.int64))
+        assert (plan.fetch_ids >= 0).all()
+        assert len(set(plan.fetch_ids.tolist())) == plan.fetch_ids.size
+        assert cache.render(plan, table[plan.fetch_ids], (*ids.shape, 5), flat=flat) == expected

@@ -1,0 +1,1 @@
+"""Use cases: decoded requests and the table registry in, result objects out (no HTTP here)."""

@@ -1,0 +1,62 @@
+"""``bags``: pooled multi-hot lookups, as ``nn.EmbeddingBag`` (sum, mean, max) or TF (sqrtn)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from service.app.gather import check_output_size, final_rows, itemsize, key_ids
+from service.app.lookup import observe_encode
+from service.decoding.bags_request import BagsRequest
+from service.decoding.ids import check_in_range
+from service.errors import InvalidRequest
+from service.results import Vectors
+from service.semantics.pooling import pool_bags
+from service.tables.served_table import ServedTable
+
+
+def bag_layout(
+    request: BagsRequest, pad_id: int | None, zero: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Ids that enter the pool (padding and zero-OOV keys left out, as EmbeddingBag leaves out
+    padding), per-bag counts, weights."""
+    if pad_id is None and zero is None:
+        return request.flat_ids, request.lengths, request.weights
+    keep = np.ones(request.flat_ids.size, bool) if pad_id is None else request.flat_ids != pad_id
+    if zero is not None:
+        keep &= ~zero
+    bag_of = np.repeat(np.arange(request.lengths.size), request.lengths)
+    counts = np.bincount(bag_of[keep], minlength=request.lengths.size).astype(np.int64)
+    weights = request.weights[keep] if request.weights is not None else None
+    return request.flat_ids[keep], counts, weights
+
+
+async def bags(
+    table: ServedTable, request: BagsRequest, output: str, max_output_bytes: int
+) -> Vectors:
+    """One pooled vector per bag."""
+    zero = None
+    if request.keys is not None:
+        flat_ids, zero = key_ids(table, request.keys, request.position)
+        request = replace(request, flat_ids=flat_ids)
+    else:
+        check_in_range(request.flat_ids, table.rows, request.position)
+    check_output_size(request.lengths.size, table.dim, itemsize(request.dtype), max_output_bytes)
+    ids, counts, weights = bag_layout(request, table.pad_id, zero)
+    result = Vectors(table.name, (int(request.lengths.size), table.dim), request.dtype, output)
+    started = time.perf_counter()
+    rows = (
+        await final_rows(table, ids, "float32", result.timing)
+        if ids.size
+        else np.zeros((0, table.dim), np.float32)
+    )
+    with np.errstate(over="ignore", invalid="ignore"):
+        pooled = pool_bags(rows, counts, weights, request.mode)
+    if not np.isfinite(pooled).all():
+        raise InvalidRequest("weights too large: a pooled vector overflows float32")
+    result.array = pooled.astype(np.float16) if request.dtype == "float16" else pooled
+    result.shape = tuple(result.array.shape)
+    observe_encode(table.name, "bags", started, result.timing)
+    return result

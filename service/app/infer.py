@@ -1,0 +1,126 @@
+"""Open Inference Protocol (KServe V2) models: each table is a model.
+
+Input ``ids`` (INT64/INT32, any shape) -> output ``embeddings`` (FP32, ``ids.shape + [dim]``).
+``{table}.sequences`` is the same table with Keras/torch masking: input ``ids`` of shape
+``[B, L]`` (already padded), outputs ``embeddings`` (zeros at masked positions) and ``mask``
+(BOOL ``[B, L]``, false where the id is the table's padding id).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from service import __version__
+from service.app.gather import check_output_size, final_rows, rows_text
+from service.decoding.ids import check_in_range
+from service.decoding.v2_request import V2InferRequest
+from service.errors import NotFound, TableNotFound
+from service.results import Document, Inference, Tensor, Timing
+from service.tables.registry import TableRegistry
+from service.tables.served_table import ServedTable
+
+SEQUENCES_SUFFIX = ".sequences"
+MODEL_VERSION = "1"
+
+
+def resolve_model(
+    registry: TableRegistry, model: str, version: str | None = None
+) -> tuple[ServedTable, bool]:
+    """The table behind ``model`` and whether it is the ``.sequences`` variant."""
+    if version is not None and version != MODEL_VERSION:
+        raise NotFound(f"model {model!r} has no version {version!r} (only {MODEL_VERSION!r})")
+    if registry.has(model):
+        return registry.get(model), False
+    if model.endswith(SEQUENCES_SUFFIX) and registry.has(model[: -len(SEQUENCES_SUFFIX)]):
+        return registry.get(model[: -len(SEQUENCES_SUFFIX)]), True
+    registry.check_not_failed(model)  # failed is not missing: 503 table_unavailable
+    registry.check_not_failed(model.removesuffix(SEQUENCES_SUFFIX))
+    raise TableNotFound(f"unknown model {model!r}")
+
+
+def output_names(sequences: bool) -> tuple[str, ...]:
+    """The outputs a model has."""
+    return ("embeddings", "mask") if sequences else ("embeddings",)
+
+
+async def _embeddings(table: ServedTable, ids: np.ndarray, binary: bool, timing: Timing) -> Tensor:
+    """The ``embeddings`` output of 1-D ``ids`` (-1: zero vector) shaped ``shape``."""
+    flat = ids.reshape(-1)
+    shape = (*ids.shape, table.dim)
+    tensor = Tensor("embeddings", "FP32", shape, binary)
+    if not binary and table.row_cache.enabled:
+        tensor.text = await rows_text(table, flat, shape, timing, flat=True)
+        return tensor
+    filled = flat >= 0
+    if filled.all():
+        rows = await final_rows(table, flat, "float32", timing)
+    else:
+        rows = np.zeros((flat.size, table.dim), np.float32)
+        if filled.any():
+            rows[filled] = await final_rows(table, flat[filled], "float32", timing)
+    tensor.array = rows.reshape(shape)
+    return tensor
+
+
+async def infer(
+    table: ServedTable, sequences: bool, model: str, call: V2InferRequest, max_output_bytes: int
+) -> Inference:
+    """``embeddings`` (and ``mask`` for ``.sequences``) of the call's ids."""
+    ids = call.ids
+    check_in_range(ids, table.rows)
+    check_output_size(ids.size, table.dim, 4, max_output_bytes)
+    result = Inference(model, MODEL_VERSION, call.request_id, [])
+    wanted = call.outputs or list(output_names(sequences))
+    mask = None
+    if sequences and table.pad_id is not None:
+        mask = ids != table.pad_id
+        ids = np.where(mask, ids, -1)
+    elif sequences:
+        mask = np.ones(ids.shape, bool)
+    for name in wanted:
+        binary = call.wants_binary(name)
+        if name == "mask":
+            assert mask is not None
+            result.outputs.append(Tensor("mask", "BOOL", mask.shape, binary, mask))
+        else:
+            result.outputs.append(await _embeddings(table, ids, binary, result.timing))
+    return result
+
+
+def model_metadata(registry: TableRegistry, model: str, version: str | None) -> Document:
+    """A model's inputs and outputs."""
+    table, sequences = resolve_model(registry, model, version)
+    ids_shape = [-1, -1] if sequences else [-1]
+    outputs = [{"name": "embeddings", "datatype": "FP32", "shape": [*ids_shape, table.dim]}]
+    if sequences:
+        outputs.append({"name": "mask", "datatype": "BOOL", "shape": ids_shape})
+    payload: dict[str, Any] = {
+        "name": model,
+        "versions": [MODEL_VERSION],
+        "platform": "embedding_lookup",
+        "inputs": [{"name": "ids", "datatype": "INT64", "shape": ids_shape}],
+        "outputs": outputs,
+    }
+    return Document(payload)
+
+
+def model_ready(registry: TableRegistry, model: str, version: str | None) -> Document:
+    """Whether a model's batch worker is alive."""
+    table, _ = resolve_model(registry, model, version)
+    healthy = table.batcher.healthy
+    return Document({"name": model, "ready": healthy}, 200 if healthy else 503)
+
+
+def server_metadata() -> Document:
+    """V2 server metadata."""
+    return Document(
+        {"name": "embedding-service", "version": __version__, "extensions": ["binary_tensor_data"]}
+    )
+
+
+def server_ready(registry: TableRegistry) -> Document:
+    """V2 readiness: every table loaded and every batch worker alive."""
+    state, _ = registry.status()
+    return Document({"ready": state == "ready"}, 200 if state == "ready" else 503)

@@ -1,0 +1,49 @@
+"""``neighbors``: exact nearest rows by cosine, dot product or L2, best first."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.app.gather import key_ids
+from service.decoding.ids import check_in_range
+from service.decoding.neighbors_request import NeighborsRequest
+from service.errors import InvalidRequest, UnknownKey
+from service.repository.weights import TableWeights
+from service.results import Neighbors
+from service.tables.served_table import ServedTable
+
+
+def _queries(
+    table: ServedTable, weights: TableWeights, request: NeighborsRequest
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Query vectors, and the query ids to leave out of their own answers (exclude_self)."""
+    query_ids = request.ids
+    if request.keys is not None:
+        query_ids, zero = key_ids(table, request.keys)
+        if zero is not None:
+            at = int(np.argmax(zero))
+            raise UnknownKey(
+                f"key {request.keys[at]!r} is not in the vocabulary", {"key": request.keys[at]}
+            )
+    if query_ids is not None:
+        check_in_range(query_ids, table.rows)
+        return weights.take(query_ids), query_ids if request.exclude_self else None
+    queries = request.vectors
+    assert queries is not None
+    if queries.shape[1] != table.dim:
+        raise InvalidRequest(
+            f"query vectors have {queries.shape[1]} components; the table's dim is {table.dim}"
+        )
+    return queries, None
+
+
+async def neighbors(table: ServedTable, request: NeighborsRequest) -> Neighbors:
+    """The ``k`` nearest rows of each query."""
+    weights = table.local_weights("neighbors")  # Redis tables: a clear 422, no full scan
+    queries, exclude = _queries(table, weights, request)
+    try:
+        ids, scores = await table.search(queries, request.k, request.metric, exclude)
+    except FloatingPointError:
+        raise InvalidRequest("query vectors too large: their scores overflow float32") from None
+    keys = table.vocabulary.keys_of(ids) if table.vocabulary is not None else None
+    return Neighbors(table.name, ids, scores, keys)

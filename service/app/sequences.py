@@ -1,0 +1,67 @@
+"""``sequences``: ragged id sequences -> padded vectors, mask and lengths (Keras masking)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from service.app.gather import (
+    check_output_size,
+    final_rows,
+    itemsize,
+    key_ids,
+    rows_text,
+    uses_row_text,
+)
+from service.decoding.ids import check_in_range
+from service.decoding.requests import SequencesRequest
+from service.results import Vectors
+from service.semantics.sequence_layout import output_length, sequence_layout
+from service.tables.served_table import ServedTable
+
+
+def _slot_ids(
+    table: ServedTable, request: SequencesRequest, zero: np.ndarray | None, max_output_bytes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per output slot the id to gather (-1: a zero vector), the mask, and the lengths."""
+    batch = int(request.lengths.size)
+    length = output_length(request.lengths, request.max_length)
+    check_output_size(batch * length, table.dim, itemsize(request.dtype), max_output_bytes)
+    layout = sequence_layout(
+        request.lengths, request.max_length, request.padding, request.truncating
+    )
+    kept_ids = request.flat_ids[layout.kept]
+    valid = kept_ids != table.pad_id if table.pad_id is not None else np.ones(kept_ids.size, bool)
+    if zero is not None:  # oov = "zero": a zero vector, masked like padding
+        valid &= ~zero[layout.kept]
+    mask = np.zeros(batch * length, dtype=bool)
+    mask[layout.slots] = valid
+    slot_ids = np.full(batch * length, -1, dtype=np.int64)
+    slot_ids[layout.slots[valid]] = kept_ids[valid]
+    return slot_ids, mask.reshape(batch, length), layout.lengths
+
+
+async def sequences(
+    table: ServedTable, request: SequencesRequest, output: str, max_output_bytes: int
+) -> Vectors:
+    """Padded ``[B, L, dim]`` vectors (zeros where masked), ``[B, L]`` mask and lengths."""
+    zero = None
+    if request.keys is not None:
+        flat_ids, zero = key_ids(table, request.keys, request.position)
+        request = replace(request, flat_ids=flat_ids)
+    else:
+        check_in_range(request.flat_ids, table.rows, request.position)
+    slot_ids, mask, lengths = _slot_ids(table, request, zero, max_output_bytes)
+    shape = (*mask.shape, table.dim)
+    result = Vectors(table.name, shape, request.dtype, output, mask=mask, lengths=lengths)
+    if uses_row_text(table, output, request.dtype):
+        result.text = await rows_text(table, slot_ids, shape, result.timing)
+        return result
+    out_dtype = np.float16 if request.dtype == "float16" else np.float32
+    vectors = np.zeros((slot_ids.size, table.dim), dtype=out_dtype)
+    filled = slot_ids >= 0
+    if filled.any():
+        vectors[filled] = await final_rows(table, slot_ids[filled], request.dtype, result.timing)
+    result.array = vectors.reshape(shape)
+    return result

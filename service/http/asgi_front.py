@@ -1,0 +1,99 @@
+"""The raw-ASGI front: routes of ``ROUTES`` answered by the dispatcher without FastAPI's
+per-request machinery; anything else (404s, 405s, or every route with ``--no-fast-path``)
+goes to the FastAPI app generated from the same table. The body limit holds for both."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from service.encoding.responses import EncodedResponse
+from service.errors import ServiceError
+from service.http.body_reader import too_large
+from service.http.dispatcher import Dispatcher, Receive, RouteMatcher, Scope
+from service.http.error_responses import error_response_for
+
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_CONTENT_TYPES = {
+    "application/json": (b"content-type", b"application/json"),
+    "application/octet-stream": (b"content-type", b"application/octet-stream"),
+}
+
+
+async def send_response(send: Send, response: EncodedResponse, head: bool = False) -> None:
+    """Send a finished response in two ASGI messages (HEAD: the headers only)."""
+    headers = [
+        _CONTENT_TYPES.get(response.media_type) or (b"content-type", response.media_type.encode()),
+        (b"content-length", b"%d" % len(response.body)),
+    ]
+    for key, value in response.headers.items():
+        headers.append((key.encode("latin-1"), value.encode("latin-1")))
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else response.body})
+
+
+class FrontApp:
+    """ASGI app: the route table's routes served directly, everything else by ``app``."""
+
+    def __init__(
+        self, app: ASGIApp, dispatcher: Dispatcher, matcher: RouteMatcher, fast_path: bool = True
+    ) -> None:
+        self.app = app
+        self.dispatcher = dispatcher
+        self.matcher = matcher
+        self.fast_path = fast_path
+        self.registry = dispatcher.services.registry
+        self.max_body_bytes = dispatcher.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        found = self.matcher.match(scope["method"], path)
+        if found is not None and self.fast_path:
+            route, params = found
+            response = await self.dispatcher.serve(route, params, scope, receive)
+            if response is not None:
+                await send_response(send, response, scope["method"] == "HEAD")
+            return
+        guard = self.dispatcher.guard
+        if found is None and guard is not None and guard.protects(path):
+            try:
+                guard.check(scope["headers"])
+            except ServiceError as error:
+                await send_response(send, error_response_for(path, error))
+                return
+        await self.app(scope, self._limited(scope, receive), send)
+
+    def _limited(self, scope: Scope, receive: Receive) -> Receive:
+        """Body limit for what FastAPI serves: refuse by header, or while streaming."""
+        limit = self.max_body_bytes
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length":
+                try:
+                    if int(value) > limit:
+                        return _refusing(limit)
+                except ValueError:
+                    pass
+        received = 0
+
+        async def limited_receive() -> MutableMapping[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise too_large(limit)
+            return message
+
+        return limited_receive
+
+
+def _refusing(limit: int) -> Receive:
+    async def refuse() -> MutableMapping[str, Any]:
+        raise too_large(limit)
+
+    return refuse
