@@ -66,8 +66,27 @@ BATCHER_EVENTS = Counter(
 )
 ROW_CACHE = Gauge(
     "embedding_row_cache",
-    "JSON row-text cache per table: hits, misses (rows, since start), entries, bytes. Read at scrape time.",
+    "Legacy view of the row-text cache (hits, misses, entries, bytes), set at scrape time; "
+    "superseded by embedding_row_cache_events_total / _bytes / _entries.",
     ["table", "stat"],
+)
+ROW_CACHE_EVENTS = Counter(
+    "embedding_row_cache_events",
+    "JSON row-text cache per table: hits and misses (positions), admissions and evictions "
+    "(rows), bypassed (requests answered in bulk while the hit rate is low).",
+    ["table", "event"],
+)
+ROW_CACHE_BYTES = Gauge(
+    "embedding_row_cache_bytes",
+    "Memory the row-text cache accounts for (texts, entry overhead, doorkeeper).",
+    ["table"],
+    multiprocess_mode="livesum",
+)
+ROW_CACHE_ENTRIES = Gauge(
+    "embedding_row_cache_entries",
+    "Rows whose JSON text the row-text cache holds.",
+    ["table"],
+    multiprocess_mode="livesum",
 )
 TABLES_LOADED = Gauge("embedding_tables_loaded", "Tables currently served.")
 TABLES_FAILED = Gauge("embedding_tables_failed", "Tables that failed to load.")

@@ -187,7 +187,7 @@ class TableRegistry:
             placement=placement,
             backend=backend,
             batcher=MicroBatcher(backend, self._batching(options, backend), source.name),
-            row_cache=RowTextCache(self.settings.row_cache_bytes),
+            row_cache=RowTextCache.from_settings(self.settings, source.name),
             pad_id=pad_id,
             vocabulary=vocabulary,
         )
