@@ -75,7 +75,7 @@ class ServiceSettings(BaseSettings):
         description="Looked-up ids per window over which the row-text cache measures its hit rate.",
     )
     row_cache_sample_every: int = Field(
-        16,
+        64,
         ge=1,
         description="While the row-text cache is bypassed, one request in this many still uses it "
         "(to measure the hit rate and admit recurring rows).",

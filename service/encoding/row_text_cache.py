@@ -1,22 +1,25 @@
 """A bounded cache of the JSON text of table rows that only pays when it earns.
 
-Tables are read-only, so the text orjson writes for a row never changes: joining cached
+Tables are read-only, so the text orjson writes for a row never changes: pasting cached
 texts is cheaper than formatting 128 floats again. But on ids that do not recur (uniform
-over a large table) a cache only costs: lookups, splitting, churn. So:
+over a large table) a cache only costs. So:
 
-* **Bulk misses.** Rows the cache lacks are formatted with one orjson call over the
-  gathered block; its text is split at ``"],["`` (numbers hold no brackets) and spliced
-  between cached texts. Texts are stored without their brackets (``1.0,2.0``) so that a
-  1-D request is a single ``b"],[".join``.
+* **No per-id Python work.** Which rows are cached is a numpy index (row id -> slot,
+  int32) and the texts are orjson ``Fragment``s in a numpy object array: looking up a
+  1,024-id request is a few vector operations, not 1,024 hash probes.
+* **Bulk misses.** One orjson call writes the whole response: cached rows go in as
+  Fragments (copied as they are), missed rows as views of the gathered block (formatted
+  by orjson's numpy path, as in bulk). A request with fewer than 1 hit in
+  ``_SPLICE_MIN_HITS`` positions is answered by plain bulk orjson.
 * **Second-hit admission.** A row enters the cache the second time it is missed within
-  the doorkeeper's reach (a bounded set of ids seen once, cleared when full, as TinyLFU
-  resets its sketch). One-off rows never displace recurring ones.
+  the doorkeeper's reach (one byte per table row, cleared when too many are set, as
+  TinyLFU resets its sketch): one-off rows never displace recurring ones.
 * **Sampled bypass.** Hits are counted per window of looked-up ids; below
-  ``min_hit_rate`` the cache steps aside and requests are answered by bulk orjson over
-  ``np.take`` (no per-row work at all), except one request in ``sample_every`` that still
-  goes through the cache, so a shift to skewed traffic is noticed and the cache refills.
-* **Bounded memory.** Texts, their per-entry overhead and the doorkeeper together stay
-  under ``capacity_bytes``; eviction is FIFO by insertion, an eighth at a time.
+  ``min_hit_rate`` the cache steps aside (bulk orjson over ``np.take``, nothing else),
+  except one request in ``sample_every``, so a shift to skewed traffic is noticed.
+* **Bounded memory.** Texts, per-entry overhead, index and doorkeeper stay under
+  ``capacity_bytes``. Slots form a ring: eviction is FIFO by admission. A table too large
+  for the index to fit in a quarter of the budget is always answered in bulk.
 
 The interface the use cases call is :meth:`RowTextCache.plan` then
 :meth:`RowTextCache.render`; the output is byte-identical to
@@ -26,7 +29,6 @@ The interface the use cases call is :meth:`RowTextCache.plan` then
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,27 +39,25 @@ from service import metrics
 if TYPE_CHECKING:
     from service.settings import ServiceSettings
 
-# Per entry beyond the text: dict slot, int key, bytes object header.
-_ENTRY_OVERHEAD = 120
-# Per doorkeeper id: set slot (with load factor) and the int object.
-_DOORKEEPER_ENTRY = 80
+# Per entry beyond the text: bytes header, Fragment, slot in the object/owner/size arrays.
+_ENTRY_OVERHEAD = 96
+# Per table row: the slot index (int32) and the doorkeeper byte.
+_INDEX_BYTES_PER_ROW = 5
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
-# Below this many ids, de-duplicating in Python beats np.unique's fixed cost.
-_SMALL = 64
+# A request is spliced from cached texts when at least 1 in this many positions hit.
+_SPLICE_MIN_HITS = 8
 _EMPTY_IDS = np.empty(0, dtype=np.int64)
+# Up to this many ids, de-duplicating in Python beats np.unique's fixed cost.
+_SMALL = 256
 
 
 def rows_text(rows: np.ndarray) -> list[bytes]:
     """orjson's text of each row of a 2-D float array, as orjson writes it inside a list."""
-    return [b"[" + part + b"]" for part in _inner_texts(rows)]
-
-
-def _inner_texts(rows: np.ndarray) -> list[bytes]:
-    """Each row's text without its brackets (``b"1.0,2.0"``), from one orjson call."""
     if rows.shape[0] == 0:
         return []
     # Numbers never contain brackets, so "],[" separates rows exactly.
-    return orjson.dumps(rows, option=_NUMPY)[2:-2].split(b"],[")
+    inner = orjson.dumps(rows, option=_NUMPY)[2:-2].split(b"],[")
+    return [b"[" + part + b"]" for part in inner]
 
 
 @dataclass(slots=True)
@@ -65,18 +65,20 @@ class RowTextPlan:
     """What :meth:`RowTextCache.plan` decided for one request.
 
     ``fetch_ids``: distinct table ids whose final float32 rows the caller gathers, in this
-    order. Either every position is answered in bulk (``texts is None``: ``inverse`` maps
-    positions to fetched rows, ``None`` when they are the same) or positions are spliced
-    from cached texts (``texts``) and fetched misses.
+    order. Bulk (``items is None``): every position reads ``fetched[inverse]`` (``inverse``
+    None when positions and fetched rows agree), zero rows where ``zero``. Spliced:
+    ``items`` holds cached Fragments, and positions ``miss_at`` read ``fetched[miss_row]``.
     """
 
     fetch_ids: np.ndarray
     ids_shape: tuple[int, ...]
-    texts: list[bytes | None] | None = None
-    keys: list[int] | None = None
-    missing: list[int] | None = None
     inverse: np.ndarray | None = None
     zero: np.ndarray | None = None
+    admit: bool = False
+    items: np.ndarray | None = None
+    miss_at: np.ndarray | None = None
+    miss_row: np.ndarray | None = None
+    zero_at: np.ndarray | None = None
 
 
 class RowTextCache:
@@ -87,22 +89,27 @@ class RowTextCache:
         capacity_bytes: int,
         table: str = "",
         *,
-        min_hit_rate: float = 0.2,
+        min_hit_rate: float = 0.1,
         window_ids: int = 16384,
-        sample_every: int = 16,
+        sample_every: int = 64,
         doorkeeper: bool = True,
     ) -> None:
         self.capacity_bytes = capacity_bytes
         self.min_hit_rate = min_hit_rate
         self.window_ids = window_ids
         self.sample_every = max(1, sample_every)
-        self._texts: dict[int, bytes] = {}
+        self._doorkeeper = doorkeeper
+        self._slot_of = np.empty(0, dtype=np.int32)  # row id -> slot, -1 when not cached
+        self._door = np.empty(0, dtype=np.uint8)  # 1: missed once, not admitted yet
+        self._door_set = 0
+        self._texts = np.empty(0, dtype=object)  # slot -> Fragment (ring, FIFO)
+        self._owner = np.empty(0, dtype=np.int64)  # slot -> row id, -1 when free
+        self._sizes = np.empty(0, dtype=np.int64)  # slot -> accounted bytes
+        self._next = 0
+        self._entries = 0
         self._text_bytes = 0
-        # A sixteenth of the budget remembers ids seen once (second-hit admission).
-        self._door_cap = capacity_bytes // 16 // _DOORKEEPER_ENTRY if doorkeeper else 0
-        self._door: set[int] = set()
-        self._text_budget = capacity_bytes - self._door_cap * _DOORKEEPER_ENTRY
-        self._zero_inner: dict[int, bytes] = {}
+        self._too_large = False
+        self._zero_rows: dict[int, np.ndarray] = {}
         self.bypass = False
         self._skipped = 0
         self._window_seen = 0
@@ -131,8 +138,8 @@ class RowTextCache:
 
     @property
     def size_bytes(self) -> int:
-        """Accounted memory: texts, per-entry overhead and the doorkeeper."""
-        return self._text_bytes + len(self._door) * _DOORKEEPER_ENTRY
+        """Accounted memory: texts with their overhead, the index and the doorkeeper."""
+        return self._text_bytes + self._slot_of.size * _INDEX_BYTES_PER_ROW
 
     @property
     def hits(self) -> int:
@@ -148,15 +155,15 @@ class RowTextCache:
     def stats(self) -> dict[str, int]:
         """Counters since start plus entries and bytes (and publishes them as metrics)."""
         self.publish_metrics()
-        return {**self._counts, "entries": len(self._texts), "bytes": self.size_bytes}
+        return {**self._counts, "entries": self._entries, "bytes": self.size_bytes}
 
     def __len__(self) -> int:
-        return len(self._texts)
+        return self._entries
 
     # ------------------------------------------------------------------- plan
     def plan(self, ids: np.ndarray) -> RowTextPlan:
         """Decide how to answer ``ids`` (int64 table ids, any shape; -1 = zero vector)."""
-        if not self.enabled or ids.size == 0:
+        if not self.enabled or ids.size == 0 or self._too_large:
             return _bulk_plan(ids)
         if self.bypass:
             self._skipped += 1
@@ -164,20 +171,49 @@ class RowTextCache:
                 self._counts["bypassed"] += 1
                 return _bulk_plan(ids)
             self._skipped = 0
-        keys: list[int] = ids.reshape(-1).tolist()
-        texts = list(map(self._texts.get, keys))
-        if None not in texts:
-            self._count(len(keys), 0)
-            return RowTextPlan(_EMPTY_IDS, ids.shape, texts)
-        missing = [i for i, text in enumerate(texts) if text is None]
-        wanted = dict.fromkeys(keys[i] for i in missing)
-        zeros = 0
-        if -1 in wanted:  # zero-vector positions: neither hits nor misses
-            del wanted[-1]
-            zeros = keys.count(-1)
-        self._count(len(keys) - len(missing), len(missing) - zeros)
-        fetch = np.fromiter(wanted, dtype=np.int64, count=len(wanted))
-        return RowTextPlan(fetch, ids.shape, texts, keys, missing)
+        flat = ids.reshape(-1)
+        if not self._index_covers(int(flat.max())):
+            return _bulk_plan(ids)
+        slots = self._slot_of[flat]
+        zero = flat < 0
+        zeros = int(np.count_nonzero(zero))
+        if zeros:
+            slots[zero] = -1  # ids -1 read the index's last row: not theirs
+        hit = slots >= 0
+        hits = int(np.count_nonzero(hit))
+        self._count(hits, flat.size - hits - zeros)
+        if hits == 0 or hits * _SPLICE_MIN_HITS < flat.size - zeros:
+            # Too few hits to beat one orjson call over the block: answer in bulk, still learn.
+            plan = _bulk_plan(ids)
+            plan.admit = True
+            return plan
+        items = self._texts[slots]  # object array: Fragments at hits, junk elsewhere
+        if hits == flat.size:
+            return RowTextPlan(_EMPTY_IDS, ids.shape, items=items)
+        miss_at = np.flatnonzero(~(hit | zero))
+        fetch, miss_row = _distinct(flat[miss_at])
+        zero_at = np.flatnonzero(zero) if zeros else None
+        return RowTextPlan(
+            fetch, ids.shape, items=items, miss_at=miss_at, miss_row=miss_row, zero_at=zero_at
+        )
+
+    def _index_covers(self, max_id: int) -> bool:
+        """Grow the per-row index to ``max_id``; False (for good) if it would not fit."""
+        if max_id < self._slot_of.size and self._slot_of.size:
+            return True
+        rows = max(max_id + 1, 2 * self._slot_of.size, 1024)
+        if rows * _INDEX_BYTES_PER_ROW > self.capacity_bytes // 4:
+            rows = max_id + 1
+            if rows * _INDEX_BYTES_PER_ROW > self.capacity_bytes // 4:
+                self._too_large = True
+                return False
+        slot_of = np.full(rows, -1, dtype=np.int32)
+        slot_of[: self._slot_of.size] = self._slot_of
+        door = np.zeros(rows, dtype=np.uint8)
+        door[: self._door.size] = self._door
+        self._slot_of, self._door = slot_of, door
+        self._evict_over_budget()
+        return True
 
     def _count(self, hits: int, misses: int) -> None:
         counts = self._counts
@@ -201,67 +237,105 @@ class RowTextCache:
         """
         if 0 in shape:
             return b"[]" if flat else orjson.dumps(np.zeros(shape, np.float32), option=_NUMPY)
-        if plan.texts is None:
+        if plan.items is None:
+            if plan.admit:
+                self._admit(plan.fetch_ids, fetched)
             return _render_bulk(plan, fetched, shape, flat)
-        texts = plan.texts
-        if plan.missing:
-            self._fill(plan, fetched, shape[-1])
-        if flat:
-            return b"[" + b",".join(texts) + b"]"  # type: ignore[arg-type]
-        return _nest(texts, plan.ids_shape)  # type: ignore[arg-type]
-
-    def _fill(self, plan: RowTextPlan, fetched: np.ndarray, dim: int) -> None:
-        """Put fetched rows' texts (and zero rows) in the missing positions; admit recurring rows."""
-        assert plan.texts is not None and plan.keys is not None and plan.missing is not None
-        fetch_keys: list[int] = plan.fetch_ids.tolist()
-        found = dict(zip(fetch_keys, _inner_texts(fetched), strict=True))
-        found[-1] = self._zero_text(dim)
-        texts, keys = plan.texts, plan.keys
-        for i in plan.missing:
-            texts[i] = found[keys[i]]
-        if fetch_keys:
-            self._admit(fetch_keys, found)
-
-    def _zero_text(self, dim: int) -> bytes:
-        text = self._zero_inner.get(dim)
-        if text is None:
-            text = self._zero_inner[dim] = orjson.dumps(np.zeros(dim, np.float32), option=_NUMPY)[
-                1:-1
-            ]
+        items = plan.items
+        if plan.miss_at is not None:
+            rows = np.empty(fetched.shape[0], dtype=object)
+            for i, row in enumerate(fetched):
+                rows[i] = row  # element by element: numpy would broadcast a whole block
+            items[plan.miss_at] = rows if plan.miss_row is None else rows[plan.miss_row]
+            if plan.zero_at is not None:
+                zero = np.empty(1, dtype=object)
+                zero[0] = self._zero_row(shape[-1])
+                items[plan.zero_at] = zero[np.zeros(plan.zero_at.size, dtype=np.intp)]
+            self._admit(plan.fetch_ids, fetched)
+        text = orjson.dumps(_nest(items.tolist(), plan.ids_shape), option=_NUMPY)
+        if flat:  # numbers hold no brackets: dropping the inner ones flattens the list
+            return b"[" + text.replace(b"[", b"").replace(b"]", b"") + b"]"
         return text
 
-    def _admit(self, fetch_keys: list[int], found: dict[int, bytes]) -> None:
-        """Store rows missed before (in the doorkeeper); remember the others as seen once."""
-        if not self._door_cap:
-            self._store_inner(fetch_keys, found)
+    def _zero_row(self, dim: int) -> np.ndarray:
+        row = self._zero_rows.get(dim)
+        if row is None:
+            row = self._zero_rows[dim] = np.zeros(dim, np.float32)
+        return row
+
+    # -------------------------------------------------------------- admission
+    def _admit(self, ids: np.ndarray, rows: np.ndarray) -> None:
+        """Cache the texts of fetched rows that recur (all new ones without a doorkeeper)."""
+        if ids.size == 0 or not self._index_covers(int(ids.max())):
             return
+        at = self._recurring(ids)
+        if at.size:
+            self._store(ids[at].tolist(), rows_text(rows[at]))
+
+    def _recurring(self, ids: np.ndarray) -> np.ndarray:
+        """Positions of uncached ``ids`` missed before; the doorkeeper notes the others."""
+        new = self._slot_of[ids] < 0  # a bulk block also holds rows already cached
+        if not self._doorkeeper:
+            return np.flatnonzero(new)
         door = self._door
-        seen = door.intersection(fetch_keys)
-        if seen:
-            door.difference_update(seen)
-            self._store_inner(seen, found)
-        if len(seen) < len(fetch_keys):
-            door.update(fetch_keys if not seen else (k for k in fetch_keys if k not in seen))
-            if len(door) > self._door_cap:
-                door.clear()  # TinyLFU-style reset: old one-off sightings age out at once
+        seen = door[ids] == 1
+        recurring = seen & new
+        first = new & ~seen
+        door[ids[recurring]] = 0
+        door[ids[first]] = 1
+        self._door_set += int(np.count_nonzero(first)) - int(np.count_nonzero(recurring))
+        if self._door_set > 2 * max(self._texts.size, self.capacity_bytes // 2048):
+            door.fill(0)  # TinyLFU-style reset: one-off sightings age out at once
+            self._door_set = 0
+        return np.flatnonzero(recurring)
 
-    def _store_inner(self, keys: list[int] | set[int], found: dict[int, bytes]) -> None:
-        cache = self._texts
-        added = 0
-        for key in keys:
-            if key not in cache:
-                text = cache[key] = found[key]
-                added += len(text) + _ENTRY_OVERHEAD
+    def _store(self, keys: list[int], texts: list[bytes]) -> None:
+        """Put texts in the ring's next slots (evicting what was there)."""
+        if self._texts.size == 0:
+            self._allocate(len(texts[0]))
+        slot_of, owner, sizes, store = self._slot_of, self._owner, self._sizes, self._texts
+        capacity = store.size
+        evicted = 0
+        for key, text in zip(keys, texts, strict=True):
+            slot = self._next
+            self._next = (slot + 1) % capacity
+            old = int(owner[slot])
+            if old >= 0:
+                slot_of[old] = -1
+                self._text_bytes -= int(sizes[slot])
+                evicted += 1
+            store[slot] = orjson.Fragment(text)
+            owner[slot] = key
+            slot_of[key] = slot
+            sizes[slot] = len(text) + _ENTRY_OVERHEAD
+            self._text_bytes += int(sizes[slot])
+        self._entries += len(keys) - evicted
         self._counts["admissions"] += len(keys)
-        self._text_bytes += added
-        while self._text_bytes > self._text_budget and cache:
-            self._evict(max(1, len(cache) // 8))
+        self._counts["evictions"] += evicted
+        self._evict_over_budget()
 
-    def _evict(self, count: int) -> None:
-        cache = self._texts
-        for key in list(islice(cache, count)):
-            self._text_bytes -= len(cache.pop(key)) + _ENTRY_OVERHEAD
-        self._counts["evictions"] += count
+    def _allocate(self, text_length: int) -> None:
+        """Size the ring for the budget left after the index, from one row's text length."""
+        budget = self.capacity_bytes - self._slot_of.size * _INDEX_BYTES_PER_ROW
+        slots = max(1, budget // (text_length + _ENTRY_OVERHEAD))
+        self._texts = np.empty(slots, dtype=object)
+        self._owner = np.full(slots, -1, dtype=np.int64)
+        self._sizes = np.zeros(slots, dtype=np.int64)
+
+    def _evict_over_budget(self) -> None:
+        """Free the oldest slots while longer-than-first texts or a grown index overflow."""
+        capacity = self._owner.size
+        slot = self._next
+        while self.size_bytes > self.capacity_bytes and self._entries:
+            old = int(self._owner[slot])
+            if old >= 0:
+                self._slot_of[old] = -1
+                self._owner[slot] = -1
+                self._texts[slot] = None
+                self._text_bytes -= int(self._sizes[slot])
+                self._entries -= 1
+                self._counts["evictions"] += 1
+            slot = (slot + 1) % capacity
 
     # ---------------------------------------------------------------- metrics
     def publish_metrics(self) -> None:
@@ -283,7 +357,7 @@ class RowTextCache:
                 children[event].inc(delta)
                 self._published[event] = value
         children["bytes"].set(self.size_bytes)
-        children["entries"].set(len(self._texts))
+        children["entries"].set(self._entries)
 
     # ---------------------------------------------------------------- legacy
     def lookup(self, ids: list[int]) -> tuple[list[bytes | None], list[int]]:
@@ -291,31 +365,47 @@ class RowTextCache:
 
         Kept for the pre-``plan`` handlers; new code calls :meth:`plan` / :meth:`render`.
         """
-        texts = [None if t is None else b"[" + t + b"]" for t in map(self._texts.get, ids)]
-        missing = [i for i, text in enumerate(texts) if text is None]
+        if not ids or not self._index_covers(max(ids)):
+            return [None] * len(ids), list(range(len(ids)))
+        slots = self._slot_of[ids].tolist()
+        texts = [None if s < 0 else orjson.dumps(self._texts[s]) for s in slots]
+        missing = [i for i, s in enumerate(slots) if s < 0]
         self._count(len(ids) - len(missing), len(missing))
         return texts, missing
 
     def store(self, ids: list[int], texts: list[bytes]) -> None:
         """Remember bracketed texts of rows just encoded (admitted on their second miss)."""
-        found = {key: text[1:-1] for key, text in zip(ids, texts, strict=True)}
-        self._admit(list(found), found)
+        if not ids or not self._index_covers(max(ids)):
+            return
+        at = self._recurring(np.asarray(ids, dtype=np.int64)).tolist()
+        if at:
+            self._store([ids[i] for i in at], [texts[i] for i in at])
+
+
+def _distinct(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Distinct ids and, unless they already are distinct, where each id is among them."""
+    if ids.size > _SMALL:
+        unique, inverse = np.unique(ids, return_inverse=True)
+        return (ids, None) if unique.size == ids.size else (unique, inverse)
+    # np.unique's fixed cost dwarfs a few dict operations on small requests.
+    keys = ids.tolist()
+    first = dict.fromkeys(keys)
+    if len(first) == len(keys):
+        return ids, None
+    index = {key: i for i, key in enumerate(first)}
+    return np.fromiter(first, np.int64, len(first)), np.array([index[k] for k in keys], np.intp)
 
 
 def _bulk_plan(ids: np.ndarray) -> RowTextPlan:
     """Every position from one gathered block: distinct ids, and where each position reads."""
     flat = ids.reshape(-1)
-    if flat.size <= _SMALL:
-        keys = flat.tolist()
-        if len(set(keys)) == len(keys) and -1 not in keys:
-            return RowTextPlan(flat, ids.shape)
     zero = flat < 0
     if zero.any():
-        unique, inverse = np.unique(np.where(zero, 0, flat), return_inverse=True)
+        unique, inverse = _distinct(np.where(zero, 0, flat))
+        if inverse is None:
+            inverse = np.arange(flat.size)
         return RowTextPlan(unique, ids.shape, inverse=inverse, zero=zero)
-    unique, inverse = np.unique(flat, return_inverse=True)
-    if unique.size == flat.size:
-        return RowTextPlan(flat, ids.shape)
+    unique, inverse = _distinct(flat)
     return RowTextPlan(unique, ids.shape, inverse=inverse)
 
 
@@ -328,14 +418,11 @@ def _render_bulk(
     return orjson.dumps(block.reshape(-1 if flat else shape), option=_NUMPY)
 
 
-def _nest(texts: list[bytes], ids_shape: tuple[int, ...]) -> bytes:
-    """Inner row texts nested to ``ids_shape + (dim,)`` exactly as orjson writes it."""
+def _nest(items: list[Any], ids_shape: tuple[int, ...]) -> Any:
+    """Row items (Fragments, row arrays) nested as lists to ``ids_shape``."""
     if not ids_shape:
-        return b"[" + texts[0] + b"]"
-    if len(ids_shape) == 1:
-        return b"[[" + b"],[".join(texts) + b"]]"
-    size = ids_shape[-1]
-    level = [b"[[" + b"],[".join(texts[i : i + size]) + b"]]" for i in range(0, len(texts), size)]
-    for size in reversed(ids_shape[1:-1]):
-        level = [b"[" + b",".join(level[i : i + size]) + b"]" for i in range(0, len(level), size)]
-    return b"[" + b",".join(level) + b"]"
+        return items[0]
+    level: list[Any] = items
+    for size in reversed(ids_shape[1:]):
+        level = [level[i : i + size] for i in range(0, len(level), size)]
+    return level

@@ -171,3 +171,25 @@ def test_metrics_published() -> None:
     assert sample("embedding_row_cache_events_total", labels) == 4
     assert sample("embedding_row_cache_entries", {"table": "metrics_t"}) == 2
     assert sample("embedding_row_cache_bytes", {"table": "metrics_t"}) == cache.size_bytes
+
+
+def test_table_too_large_for_the_index_is_answered_in_bulk() -> None:
+    table = _table(rows=5000, dim=4)
+    cache = RowTextCache(8_000, doorkeeper=False)  # index of 5,000 rows needs 25 kB
+    for _ in range(3):
+        ids = np.array([4999, 3, 3])
+        assert _answer(cache, table, ids) == orjson.dumps(table[ids], option=OPT)
+    assert len(cache) == 0 and cache.size_bytes <= cache.capacity_bytes
+
+
+def test_ring_evicts_oldest_and_stays_exact() -> None:
+    table = _table(rows=300, dim=8)
+    cache = RowTextCache(12_000, doorkeeper=False, min_hit_rate=0.0)
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        ids = rng.integers(0, 300, size=int(rng.integers(1, 30)))
+        assert _answer(cache, table, ids) == orjson.dumps(table[ids], option=OPT)
+        assert cache.size_bytes <= cache.capacity_bytes
+    stats = cache.stats()
+    assert stats["evictions"] > 0 and stats["hits"] > 0
+    assert stats["entries"] == int((cache._owner >= 0).sum()) == int((cache._slot_of >= 0).sum())
