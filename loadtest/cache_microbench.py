@@ -42,7 +42,8 @@ def cached(table: np.ndarray, cache: RowTextCache) -> Encoder:
 
     def encode(ids: np.ndarray) -> bytes:
         plan = cache.plan(ids)
-        fetched = np.take(table, plan.fetch_ids, axis=0)
+        # Nothing to gather when every row hit (the service skips the batcher too).
+        fetched = np.take(table, plan.fetch_ids, axis=0) if plan.fetch_ids.size else table[:0]
         return cache.render(plan, fetched, (*ids.shape, table.shape[1]))
 
     return encode

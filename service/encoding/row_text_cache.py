@@ -47,6 +47,8 @@ _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 # A request is spliced from cached texts when at least 1 in this many positions hit.
 _SPLICE_MIN_HITS = 8
 _EMPTY_IDS = np.empty(0, dtype=np.int64)
+# Up to this many ids, a plan is made in plain Python.
+_SCALAR = 16
 # Up to this many ids, de-duplicating in Python beats np.unique's fixed cost.
 _SMALL = 256
 
@@ -75,10 +77,10 @@ class RowTextPlan:
     inverse: np.ndarray | None = None
     zero: np.ndarray | None = None
     admit: bool = False
-    items: np.ndarray | None = None
-    miss_at: np.ndarray | None = None
-    miss_row: np.ndarray | None = None
-    zero_at: np.ndarray | None = None
+    items: list[Any] | None = None
+    miss_at: list[int] | None = None
+    miss_row: list[int] | None = None
+    zero_at: list[int] | None = None
 
 
 class RowTextCache:
@@ -172,6 +174,8 @@ class RowTextCache:
                 return _bulk_plan(ids)
             self._skipped = 0
         flat = ids.reshape(-1)
+        if flat.size <= _SCALAR:
+            return self._plan_small(ids, flat)
         if not self._index_covers(int(flat.max())):
             return _bulk_plan(ids)
         slots = self._slot_of[flat]
@@ -183,18 +187,51 @@ class RowTextCache:
         hits = int(np.count_nonzero(hit))
         self._count(hits, flat.size - hits - zeros)
         if hits == 0 or hits * _SPLICE_MIN_HITS < flat.size - zeros:
-            # Too few hits to beat one orjson call over the block: answer in bulk, still learn.
-            plan = _bulk_plan(ids)
-            plan.admit = True
-            return plan
-        items = self._texts[slots]  # object array: Fragments at hits, junk elsewhere
+            return _learning_bulk_plan(ids)
+        items = self._texts[slots].tolist()  # Fragments at hits, placeholders elsewhere
         if hits == flat.size:
             return RowTextPlan(_EMPTY_IDS, ids.shape, items=items)
         miss_at = np.flatnonzero(~(hit | zero))
         fetch, miss_row = _distinct(flat[miss_at])
-        zero_at = np.flatnonzero(zero) if zeros else None
         return RowTextPlan(
-            fetch, ids.shape, items=items, miss_at=miss_at, miss_row=miss_row, zero_at=zero_at
+            fetch,
+            ids.shape,
+            items=items,
+            miss_at=miss_at.tolist(),
+            miss_row=None if miss_row is None else miss_row.tolist(),
+            zero_at=np.flatnonzero(zero).tolist() if zeros else None,
+        )
+
+    def _plan_small(self, ids: np.ndarray, flat: np.ndarray) -> RowTextPlan:
+        """:meth:`plan` for a few ids: plain Python beats a dozen numpy calls' fixed cost."""
+        keys: list[int] = flat.tolist()
+        if max(keys) >= self._slot_of.size and not self._index_covers(max(keys)):
+            return _bulk_plan(ids)
+        slot_of, texts = self._slot_of, self._texts
+        items: list[Any] = []
+        miss_at: list[int] = []
+        zero_at: list[int] = []
+        for at, key in enumerate(keys):
+            slot = int(slot_of[key]) if key >= 0 else -2
+            items.append(texts[slot] if slot >= 0 else None)
+            if slot == -1:
+                miss_at.append(at)
+            elif slot == -2:
+                zero_at.append(at)
+        hits = len(keys) - len(miss_at) - len(zero_at)
+        self._count(hits, len(miss_at))
+        if hits == 0 or hits * _SPLICE_MIN_HITS < len(keys) - len(zero_at):
+            return _learning_bulk_plan(ids)
+        if not miss_at and not zero_at:
+            return RowTextPlan(_EMPTY_IDS, ids.shape, items=items)
+        fetch, miss_row = _distinct(flat[miss_at])
+        return RowTextPlan(
+            fetch,
+            ids.shape,
+            items=items,
+            miss_at=miss_at,
+            miss_row=None if miss_row is None else miss_row.tolist(),
+            zero_at=zero_at or None,
         )
 
     def _index_covers(self, max_id: int) -> bool:
@@ -242,17 +279,22 @@ class RowTextCache:
                 self._admit(plan.fetch_ids, fetched)
             return _render_bulk(plan, fetched, shape, flat)
         items = plan.items
-        if plan.miss_at is not None:
-            rows = np.empty(fetched.shape[0], dtype=object)
-            for i, row in enumerate(fetched):
-                rows[i] = row  # element by element: numpy would broadcast a whole block
-            items[plan.miss_at] = rows if plan.miss_row is None else rows[plan.miss_row]
+        if plan.miss_at is not None or plan.zero_at is not None:
+            rows = list(fetched)
+            if plan.miss_at is None:
+                pass
+            elif plan.miss_row is None:
+                for at, row in zip(plan.miss_at, rows, strict=True):
+                    items[at] = row
+            else:
+                for at, index in zip(plan.miss_at, plan.miss_row, strict=True):
+                    items[at] = rows[index]
             if plan.zero_at is not None:
-                zero = np.empty(1, dtype=object)
-                zero[0] = self._zero_row(shape[-1])
-                items[plan.zero_at] = zero[np.zeros(plan.zero_at.size, dtype=np.intp)]
+                zero = self._zero_row(shape[-1])
+                for at in plan.zero_at:
+                    items[at] = zero
             self._admit(plan.fetch_ids, fetched)
-        text = orjson.dumps(_nest(items.tolist(), plan.ids_shape), option=_NUMPY)
+        text = orjson.dumps(_nest(items, plan.ids_shape), option=_NUMPY)
         if flat:  # numbers hold no brackets: dropping the inner ones flattens the list
             return b"[" + text.replace(b"[", b"").replace(b"]", b"") + b"]"
         return text
@@ -396,9 +438,18 @@ def _distinct(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return np.fromiter(first, np.int64, len(first)), np.array([index[k] for k in keys], np.intp)
 
 
+def _learning_bulk_plan(ids: np.ndarray) -> RowTextPlan:
+    """Too few hits to beat one orjson call over the block: bulk, but admit recurring rows."""
+    plan = _bulk_plan(ids)
+    plan.admit = True
+    return plan
+
+
 def _bulk_plan(ids: np.ndarray) -> RowTextPlan:
     """Every position from one gathered block: distinct ids, and where each position reads."""
     flat = ids.reshape(-1)
+    if flat.size == 1 and flat[0] >= 0:
+        return RowTextPlan(flat, ids.shape)
     zero = flat < 0
     if zero.any():
         unique, inverse = _distinct(np.where(zero, 0, flat))
