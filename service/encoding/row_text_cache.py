@@ -18,8 +18,9 @@ over a large table) a cache only costs. So:
   ``min_hit_rate`` the cache steps aside (bulk orjson over ``np.take``, nothing else),
   except one request in ``sample_every``, so a shift to skewed traffic is noticed.
 * **Bounded memory.** Texts, per-entry overhead, index and doorkeeper stay under
-  ``capacity_bytes``. Slots form a ring: eviction is FIFO by admission. A table too large
-  for the index to fit in a quarter of the budget is always answered in bulk.
+  ``capacity_bytes``. Slots form a ring swept by a CLOCK hand: a row hit since the hand
+  last passed gets another round, the others are overwritten in admission order. A table
+  too large for the index to fit in a quarter of the budget is always answered in bulk.
 
 The interface the use cases call is :meth:`RowTextCache.plan` then
 :meth:`RowTextCache.render`; the output is byte-identical to
@@ -107,6 +108,7 @@ class RowTextCache:
         self._texts = np.empty(0, dtype=object)  # slot -> Fragment (ring, FIFO)
         self._owner = np.empty(0, dtype=np.int64)  # slot -> row id, -1 when free
         self._sizes = np.empty(0, dtype=np.int64)  # slot -> accounted bytes
+        self._used = np.empty(0, dtype=np.uint8)  # slot -> hit since the clock hand passed
         self._next = 0
         self._entries = 0
         self._text_bytes = 0
@@ -186,6 +188,8 @@ class RowTextCache:
         hit = slots >= 0
         hits = int(np.count_nonzero(hit))
         self._count(hits, flat.size - hits - zeros)
+        if hits:
+            self._used[slots[hit]] = 1
         if hits == 0 or hits * _SPLICE_MIN_HITS < flat.size - zeros:
             return _learning_bulk_plan(ids)
         items = self._texts[slots].tolist()  # Fragments at hits, placeholders elsewhere
@@ -207,14 +211,16 @@ class RowTextCache:
         keys: list[int] = flat.tolist()
         if max(keys) >= self._slot_of.size and not self._index_covers(max(keys)):
             return _bulk_plan(ids)
-        slot_of, texts = self._slot_of, self._texts
+        slot_of, texts, used = self._slot_of, self._texts, self._used
         items: list[Any] = []
         miss_at: list[int] = []
         zero_at: list[int] = []
         for at, key in enumerate(keys):
             slot = int(slot_of[key]) if key >= 0 else -2
             items.append(texts[slot] if slot >= 0 else None)
-            if slot == -1:
+            if slot >= 0:
+                used[slot] = 1
+            elif slot == -1:
                 miss_at.append(at)
             elif slot == -2:
                 zero_at.append(at)
@@ -336,10 +342,16 @@ class RowTextCache:
         if self._texts.size == 0:
             self._allocate(len(texts[0]))
         slot_of, owner, sizes, store = self._slot_of, self._owner, self._sizes, self._texts
+        used = self._used
         capacity = store.size
         evicted = 0
         for key, text in zip(keys, texts, strict=True):
             slot = self._next
+            for _ in range(capacity):  # CLOCK: a slot hit since the hand passed stays a round
+                if not used[slot]:
+                    break
+                used[slot] = 0
+                slot = (slot + 1) % capacity
             self._next = (slot + 1) % capacity
             old = int(owner[slot])
             if old >= 0:
@@ -363,6 +375,7 @@ class RowTextCache:
         self._texts = np.empty(slots, dtype=object)
         self._owner = np.full(slots, -1, dtype=np.int64)
         self._sizes = np.zeros(slots, dtype=np.int64)
+        self._used = np.zeros(slots, dtype=np.uint8)
 
     def _evict_over_budget(self) -> None:
         """Free the oldest slots while longer-than-first texts or a grown index overflow."""
