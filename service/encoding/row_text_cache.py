@@ -113,6 +113,7 @@ class RowTextCache:
         self._entries = 0
         self._text_bytes = 0
         self._too_large = False
+        self._legacy_skip = False
         self._zero_rows: dict[int, np.ndarray] = {}
         self.bypass = False
         self._skipped = 0
@@ -169,12 +170,8 @@ class RowTextCache:
         """Decide how to answer ``ids`` (int64 table ids, any shape; -1 = zero vector)."""
         if not self.enabled or ids.size == 0 or self._too_large:
             return _bulk_plan(ids)
-        if self.bypass:
-            self._skipped += 1
-            if self._skipped < self.sample_every:
-                self._counts["bypassed"] += 1
-                return _bulk_plan(ids)
-            self._skipped = 0
+        if self._skip_for_bypass():
+            return _bulk_plan(ids)
         flat = ids.reshape(-1)
         if flat.size <= _SCALAR:
             return self._plan_small(ids, flat)
@@ -205,6 +202,17 @@ class RowTextCache:
             miss_row=None if miss_row is None else miss_row.tolist(),
             zero_at=np.flatnonzero(zero).tolist() if zeros else None,
         )
+
+    def _skip_for_bypass(self) -> bool:
+        """True for a request the bypass answers in bulk (all but 1 in ``sample_every``)."""
+        if not self.bypass:
+            return False
+        self._skipped += 1
+        if self._skipped < self.sample_every:
+            self._counts["bypassed"] += 1
+            return True
+        self._skipped = 0
+        return False
 
     def _plan_small(self, ids: np.ndarray, flat: np.ndarray) -> RowTextPlan:
         """:meth:`plan` for a few ids: plain Python beats a dozen numpy calls' fixed cost."""
@@ -322,6 +330,8 @@ class RowTextCache:
 
     def _recurring(self, ids: np.ndarray) -> np.ndarray:
         """Positions of uncached ``ids`` missed before; the doorkeeper notes the others."""
+        if ids.size <= _SCALAR and self._doorkeeper:
+            return self._recurring_small(ids.tolist())
         new = self._slot_of[ids] < 0  # a bulk block also holds rows already cached
         if not self._doorkeeper:
             return np.flatnonzero(new)
@@ -336,6 +346,25 @@ class RowTextCache:
             door.fill(0)  # TinyLFU-style reset: one-off sightings age out at once
             self._door_set = 0
         return np.flatnonzero(recurring)
+
+    def _recurring_small(self, keys: list[int]) -> np.ndarray:
+        """:meth:`_recurring` for a few ids, without a dozen numpy calls."""
+        slot_of, door = self._slot_of, self._door
+        recurring = []
+        for at, key in enumerate(keys):
+            if slot_of[key] >= 0:
+                continue
+            if door[key]:
+                door[key] = 0
+                self._door_set -= 1
+                recurring.append(at)
+            else:
+                door[key] = 1
+                self._door_set += 1
+        if self._door_set > 2 * max(self._texts.size, self.capacity_bytes // 2048):
+            door.fill(0)
+            self._door_set = 0
+        return np.array(recurring, dtype=np.intp)
 
     def _store(self, keys: list[int], texts: list[bytes]) -> None:
         """Put texts in the ring's next slots (evicting what was there)."""
@@ -419,18 +448,23 @@ class RowTextCache:
         """Bracketed texts for ``ids`` (``None`` where missing) and the positions that missed.
 
         Kept for the pre-``plan`` handlers; new code calls :meth:`plan` / :meth:`render`.
+        While bypassed, everything misses at once and the following :meth:`store` is skipped.
         """
-        if not ids or not self._index_covers(max(ids)):
+        self._legacy_skip = not ids or self._too_large or self._skip_for_bypass()
+        if self._legacy_skip or not self._index_covers(max(ids)):
+            self._legacy_skip = True
             return [None] * len(ids), list(range(len(ids)))
-        slots = self._slot_of[ids].tolist()
-        texts = [None if s < 0 else orjson.dumps(self._texts[s]) for s in slots]
+        slot_of, texts = self._slot_of, self._texts
+        small = len(ids) <= _SCALAR
+        slots = [int(slot_of[key]) for key in ids] if small else slot_of[ids].tolist()
+        found = [None if s < 0 else orjson.dumps(texts[s]) for s in slots]
         missing = [i for i, s in enumerate(slots) if s < 0]
         self._count(len(ids) - len(missing), len(missing))
-        return texts, missing
+        return found, missing
 
     def store(self, ids: list[int], texts: list[bytes]) -> None:
         """Remember bracketed texts of rows just encoded (admitted on their second miss)."""
-        if not ids or not self._index_covers(max(ids)):
+        if not ids or self._legacy_skip or not self._index_covers(max(ids)):
             return
         at = self._recurring(np.asarray(ids, dtype=np.int64)).tolist()
         if at:
