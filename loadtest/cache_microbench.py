@@ -95,14 +95,18 @@ def variants(table: np.ndarray, baseline: Path) -> dict[str, tuple[Encoder, RowT
     return chosen
 
 
-def measure(encode: Encoder, warm: list[np.ndarray], timed: list[np.ndarray]) -> float:
-    """CPU microseconds per request over ``timed``, after answering ``warm``."""
+def measure(
+    encode: Encoder, warm: list[np.ndarray], timed: list[np.ndarray], cache: RowTextCache | None
+) -> tuple[float, tuple[int, int]]:
+    """CPU microseconds per request over ``timed`` after answering ``warm``; the cache's
+    hits and misses when the timed requests began."""
     for ids in warm:
         encode(ids)
+    before = (cache.stats()["hits"], cache.stats()["misses"]) if cache else (0, 0)
     started = time.process_time()
     for ids in timed:
         encode(ids)
-    return (time.process_time() - started) / len(timed) * 1e6
+    return (time.process_time() - started) / len(timed) * 1e6, before
 
 
 def cell(table: np.ndarray, distribution: str, size: int, args: argparse.Namespace) -> list[str]:
@@ -114,8 +118,7 @@ def cell(table: np.ndarray, distribution: str, size: int, args: argparse.Namespa
     rows, base = [], 0.0
     for name, (encode, cache) in variants(table, args.baseline).items():
         assert [encode(ids) for ids in timed[:4]] == expected, name
-        hits_before = (cache.stats()["hits"], cache.stats()["misses"]) if cache else (0, 0)
-        micros = measure(encode, warm, timed)
+        micros, hits_before = measure(encode, warm, timed, cache)
         base = base or micros
         rate = "-"
         if cache is not None:

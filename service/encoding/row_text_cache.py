@@ -29,6 +29,7 @@ The interface the use cases call is :meth:`RowTextCache.plan` then
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -116,9 +117,8 @@ class RowTextCache:
         self._legacy_skip = False
         self._zero_rows: dict[int, np.ndarray] = {}
         self.bypass = False
-        self._skipped = 0
         self._window_seen = 0
-        self._window_hits = 0
+        self._window_hits = 0.0
         self._counts = {"hits": 0, "misses": 0, "admissions": 0, "evictions": 0, "bypassed": 0}
         self._published = dict.fromkeys(self._counts, 0)
         self._table = table
@@ -171,6 +171,7 @@ class RowTextCache:
         if not self.enabled or ids.size == 0 or self._too_large:
             return _bulk_plan(ids)
         if self._skip_for_bypass():
+            self._watch(ids.reshape(-1))
             return _bulk_plan(ids)
         flat = ids.reshape(-1)
         if flat.size <= _SCALAR:
@@ -207,12 +208,34 @@ class RowTextCache:
         """True for a request the bypass answers in bulk (all but 1 in ``sample_every``)."""
         if not self.bypass:
             return False
-        self._skipped += 1
-        if self._skipped < self.sample_every:
+        # Drawn at random: a fixed stride aliases with clients that rotate a set of bodies.
+        if random.random() * self.sample_every >= 1.0:
             self._counts["bypassed"] += 1
             return True
-        self._skipped = 0
         return False
+
+    def _watch(self, flat: np.ndarray) -> None:
+        """While bypassed: mark rows in the doorkeeper and count rows recurring beyond chance.
+
+        Cheap (a few vector operations) and what lets skewed traffic end the bypass: without
+        it, a cold cache that went bulk would only learn from 1 request in ``sample_every``.
+        """
+        if flat.size <= _SCALAR or not self._doorkeeper or int(flat.min()) < 0:
+            return
+        if not self._index_covers(int(flat.max())):
+            return
+        door = self._door
+        chance = self._door_set / door.size  # how often a uniform id would find a mark
+        recurring = int(np.count_nonzero(door[flat]))
+        door[flat] = 1
+        self._door_set += flat.size - recurring
+        self._reset_full_doorkeeper()
+        self._window(max(0.0, recurring - chance * flat.size), flat.size)
+
+    def _reset_full_doorkeeper(self) -> None:
+        if self._door_set > 2 * max(self._texts.size, self.capacity_bytes // 2048):
+            self._door.fill(0)  # TinyLFU-style reset: one-off sightings age out at once
+            self._door_set = 0
 
     def _plan_small(self, ids: np.ndarray, flat: np.ndarray) -> RowTextPlan:
         """:meth:`plan` for a few ids: plain Python beats a dozen numpy calls' fixed cost."""
@@ -270,12 +293,20 @@ class RowTextCache:
         counts = self._counts
         counts["hits"] += hits
         counts["misses"] += misses
-        self._window_hits += hits
-        self._window_seen += hits + misses
+        self._window(hits, hits + misses)
+
+    def _window(self, good: float, seen: int) -> None:
+        """Add to the hit-rate window; at its end, decide whether to bypass the cache.
+
+        ``good``: hits, plus (while bypassed) rows recurring more often than chance would
+        make them: they would be hits if the cache admitted them.
+        """
+        self._window_hits += good
+        self._window_seen += seen
         if self._window_seen >= self.window_ids:
             rate = self._window_hits / self._window_seen
             self.bypass = rate < self.min_hit_rate
-            self._window_seen = self._window_hits = 0
+            self._window_seen, self._window_hits = 0, 0.0
             self.publish_metrics()
 
     # ----------------------------------------------------------------- render
@@ -342,9 +373,7 @@ class RowTextCache:
         door[ids[recurring]] = 0
         door[ids[first]] = 1
         self._door_set += int(np.count_nonzero(first)) - int(np.count_nonzero(recurring))
-        if self._door_set > 2 * max(self._texts.size, self.capacity_bytes // 2048):
-            door.fill(0)  # TinyLFU-style reset: one-off sightings age out at once
-            self._door_set = 0
+        self._reset_full_doorkeeper()
         return np.flatnonzero(recurring)
 
     def _recurring_small(self, keys: list[int]) -> np.ndarray:
@@ -361,9 +390,7 @@ class RowTextCache:
             else:
                 door[key] = 1
                 self._door_set += 1
-        if self._door_set > 2 * max(self._texts.size, self.capacity_bytes // 2048):
-            door.fill(0)
-            self._door_set = 0
+        self._reset_full_doorkeeper()
         return np.array(recurring, dtype=np.intp)
 
     def _store(self, keys: list[int], texts: list[bytes]) -> None:
@@ -451,6 +478,8 @@ class RowTextCache:
         While bypassed, everything misses at once and the following :meth:`store` is skipped.
         """
         self._legacy_skip = not ids or self._too_large or self._skip_for_bypass()
+        if self._legacy_skip and self.bypass and len(ids) > _SCALAR:
+            self._watch(np.asarray(ids, dtype=np.int64))
         if self._legacy_skip or not self._index_covers(max(ids)):
             self._legacy_skip = True
             return [None] * len(ids), list(range(len(ids)))

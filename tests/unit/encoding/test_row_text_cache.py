@@ -193,3 +193,15 @@ def test_ring_evicts_oldest_and_stays_exact() -> None:
     stats = cache.stats()
     assert stats["evictions"] > 0 and stats["hits"] > 0
     assert stats["entries"] == int((cache._owner >= 0).sum()) == int((cache._slot_of >= 0).sum())
+
+
+def test_rotating_bodies_end_a_cold_start_bypass() -> None:
+    """A cold cache that went bulk still notices rows recurring (the old bench's 64 bodies)."""
+    table = _table(rows=100_000, dim=4)
+    rng = np.random.default_rng(6)
+    bodies = [rng.integers(0, 100_000, size=256) for _ in range(64)]
+    cache = RowTextCache(1 << 24, window_ids=4096, min_hit_rate=0.1, sample_every=64)
+    for i in range(2000):
+        ids = bodies[i % 64]
+        assert _answer(cache, table, ids) == orjson.dumps(table[ids], option=OPT)
+    assert not cache.bypass and cache.stats()["hits"] > 0
