@@ -372,17 +372,27 @@ class RowTextCache:
         first = new & ~seen
         door[ids[recurring]] = 0
         door[ids[first]] = 1
-        self._door_set += int(np.count_nonzero(first)) - int(np.count_nonzero(recurring))
+        n_recurring, n_first = int(np.count_nonzero(recurring)), int(np.count_nonzero(first))
+        self._credit_recurrence(n_recurring, n_recurring + n_first)
+        self._door_set += n_first - n_recurring
         self._reset_full_doorkeeper()
         return np.flatnonzero(recurring)
+
+    def _credit_recurrence(self, recurring: int, new: int) -> None:
+        """Count missed rows that recur beyond chance as good for the window: they will hit
+        once admitted (else a warming cache reads as a cold one and is bypassed again)."""
+        chance = self._door_set / max(1, self._door.size)
+        self._window_hits += max(0.0, recurring - chance * new)
 
     def _recurring_small(self, keys: list[int]) -> np.ndarray:
         """:meth:`_recurring` for a few ids, without a dozen numpy calls."""
         slot_of, door = self._slot_of, self._door
         recurring = []
+        new = 0
         for at, key in enumerate(keys):
             if slot_of[key] >= 0:
                 continue
+            new += 1
             if door[key]:
                 door[key] = 0
                 self._door_set -= 1
@@ -390,6 +400,7 @@ class RowTextCache:
             else:
                 door[key] = 1
                 self._door_set += 1
+        self._credit_recurrence(len(recurring), new)
         self._reset_full_doorkeeper()
         return np.array(recurring, dtype=np.intp)
 
