@@ -405,7 +405,7 @@ def render(rows: list[Row], args: argparse.Namespace) -> str:
     lines = [
         f"Table {args.rows:,} x {args.dim} float32; {args.duration:.0f} s per row after "
         f"{args.warmup:.0f} s warm-up on other bodies of the same distribution; server on core 0, "
-        f"wrk on core 1 (2-worker rows unpinned); service from `{args.service_root}`. "
+        f"wrk on core 1 (2-worker rows unpinned); service at commit {service_commit(args.service_root)}. "
         "vs tuned (CPU): vectors per server CPU-second over tuned FastAPI's, same distribution, "
         "workload and wire family (JSON to JSON, binary to binary). cache hits: share of looked-up "
         "rows the row-text cache answered during the row.",
@@ -416,6 +416,14 @@ def render(rows: list[Row], args: argparse.Namespace) -> str:
         key = (row.distribution, row.case.workload, _family(row.case.wire))
         lines.append(format_row(row, None if row.case.server == "tuned" else tuned.get(key)))
     return "\n".join(lines) + "\n"
+
+
+def service_commit(root: Path) -> str:
+    """The short commit of the checkout the service ran from (no machine paths in reports)."""
+    out = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    return out.stdout.strip() or "unknown"
 
 
 def save(report: str, path: Path) -> None:

@@ -140,7 +140,12 @@ def main() -> None:
     parser.add_argument("--distributions", default=",".join(DISTRIBUTIONS))
     parser.add_argument("--warm-ids", type=int, default=262_144)
     parser.add_argument("--timed-ids", type=int, default=131_072)
-    parser.add_argument("--baseline", type=Path, default=Path("/work/wt/baseline"))
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=ROOT.parent / "baseline",
+        help="a checkout of the original code, for the 'original cache' rows (skipped if absent)",
+    )
     args = parser.parse_args()
     table = np.asarray(np.load(make_table(args.rows, args.dim), mmap_mode="r"))
     print("| ids | per request | variant | CPU us/request | vs bulk orjson | hit rate |")
