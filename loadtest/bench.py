@@ -1,12 +1,19 @@
-"""Throughput/latency benchmark: the service against reference FastAPI servers, driven by wrk.
+"""Throughput and CPU cost: the service against a tuned FastAPI endpoint, driven by wrk.
 
-    python3 dev.py bench [--duration 5] [--rows 1000000] [--dim 128] [--only W1] [--save docs/benchmark.md]
+    python3 dev.py bench [--duration 5] [--dists uniform,zipf1.1] [--only service,tuned]
+                         [--match W3] [--extras] [--service-root ../baseline] [--save docs/benchmark.md]
 
-Starts every server itself on a 1,000,000 x 128 float32 .npy table, pins the server to core 0
-and wrk to core 1 (where there are two), rotates many request bodies per workload, and prints
-one table: req/s, vectors/s, p50/p99, errors, ratio to the tuned-FastAPI row of the same
-workload and wire format, and server memory (RSS and PSS, which counts shared pages once).
-It asserts nothing: figures are to be read side by side, within one run.
+Makes a 1,000,000 x 128 float32 table, pins each server to core 0 and wrk to core 1 (where
+there are two), and for each id distribution (``repeated``: 64 bodies in rotation;
+``uniform`` over the whole table; ``zipf0.9/1.1/1.3``) starts fresh servers and sends each
+workload (W1: 1 id, 64 connections; W2: 32 ids, 64; W3: 1,024 ids, 16) as JSON and binary.
+Bodies come from files large enough that the measured run never repeats one (its warm-up
+reads another file of the same distribution), so rows recur only as the distribution says.
+
+Per row: req/s, p50/p99, server CPU-seconds (utime+stime of the server's process tree from
+/proc, before/after the row), vectors per CPU-second, the ratio of that to the tuned
+FastAPI row of the same distribution, workload and wire, and the service's row-text cache
+hit rate over the row (from /metrics). It asserts nothing: read figures side by side.
 """
 
 from __future__ import annotations
@@ -14,29 +21,34 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "bench_data"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
+from loadtest.bench_servers import Server, cpu_seconds, pinned  # noqa: E402
+from loadtest.id_distributions import DISTRIBUTIONS, REPEATED_BODIES, IdSampler  # noqa: E402
+
+DATA = ROOT / "bench_data"
 WORKLOADS = {"W1": (1, 64), "W2": (32, 64), "W3": (1024, 16)}  # ids/request, connections
-BODIES = {"W1": 2000, "W2": 1000, "W3": 100}
+# Enough bodies that a measured run (a few seconds) never wraps around its file.
+BODIES = {"W1": 262_144, "W2": 65_536, "W3": 4_096}
+WARM_BODIES = {"W1": 32_768, "W2": 8_192, "W3": 1_024}
+SAVE_BEGIN, SAVE_END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 LUA = r"""
 local bodies = {}
 local path = os.getenv("BENCH_PATH")
-local ctype = os.getenv("BENCH_CTYPE")
-local accept = os.getenv("BENCH_ACCEPT")
 local binary = os.getenv("BENCH_BINARY") == "1"
 for line in io.lines(os.getenv("BENCH_BODIES")) do
   if binary then
@@ -45,7 +57,7 @@ for line in io.lines(os.getenv("BENCH_BODIES")) do
   bodies[#bodies + 1] = line
 end
 local i = 0
-local headers = {["Content-Type"] = ctype, ["Accept"] = accept}
+local headers = {["Content-Type"] = os.getenv("BENCH_CTYPE"), ["Accept"] = os.getenv("BENCH_ACCEPT")}
 if os.getenv("BENCH_HEADER_NAME") then
   headers[os.getenv("BENCH_HEADER_NAME")] = os.getenv("BENCH_HEADER_VALUE")
 end
@@ -63,74 +75,37 @@ end
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@dataclass(frozen=True)
+class Case:
+    """One measured row: which server, route, workload and wire format."""
 
-
-def pinned(cores: str | None, command: list[str]) -> list[str]:
-    if cores and shutil.which("taskset"):
-        return ["taskset", "-c", cores, *command]
-    return command
+    server: str
+    route: str
+    workload: str
+    wire: str
+    connections: int | None = None
+    label: str = ""
 
 
 @dataclass
-class Server:
-    name: str
-    command: list[str]
-    env: dict[str, str] = field(default_factory=dict)
-    ready_path: str = "/readyz"
-    process: subprocess.Popen | None = None
-    port: int = 0
+class Row:
+    """A case's figures within one distribution."""
 
-    def start(self, cores: str | None) -> None:
-        self.port = free_port()
-        cmd = [part.replace("{port}", str(self.port)) for part in self.command]
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen(
-            pinned(cores, cmd), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                r = httpx.get(f"http://127.0.0.1:{self.port}{self.ready_path}", timeout=1)
-                if r.status_code < 500:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not start")
+    case: Case
+    distribution: str
+    wrk: dict[str, float]
+    cpu: float
+    hit_rate: float | None
+    memory: tuple[float, float]
 
-    def memory_mib(self) -> tuple[float, float]:
-        """RSS and PSS of the server and its children, in MiB."""
-        assert self.process is not None
-        pids = [self.process.pid]
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        if children.exists():
-            pids += [int(p) for p in children.read_text().split()]
-        rss = pss = 0
-        for pid in pids:
-            try:
-                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                    if line.startswith("Rss:"):
-                        rss += int(line.split()[1])
-                    elif line.startswith("Pss:"):
-                        pss += int(line.split()[1])
-            except OSError:
-                pass
-        return rss / 1024, pss / 1024
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+    @property
+    def vectors_per_cpu(self) -> float:
+        return self.wrk["requests"] * WORKLOADS[self.case.workload][0] / max(self.cpu, 1e-9)
 
 
+# ------------------------------------------------------------------ inputs
 def make_table(rows: int, dim: int) -> Path:
+    """The benchmark table (.npy, standard normal float32), made once."""
     DATA.mkdir(exist_ok=True)
     path = DATA / f"big_{rows}x{dim}.npy"
     if not path.exists():
@@ -142,6 +117,13 @@ def make_table(rows: int, dim: int) -> Path:
         table.flush()
         del table
     return path
+
+
+def warm_page_cache(path: Path) -> None:
+    """Read the table once so that no server's first row pays for disk reads."""
+    with path.open("rb") as data:
+        while data.read(64 << 20):
+            pass
 
 
 def make_repository(table: Path) -> Path:
@@ -158,25 +140,34 @@ def make_repository(table: Path) -> Path:
     return repo
 
 
-def write_bodies(workload: str, rows: int, wire: str) -> Path:
-    size, _ = WORKLOADS[workload]
-    rng = np.random.default_rng(hash(workload) % 2**32)
-    path = DATA / f"bodies_{workload}_{wire}_{rows}.txt"
-    with path.open("w") as out:
-        for _ in range(BODIES[workload]):
-            ids = rng.integers(0, rows, size=size)
-            if wire == "binary":
-                out.write(ids.astype("<i8").tobytes().hex() + "\n")
-            elif wire == "bags":
-                out.write(json.dumps({"bags": [ids.tolist()], "mode": "mean"}) + "\n")
-            elif wire == "neighbors":
-                out.write(json.dumps({"ids": ids[:1].tolist(), "k": 10}) + "\n")
-            elif wire == "v2binary":
-                out.write((v2_header(size) + ids.astype("<i8").tobytes()).hex() + "\n")
-            elif wire == "base64":
-                out.write(json.dumps({"ids": ids.tolist(), "encoding": "base64"}) + "\n")
-            else:
-                out.write(json.dumps({"ids": ids.tolist()}) + "\n")
+def body_line(ids: np.ndarray, wire: str) -> str:
+    """One request body as a line of the bodies file (binary ones hex-encoded)."""
+    if wire == "binary":
+        return ids.astype("<i8").tobytes().hex()
+    if wire == "v2binary":
+        return (v2_header(ids.size) + ids.astype("<i8").tobytes()).hex()
+    if wire == "bags":
+        return json.dumps({"bags": [ids.tolist()], "mode": "mean"})
+    if wire == "neighbors":
+        return json.dumps({"ids": ids[:1].tolist(), "k": 10})
+    if wire == "base64":
+        return json.dumps({"ids": ids.tolist(), "encoding": "base64"})
+    return json.dumps({"ids": ids.tolist()})
+
+
+def write_bodies(distribution: str, workload: str, wire: str, rows: int, warm: bool) -> Path:
+    """The bodies file of one distribution/workload/wire; a different seed for the warm-up."""
+    size = WORKLOADS[workload][0]
+    count = (WARM_BODIES if warm else BODIES)[workload]
+    if distribution == "repeated":
+        count = REPEATED_BODIES
+    kind = "warm" if warm and distribution != "repeated" else "run"
+    path = DATA / f"bodies_{distribution}_{workload}_{wire}_{rows}_{kind}.txt"
+    if not path.exists():
+        seed = 1000 * list(WORKLOADS).index(workload) + (7 if kind == "warm" else 0)
+        sampler = IdSampler(distribution, rows, seed)
+        lines = [body_line(sampler.draw(size), wire) for _ in range(count)]
+        path.write_text("\n".join(lines) + "\n")
     return path
 
 
@@ -197,115 +188,258 @@ def v2_header(size: int) -> bytes:
     ).encode()
 
 
-def run_client(port: int, workload: str, seconds: float, cores: str | None) -> dict:
-    """The project's AsyncEmbeddingClient (binary transport) at the workload's concurrency."""
-    import asyncio
-
-    from service.client import AsyncEmbeddingClient
-
-    if cores and hasattr(os, "sched_setaffinity"):
-        previous = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, {int(cores)})
-    size, conns = WORKLOADS[workload]
-    rng = np.random.default_rng(1)
-    bodies = [rng.integers(0, 1_000_000, size=size) for _ in range(500)]
-    latencies: list[float] = []
-    errors = 0
-
-    async def worker(client: AsyncEmbeddingClient, offset: int, stop: float) -> None:
-        nonlocal errors
-        i = offset
-        while time.perf_counter() < stop:
-            started = time.perf_counter()
-            try:
-                await client.lookup("big", bodies[i % len(bodies)])
-                latencies.append(time.perf_counter() - started)
-            except Exception:
-                errors += 1
-            i += 1
-
-    async def main() -> float:
-        limits_client = AsyncEmbeddingClient(f"http://127.0.0.1:{port}", retries=0)
-        async with limits_client as client:
-            started = time.perf_counter()
-            await asyncio.gather(*(worker(client, k, started + seconds) for k in range(conns)))
-            return time.perf_counter() - started
-
-    try:
-        elapsed = asyncio.run(main())
-    finally:
-        if cores and hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, previous)
-    ordered = sorted(latencies) or [0.0]
-    return {
-        "requests": len(latencies),
-        "duration_us": int(elapsed * 1e6),
-        "errors": errors,
-        "p50_us": int(ordered[len(ordered) // 2] * 1e6),
-        "p99_us": int(ordered[int(len(ordered) * 0.99)] * 1e6),
-        "rps": len(latencies) / elapsed,
-    }
-
-
+# --------------------------------------------------------------- measuring
 def run_wrk(
-    port: int,
-    path: str,
-    bodies: Path,
-    wire: str,
-    connections: int,
-    seconds: float,
-    cores: str | None,
-) -> dict:
+    port: int, case: Case, bodies: Path, seconds: float, cores: str | None
+) -> dict[str, float]:
+    """One wrk run of ``case`` over ``bodies``; its summary (requests, latency percentiles)."""
     script = DATA / "bench.lua"
     script.write_text(LUA)
+    binary_in = case.wire in ("binary", "v2binary")
     env = {
         **os.environ,
-        "BENCH_PATH": path,
+        "BENCH_PATH": case.route,
         "BENCH_BODIES": str(bodies),
-        "BENCH_BINARY": "1" if wire in ("binary", "v2binary") else "0",
-        "BENCH_CTYPE": "application/octet-stream" if wire == "binary" else "application/json",
-        "BENCH_ACCEPT": "application/octet-stream" if wire == "binary" else "application/json",
+        "BENCH_BINARY": "1" if binary_in else "0",
+        "BENCH_CTYPE": "application/octet-stream" if case.wire == "binary" else "application/json",
+        "BENCH_ACCEPT": "application/octet-stream" if case.wire == "binary" else "application/json",
     }
-    if wire == "v2binary":
-        size = next(v for w, (v, _) in WORKLOADS.items() if bodies.name.startswith(f"bodies_{w}_"))
+    if case.wire == "v2binary":
         env["BENCH_HEADER_NAME"] = "Inference-Header-Content-Length"
-        env["BENCH_HEADER_VALUE"] = str(len(v2_header(size)))
-    threads = max(1, min(2, connections))
-    cmd = pinned(
-        cores,
-        [
-            "wrk",
-            "-t",
-            str(threads),
-            "-c",
-            str(connections),
-            "-d",
-            f"{max(1, round(seconds))}s",
-            "--timeout",
-            "10s",
-            "-s",
-            str(script),
-            f"http://127.0.0.1:{port}",
-        ],
-    )
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-    line = next(line for line in out.splitlines() if line.startswith("BENCH "))
-    result = json.loads(line[6:])
+        env["BENCH_HEADER_VALUE"] = str(len(v2_header(WORKLOADS[case.workload][0])))
+    conns = case.connections or WORKLOADS[case.workload][1]
+    # One wrk thread: two would start at the same body and send every body twice.
+    cmd = ["wrk", "-t", "1", "-c", str(conns), "-d", f"{max(1, round(seconds))}s"]
+    cmd += ["--timeout", "10s", "-s", str(script), f"http://127.0.0.1:{port}"]
+    out = subprocess.run(pinned(cores, cmd), env=env, capture_output=True, text=True, check=True)
+    line = next(line for line in out.stdout.splitlines() if line.startswith("BENCH "))
+    result: dict[str, float] = json.loads(line[6:])
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
     return result
 
 
-@dataclass(frozen=True)
-class Case:
-    server: str
-    route: str
-    workload: str
-    wire: str
-    connections: int | None = None
-    label: str = ""
+_CACHE_SAMPLE = re.compile(
+    r'^embedding_row_cache(_events_total)?\{(?:event|stat)="(hits|misses)",table="big"\} (\S+)$',
+    re.M,
+)
 
 
-def main() -> None:
+def cache_counts(server: Server) -> tuple[float, float] | None:
+    """Row-text cache hits and misses of table ``big`` so far (None for servers without one).
+
+    Reads the counters, or the original code's scrape-time gauge where there are none.
+    """
+    if not server.has_metrics:
+        return None
+    try:
+        text = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return None
+    found = {
+        (bool(counter), event): float(value)
+        for counter, event, value in _CACHE_SAMPLE.findall(text)
+    }
+    counter = any(is_counter for is_counter, _ in found)
+    return found.get((counter, "hits"), 0.0), found.get((counter, "misses"), 0.0)
+
+
+def measure(
+    server: Server, case: Case, distribution: str, args: argparse.Namespace, cores: str | None
+) -> Row:
+    """Warm up on one bodies file, then measure on another: throughput, CPU, hit rate."""
+    warm = write_bodies(distribution, case.workload, case.wire, args.rows, warm=True)
+    bodies = write_bodies(distribution, case.workload, case.wire, args.rows, warm=False)
+    run_wrk(server.port, case, warm, args.warmup, cores)
+    before, cpu_before = cache_counts(server), cpu_seconds(server.pid)
+    result = run_wrk(server.port, case, bodies, args.duration, cores)
+    cpu = cpu_seconds(server.pid) - cpu_before
+    after = cache_counts(server)
+    rate = None
+    if before is not None and after is not None:
+        hits, misses = after[0] - before[0], after[1] - before[1]
+        rate = hits / (hits + misses) if hits + misses else None
+    return Row(case, distribution, result, cpu, rate, server.memory_mib())
+
+
+# ----------------------------------------------------------------- servers
+def build_servers(args: argparse.Namespace, table: Path, repo: Path) -> dict[str, Server]:
+    """Every server the bench knows: the service (from ``--service-root``) and references."""
+    py = sys.executable
+    root = args.service_root.resolve()
+    service = [py, "-m", "service", "serve", "--models", str(repo), "--port", "{port}"]
+    service += ["--log-level", "warning"]
+    reference = [py, "-m", "uvicorn", "--port", "{port}", "--log-level", "warning"]
+    reference += ["--no-access-log", "--loop", "uvloop", "--http", "httptools"]
+    ref_env = {"BENCH_TABLE": str(table), "PYTHONPATH": str(ROOT)}
+    svc_env = {"PYTHONPATH": str(root)}
+
+    def ref(name: str, app: str, *extra: str) -> Server:
+        cmd = [*reference, *extra, f"loadtest.reference_servers:{app}"]
+        return Server(name, cmd, ref_env, "/docs", cwd=ROOT, has_metrics=False)
+
+    def svc(name: str, *extra: str) -> Server:
+        return Server(name, [*service, *extra], svc_env, cwd=root)
+
+    return {
+        "tuned": ref("tuned", "tuned_app"),
+        "naive": ref("naive", "naive_app"),
+        "service": svc("service"),
+        "service-nofast": svc("service-nofast", "--no-fast-path"),
+        "service-2w": svc("service-2w", "--workers", "2"),
+        "tuned-2w": ref("tuned-2w", "tuned_app", "--workers", "2"),
+    }
+
+
+def core_cases() -> list[Case]:
+    """What every distribution gets: JSON and binary, W1-W3, service and tuned FastAPI."""
+    lookup = "/v1/tables/big/lookup"
+    cases = [Case("tuned", "/lookup", w, "json") for w in WORKLOADS]
+    cases += [Case("tuned", "/lookup_binary", w, "binary") for w in WORKLOADS]
+    cases += [Case("service", lookup, w, wire) for w in WORKLOADS for wire in ("json", "binary")]
+    return cases
+
+
+def extra_cases() -> list[Case]:
+    """``--extras``: other formats, backends, routes and server setups (uniform ids only)."""
+    lookup = "/v1/tables/{t}/lookup"
+    cases = [Case("naive", "/lookup", w, "json") for w in WORKLOADS]
+    cases += [Case("service", lookup.format(t="big"), w, "base64") for w in WORKLOADS]
+    for table, label in (("big_ort", "ORT batching on"), ("big_ort_nobatch", "ORT batching off")):
+        for w, wire in (("W1", "json"), ("W1", "binary"), ("W2", "binary"), ("W3", "binary")):
+            cases.append(Case("service", lookup.format(t=table), w, wire, label=label))
+    v2 = "/v2/models/big/infer"
+    cases += [Case("service", v2, w, "v2binary", label="V2 binary (Triton)") for w in WORKLOADS]
+    cases.append(Case("service", "/v1/tables/big/bags", "W2", "bags", label="bags: 32 ids, mean"))
+    neighbors = "/v1/tables/big/neighbors"
+    cases.append(Case("service", neighbors, "W1", "neighbors", 4, "neighbors k=10, exact"))
+    cases += [
+        Case("service-nofast", lookup.format(t="big"), w, "json", label="FastAPI routing")
+        for w in ("W1", "W3")
+    ]
+    cases += [
+        Case("service-2w", lookup.format(t="big"), w, wire, label="2 workers")
+        for w, wire in (("W1", "json"), ("W2", "json"), ("W3", "binary"))
+    ]
+    cases.append(Case("tuned-2w", "/lookup", "W1", "json", label="2 workers"))
+    cases.append(Case("tuned-2w", "/lookup_binary", "W3", "binary", label="2 workers"))
+    return cases
+
+
+def selected_cases(args: argparse.Namespace, distribution: str) -> list[Case]:
+    """Cases of one distribution after ``--only`` / ``--match``, comparisons back to back."""
+    cases = core_cases() + (extra_cases() if args.extras and distribution == "uniform" else [])
+    only = {name for name in args.only.split(",") if name}
+    order = {w: i for i, w in enumerate(WORKLOADS)}
+    wires = ["json", "base64", "binary", "v2binary", "bags", "neighbors"]
+    chosen = [
+        c
+        for c in cases
+        if (not only or c.server in only)
+        and args.match in f"{c.label} {c.workload} {c.wire} {distribution}"
+    ]
+    return sorted(chosen, key=lambda c: (order[c.workload], wires.index(c.wire)))
+
+
+def run_distribution(
+    args: argparse.Namespace,
+    distribution: str,
+    servers: dict[str, Server],
+    cores: tuple[str | None, str | None],
+) -> list[Row]:
+    """Fresh servers (empty caches), then every selected case of ``distribution``."""
+    cases = selected_cases(args, distribution)
+    names = sorted({case.server for case in cases})
+    rows: list[Row] = []
+    try:
+        for name in names:
+            servers[name].start(None if name.endswith("2w") else cores[0])
+        for case in cases:
+            multi = case.server.endswith("2w")
+            row = measure(
+                servers[case.server], case, distribution, args, None if multi else cores[1]
+            )
+            rows.append(row)
+            print(f"  {distribution:8} {format_row(row, None)}", flush=True)
+    finally:
+        for name in names:
+            servers[name].stop()
+    return rows
+
+
+# --------------------------------------------------------------- reporting
+HEADER = (
+    "| distribution | server | variant | workload | wire | conns | req/s | p50 ms | p99 ms | errors "
+    "| server CPU s | vectors / CPU-s | vs tuned (CPU) | vs tuned (req/s) | cache hits | RSS MiB |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def _family(wire: str) -> str:
+    return "binary" if "binary" in wire else "json"
+
+
+def format_row(row: Row, tuned: Row | None) -> str:
+    """One markdown table row; ratios against the tuned row of the same cell (if any)."""
+    case, r = row.case, row.wrk
+    size, conns = WORKLOADS[case.workload]
+    cpu_ratio = rps_ratio = "-"
+    if tuned is not None and tuned.vectors_per_cpu and tuned.wrk["rps"]:
+        cpu_ratio = f"{row.vectors_per_cpu / tuned.vectors_per_cpu:.2f}x"
+        rps_ratio = f"{r['rps'] / tuned.wrk['rps']:.2f}x"
+    hits = "-" if row.hit_rate is None else f"{row.hit_rate:.0%}"
+    return (
+        f"| {row.distribution} | {case.server} | {case.label or '-'} | {case.workload} ({size} ids) "
+        f"| {case.wire} | {case.connections or conns} | {r['rps']:,.0f} | {r['p50_us'] / 1000:.2f} "
+        f"| {r['p99_us'] / 1000:.2f} | {r['errors']:.0f} | {row.cpu:.2f} | {row.vectors_per_cpu:,.0f} "
+        f"| {cpu_ratio} | {rps_ratio} | {hits} | {row.memory[0]:,.0f} |"
+    )
+
+
+def render(rows: list[Row], args: argparse.Namespace) -> str:
+    """The markdown table of a run, with how it was made."""
+    tuned = {
+        (row.distribution, row.case.workload, _family(row.case.wire)): row
+        for row in rows
+        if row.case.server == "tuned"
+    }
+    lines = [
+        f"Table {args.rows:,} x {args.dim} float32; {args.duration:.0f} s per row after "
+        f"{args.warmup:.0f} s warm-up on other bodies of the same distribution; server on core 0, "
+        f"wrk on core 1 (2-worker rows unpinned); service at commit {service_commit(args.service_root)}. "
+        "vs tuned (CPU): vectors per server CPU-second over tuned FastAPI's, same distribution, "
+        "workload and wire family (JSON to JSON, binary to binary). cache hits: share of looked-up "
+        "rows the row-text cache answered during the row.",
+        "",
+        HEADER,
+    ]
+    for row in rows:
+        key = (row.distribution, row.case.workload, _family(row.case.wire))
+        lines.append(format_row(row, None if row.case.server == "tuned" else tuned.get(key)))
+    return "\n".join(lines) + "\n"
+
+
+def service_commit(root: Path) -> str:
+    """The short commit of the checkout the service ran from (no machine paths in reports)."""
+    out = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    return out.stdout.strip() or "unknown"
+
+
+def save(report: str, path: Path) -> None:
+    """Write the report between the bench markers of ``path`` (the whole file if it has none)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = path.read_text() if path.exists() else ""
+    if SAVE_BEGIN in text and SAVE_END in text:
+        head, rest = text.split(SAVE_BEGIN, 1)
+        tail = rest.split(SAVE_END, 1)[1]
+        text = f"{head}{SAVE_BEGIN}\n{report}{SAVE_END}{tail}"
+    else:
+        text = report
+    path.write_text(text)
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -315,199 +449,44 @@ def main() -> None:
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--dists", default=",".join(DISTRIBUTIONS), help="id distributions to run")
     parser.add_argument("--only", default="", help="comma-separated server names to run")
-    parser.add_argument("--match", default="", help="only rows whose variant label contains this")
+    parser.add_argument(
+        "--match", default="", help="only rows whose label/workload/wire contains this"
+    )
+    parser.add_argument(
+        "--extras", action="store_true", help="also other formats, backends, 2 workers"
+    )
+    parser.add_argument(
+        "--service-root",
+        type=Path,
+        default=ROOT,
+        help="checkout to run the service from (before/after)",
+    )
     parser.add_argument("--save", type=Path, help="also write the table (markdown) to this file")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
-
     two_cores = (os.cpu_count() or 1) >= 2
-    server_cores, load_cores = ("0", "1") if two_cores else (None, None)
+    cores = ("0", "1") if two_cores else (None, None)
     table = make_table(args.rows, args.dim)
+    warm_page_cache(table)
     repo = make_repository(table)
-    py = sys.executable
-    service = [
-        py,
-        "-m",
-        "service",
-        "serve",
-        "--models",
-        str(repo),
-        "--port",
-        "{port}",
-        "--log-level",
-        "warning",
-    ]
-    reference = [
-        py,
-        "-m",
-        "uvicorn",
-        "--port",
-        "{port}",
-        "--log-level",
-        "warning",
-        "--no-access-log",
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-    ]
-    ref_env = {"BENCH_TABLE": str(table), "PYTHONPATH": str(ROOT)}
-    servers = {
-        "tuned": Server(
-            "tuned", [*reference, "loadtest.reference_servers:tuned_app"], ref_env, "/docs"
-        ),
-        "naive": Server(
-            "naive", [*reference, "loadtest.reference_servers:naive_app"], ref_env, "/docs"
-        ),
-        "service": Server("service", service),
-        "service-nofast": Server("service-nofast", [*service, "--no-fast-path"]),
-        "service-2w": Server("service-2w", [*service, "--workers", "2"]),
-        "tuned-2w": Server(
-            "tuned-2w",
-            [*reference, "--workers", "2", "loadtest.reference_servers:tuned_app"],
-            ref_env,
-            "/docs",
-        ),
-    }
-    lookup = "/v1/tables/{t}/lookup"
-    cases: dict[str, list[Case]] = {
-        "tuned": [Case("tuned", "/lookup", w, "json") for w in WORKLOADS]
-        + [Case("tuned", "/lookup_binary", w, "binary") for w in WORKLOADS],
-        "naive": [Case("naive", "/lookup", w, "json") for w in WORKLOADS],
-        "service": [
-            Case("service", lookup.format(t="big"), w, wire)
-            for w in WORKLOADS
-            for wire in ("json", "base64", "binary")
-        ]
-        + [
-            Case("service", lookup.format(t=t), w, wire, label=label)
-            for t, label in (
-                ("big_ort", "ORT batching on"),
-                ("big_ort_nobatch", "ORT batching off"),
-            )
-            for w, wire in (("W1", "json"), ("W1", "binary"), ("W2", "binary"), ("W3", "binary"))
-        ]
-        + [
-            Case("service", "/v2/models/big/infer", w, "v2binary", label="V2 binary (Triton)")
-            for w in WORKLOADS
-        ]
-        + [
-            Case("service", "client", w, "binary", label="project client (async)")
-            for w in ("W1", "W3")
-        ]
-        + [
-            Case(
-                "service", "/v1/tables/big/bags", "W2", "bags", label="bags: 1 bag of 32 ids, mean"
-            )
-        ]
-        + [
-            Case(
-                "service",
-                "/v1/tables/big/neighbors",
-                "W1",
-                "neighbors",
-                connections=4,
-                label="neighbors k=10, cosine, exact",
-            )
-        ]
-        + [
-            Case(
-                "service",
-                lookup.format(t=t),
-                "W1",
-                "binary",
-                connections=1,
-                label=label + ", 1 conn",
-            )
-            for t, label in (
-                ("big_ort", "ORT batching on"),
-                ("big_ort_nobatch", "ORT batching off"),
-                ("big", "numpy"),
-            )
-        ],
-        "service-nofast": [
-            Case("service-nofast", lookup.format(t="big"), w, "json", label="FastAPI routing")
-            for w in ("W1", "W3")
-        ],
-        "service-2w": [
-            Case("service-2w", lookup.format(t="big"), w, wire, label="2 workers")
-            for w, wire in (("W1", "json"), ("W2", "json"), ("W3", "binary"))
-        ],
-        "tuned-2w": [
-            Case("tuned-2w", "/lookup", "W1", "json", label="2 workers"),
-            Case("tuned-2w", "/lookup_binary", "W3", "binary", label="2 workers"),
-        ],
-    }
-    only = {s for s in args.only.split(",") if s}
-    chosen = [name for name in servers if not only or name in only]
-    # All servers run side by side (idle ones cost nothing) and every comparison is run back
-    # to back, so a noisy neighbour moment hits all variants of a row group alike.
-    order = {w: i for i, w in enumerate(WORKLOADS)}
-    wires = {"json": 0, "base64": 1, "binary": 2, "v2binary": 3, "bags": 4, "neighbors": 5}
-    plan = sorted(
-        (case for name in chosen for case in cases[name] if args.match in case.label),
-        key=lambda c: (c.connections is not None, order[c.workload], wires[c.wire]),
-    )
-    results: list[tuple[Case, dict, tuple[float, float]]] = []
+    servers = build_servers(args, table, repo)
+    rows: list[Row] = []
     try:
-        for name in chosen:
-            servers[name].start(None if name.endswith("2w") else server_cores)
-        for case in plan:
-            server = servers[case.server]
-            multi = case.server.endswith("2w")
-            bodies = write_bodies(case.workload, args.rows, case.wire)
-            conns = case.connections or WORKLOADS[case.workload][1]
-            wrk_cores = None if multi else load_cores
-            if case.route == "client":
-                run_client(server.port, case.workload, args.warmup, wrk_cores)
-                result = run_client(server.port, case.workload, args.duration, wrk_cores)
-            else:
-                run_wrk(server.port, case.route, bodies, case.wire, conns, args.warmup, wrk_cores)
-                result = run_wrk(
-                    server.port, case.route, bodies, case.wire, conns, args.duration, wrk_cores
-                )
-            results.append((case, result, server.memory_mib()))
-            print(
-                f"  {case.server:15} {case.workload} {case.wire:6} {case.label:26} {result['rps']:9.0f} req/s",
-                flush=True,
-            )
+        for distribution in args.dists.split(","):
+            rows += run_distribution(args, distribution, servers, cores)
     finally:
-        for server in servers.values():
-            server.stop()
-    shutil.rmtree(repo, ignore_errors=True)
-    report = render(results, args)
+        shutil.rmtree(repo, ignore_errors=True)
+    report = render(rows, args)
     print(report)
     if args.save:
-        args.save.parent.mkdir(parents=True, exist_ok=True)
-        args.save.write_text(report)
-
-
-def render(results, args) -> str:
-    baseline = {}
-    for case, result, _ in results:
-        if case.server == "tuned":
-            baseline[(case.workload, "binary" if "binary" in case.wire else "json")] = result["rps"]
-    lines = [
-        f"Table {args.rows:,} x {args.dim} float32; {args.duration:.0f} s per row after {args.warmup:.0f} s warm-up; "
-        f"server on core 0, wrk on core 1 (2-worker rows unpinned). Ratio: to tuned FastAPI, same workload, "
-        f"JSON rows to its JSON row, binary rows to its binary row.",
-        "",
-        "| server | variant | workload | wire | conns | req/s | vectors/s | p50 ms | p99 ms | errors | ratio | RSS MiB | PSS MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for case, r, (rss, pss) in results:
-        size, conns = WORKLOADS[case.workload]
-        conns = case.connections or conns
-        base = baseline.get((case.workload, "binary" if "binary" in case.wire else "json"))
-        ratio = f"{r['rps'] / base:.2f}x" if base else "-"
-        lines.append(
-            f"| {case.server} | {case.label or '-'} | {case.workload} ({size} ids) | {case.wire} | {conns} | "
-            f"{r['rps']:,.0f} | {r['rps'] * size:,.0f} | {r['p50_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} | "
-            f"{r['errors']} | {ratio} | {rss:,.0f} | {pss:,.0f} |"
-        )
-    return "\n".join(lines) + "\n"
+        save(report, args.save)
 
 
 if __name__ == "__main__":

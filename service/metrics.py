@@ -91,11 +91,22 @@ BATCHER_EVENTS = Counter(
     "Requests the batcher did not compute: rejected (queue full), timed_out, cancelled, failed.",
     ["table", "event"],
 )
-ROW_CACHE = Gauge(
-    "embedding_row_cache",
-    "JSON row-text cache per table, summed over live workers: hits, misses (rows, since start), "
-    "entries, bytes. Refreshed by each worker about once per reload poll interval.",
-    ["table", "stat"],
+ROW_CACHE_EVENTS = Counter(
+    "embedding_row_cache_events",
+    "JSON row-text cache per table: hits and misses (positions), admissions and evictions "
+    "(rows), bypassed (requests answered in bulk while the hit rate is low).",
+    ["table", "event"],
+)
+ROW_CACHE_BYTES = Gauge(
+    "embedding_row_cache_bytes",
+    "Memory the row-text cache accounts for (texts, entry overhead, doorkeeper).",
+    ["table"],
+    multiprocess_mode="livesum",
+)
+ROW_CACHE_ENTRIES = Gauge(
+    "embedding_row_cache_entries",
+    "Rows whose JSON text the row-text cache holds.",
+    ["table"],
     multiprocess_mode="livesum",
 )
 HOT_ROWS = Gauge(

@@ -87,6 +87,24 @@ class ServiceSettings(BaseSettings):
         description="Memory per worker for cached JSON text of rows (tables are read-only, "
         "so a row's text never changes). Speeds up JSON responses on skewed traffic; 0 turns it off.",
     )
+    row_cache_min_hit_rate: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="Below this share of looked-up rows found in the row-text cache (per window), "
+        "JSON is encoded in bulk without the cache, which keeps sampling to notice skew again.",
+    )
+    row_cache_window_ids: int = Field(
+        16384,
+        ge=1,
+        description="Looked-up ids per window over which the row-text cache measures its hit rate.",
+    )
+    row_cache_sample_every: int = Field(
+        64,
+        ge=1,
+        description="While the row-text cache is bypassed, one request in this many still uses it "
+        "(to measure the hit rate and admit recurring rows).",
+    )
     max_batch_ids: int = Field(
         16384,
         ge=1,

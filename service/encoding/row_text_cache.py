@@ -1,163 +1,569 @@
-"""A bounded cache of the JSON text of table rows.
+"""A bounded cache of the JSON text of table rows that only pays when it earns.
 
-Tables are read-only, so the text orjson writes for a row never changes. Joining
-cached texts is much cheaper than formatting every float again, and skewed
-traffic (Zipf-like, as in recommenders and word vectors) keeps the hot rows in.
-Eviction is FIFO by insertion (a dict keeps order), half the cache at a time:
-O(1) per hit, no bookkeeping on the hot path.
+Tables are read-only, so the text orjson writes for a row never changes: pasting cached
+texts is cheaper than formatting 128 floats again. But on ids that do not recur (uniform
+over a large table) a cache only costs. So:
+
+* **No per-id Python work.** Which rows are cached is a numpy index (row id -> slot,
+  int32) and the texts are orjson ``Fragment``s in a numpy object array: looking up a
+  1,024-id request is a few vector operations, not 1,024 hash probes.
+* **Bulk misses.** One orjson call writes the whole response: cached rows go in as
+  Fragments (copied as they are), missed rows as views of the gathered block (formatted
+  by orjson's numpy path, as in bulk). A request with fewer than 1 hit in
+  ``_SPLICE_MIN_HITS`` positions is answered by plain bulk orjson.
+* **Second-hit admission.** A row enters the cache the second time it is missed within
+  the doorkeeper's reach (one byte per table row, cleared when too many are set, as
+  TinyLFU resets its sketch): one-off rows never displace recurring ones.
+* **Sampled bypass.** Hits are counted per window of looked-up ids; below
+  ``min_hit_rate`` the cache steps aside (bulk orjson over ``np.take``, nothing else),
+  except one request in ``sample_every``, so a shift to skewed traffic is noticed.
+* **Bounded memory.** Texts, per-entry overhead, index and doorkeeper stay under
+  ``capacity_bytes``. Slots form a ring swept by a CLOCK hand: a row hit since the hand
+  last passed gets another round, the others are overwritten in admission order. A table
+  too large for the index to fit in a quarter of the budget is always answered in bulk.
+
+The interface the use cases call is :meth:`RowTextCache.plan` then
+:meth:`RowTextCache.render`; the output is byte-identical to
+``orjson.dumps(float32 array, option=OPT_SERIALIZE_NUMPY)``.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
-from functools import lru_cache
-from itertools import islice
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 
-from service.encoding.responses import nest_texts
+from service import metrics
 
-# Per entry beyond the text: dict slot, int key, bytes object header.
-_ENTRY_OVERHEAD = 120
+if TYPE_CHECKING:
+    from service.settings import ServiceSettings
+
+# Per entry beyond the text: bytes header, Fragment, slot in the object/owner/size arrays.
+_ENTRY_OVERHEAD = 96
+# Per table row: the slot index (int32) and the doorkeeper byte.
+_INDEX_BYTES_PER_ROW = 5
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
+# A request is spliced from cached texts when at least 1 in this many positions hit.
+_SPLICE_MIN_HITS = 8
+_EMPTY_IDS = np.empty(0, dtype=np.int64)
+# Up to this many ids, a plan is made in plain Python.
+_SCALAR = 16
+# Up to this many ids, de-duplicating in Python beats np.unique's fixed cost.
+_SMALL = 256
 
 
 def rows_text(rows: np.ndarray) -> list[bytes]:
     """orjson's text of each row of a 2-D float array, as orjson writes it inside a list."""
     if rows.shape[0] == 0:
         return []
-    whole = orjson.dumps(rows, option=_NUMPY)
     # Numbers never contain brackets, so "],[" separates rows exactly.
-    inner = whole[2:-2].split(b"],[")
+    inner = orjson.dumps(rows, option=_NUMPY)[2:-2].split(b"],[")
     return [b"[" + part + b"]" for part in inner]
 
 
 @dataclass(slots=True)
 class RowTextPlan:
-    """What ``render`` needs: the cached texts, where they miss, and the ids to gather."""
+    """What :meth:`RowTextCache.plan` decided for one request.
 
-    keys: list[int]
-    texts: list[bytes | None]
-    missing: list[int]
+    ``fetch_ids``: distinct table ids whose final float32 rows the caller gathers, in this
+    order. Bulk (``items is None``): every position reads ``fetched[inverse]`` (``inverse``
+    None when positions and fetched rows agree), zero rows where ``zero``. Spliced:
+    ``items`` holds cached Fragments, and positions ``miss_at`` read ``fetched[miss_row]``.
+    """
+
     fetch_ids: np.ndarray
-
-
-_NO_IDS = np.zeros(0, dtype=np.int64)
-
-
-def _inner_texts(rows: np.ndarray) -> list[bytes]:
-    """orjson's text of each row of a 2-D float array without the row's brackets."""
-    if rows.shape[0] == 0:
-        return []
-    # Numbers never contain brackets, so "],[" separates rows exactly.
-    return orjson.dumps(rows, option=_NUMPY)[2:-2].split(b"],[")
-
-
-@lru_cache(maxsize=64)
-def _zero_inner(dim: int) -> bytes:
-    return orjson.dumps(np.zeros(dim, dtype=np.float32), option=_NUMPY)[1:-1]
-
-
-def _nest_inner(inner: list[bytes], shape: tuple[int, ...]) -> bytes:
-    """JSON of ``shape`` (ids shape + (dim,)) from rows' bracket-less texts, one join per level."""
-    if 0 in shape:
-        return orjson.dumps(np.zeros(shape, dtype=np.float32), option=_NUMPY)
-    if len(shape) == 1:
-        return b"[" + inner[0] + b"]"
-    if len(shape) == 2:  # 1-D ids, the common case
-        return b"[[" + b"],[".join(inner) + b"]]"
-    size = shape[-2]
-    groups = [b"[[" + b"],[".join(inner[i : i + size]) + b"]]" for i in range(0, len(inner), size)]
-    return nest_texts(groups, shape[:-2])
-
-
-def _flat_inner(inner: list[bytes], shape: tuple[int, ...]) -> bytes:
-    """One flat JSON list of every number (V2 ``data``)."""
-    if 0 in shape:
-        return b"[]"
-    return b"[" + b",".join(inner) + b"]"
+    ids_shape: tuple[int, ...]
+    inverse: np.ndarray | None = None
+    zero: np.ndarray | None = None
+    admit: bool = False
+    items: list[Any] | None = None
+    miss_at: list[int] | None = None
+    miss_row: list[int] | None = None
+    zero_at: list[int] | None = None
 
 
 class RowTextCache:
-    """Maps row id -> JSON text of that (final, float32) row, up to ``capacity_bytes``.
+    """Maps row id -> JSON text of that (final, float32) row, within ``capacity_bytes``."""
 
-    ``plan``/``render`` keep each row's text without its brackets, so that nested (v1) and
-    flat (V2 ``data``) bodies are each one join."""
-
-    def __init__(self, capacity_bytes: int) -> None:
+    def __init__(
+        self,
+        capacity_bytes: int,
+        table: str = "",
+        *,
+        min_hit_rate: float = 0.1,
+        window_ids: int = 16384,
+        sample_every: int = 64,
+        doorkeeper: bool = True,
+    ) -> None:
         self.capacity_bytes = capacity_bytes
-        self._texts: dict[int, bytes] = {}
-        self._bytes = 0
-        self.hits = 0
-        self.misses = 0
+        self.min_hit_rate = min_hit_rate
+        self.window_ids = window_ids
+        self.sample_every = max(1, sample_every)
+        self._doorkeeper = doorkeeper
+        self._slot_of = np.empty(0, dtype=np.int32)  # row id -> slot, -1 when not cached
+        self._door = np.empty(0, dtype=np.uint8)  # 1: missed once, not admitted yet
+        self._door_set = 0
+        self._texts = np.empty(0, dtype=object)  # slot -> Fragment (ring, FIFO)
+        self._owner = np.empty(0, dtype=np.int64)  # slot -> row id, -1 when free
+        self._sizes = np.empty(0, dtype=np.int64)  # slot -> accounted bytes
+        self._used = np.empty(0, dtype=np.uint8)  # slot -> hit since the clock hand passed
+        self._next = 0
+        self._entries = 0
+        self._text_bytes = 0
+        self._too_large = False
+        self._legacy_skip = False
+        self._zero_rows: dict[int, np.ndarray] = {}
+        self.bypass = False
+        self._window_seen = 0
+        self._window_hits = 0.0
+        self._counts = {"hits": 0, "misses": 0, "admissions": 0, "evictions": 0, "bypassed": 0}
+        self._published = dict.fromkeys(self._counts, 0)
+        self._table = table
+        self._children: dict[str, Any] | None = None
 
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings, table: str) -> RowTextCache:
+        """The cache of one table, sized and tuned by the service settings."""
+        return cls(
+            settings.row_cache_bytes,
+            table,
+            min_hit_rate=settings.row_cache_min_hit_rate,
+            window_ids=settings.row_cache_window_ids,
+            sample_every=settings.row_cache_sample_every,
+        )
+
+    # ------------------------------------------------------------------ state
     @property
     def enabled(self) -> bool:
+        """False when the budget is 0: callers then encode with plain orjson."""
         return self.capacity_bytes > 0
 
     @property
     def size_bytes(self) -> int:
-        return self._bytes
+        """Accounted memory: texts with their overhead, the index and the doorkeeper."""
+        return self._text_bytes + self._slot_of.size * _INDEX_BYTES_PER_ROW
+
+    @property
+    def hits(self) -> int:
+        """Positions answered from cached text, since start."""
+        self.publish_metrics()
+        return self._counts["hits"]
+
+    @property
+    def misses(self) -> int:
+        """Positions whose row was formatted (while the cache was consulted), since start."""
+        return self._counts["misses"]
+
+    def stats(self) -> dict[str, int]:
+        """Counters since start plus entries and bytes (and publishes them as metrics)."""
+        self.publish_metrics()
+        return {**self._counts, "entries": self._entries, "bytes": self.size_bytes}
 
     def __len__(self) -> int:
-        return len(self._texts)
+        return self._entries
 
-    def lookup(self, ids: list[int]) -> tuple[list[bytes | None], list[int]]:
-        """Texts for ``ids`` (``None`` where missing) and the positions that missed."""
-        texts = list(map(self._texts.get, ids))
-        if None not in texts:
-            self.hits += len(ids)
-            return texts, []
-        missing = [i for i, text in enumerate(texts) if text is None]
-        self.misses += len(missing)
-        self.hits += len(ids) - len(missing)
-        return texts, missing
-
-    def store(self, ids: list[int], texts: list[bytes]) -> None:
-        """Remember texts of rows just encoded, evicting the oldest half when full."""
-        cache = self._texts
-        for key, text in zip(ids, texts, strict=True):
-            if key not in cache:
-                cache[key] = text
-                self._bytes += len(text) + _ENTRY_OVERHEAD
-        while self._bytes > self.capacity_bytes and cache:
-            self._evict_half()
-
-    def _evict_half(self) -> None:
-        cache = self._texts
-        for key in list(islice(cache, max(1, len(cache) // 2))):
-            self._bytes -= len(cache.pop(key)) + _ENTRY_OVERHEAD
-
+    # ------------------------------------------------------------------- plan
     def plan(self, ids: np.ndarray) -> RowTextPlan:
-        """Look ``ids`` up (1-D int64; -1 means a zero vector); the distinct misses to gather."""
-        keys = ids.tolist()
-        texts = list(map(self._texts.get, keys))
-        if None not in texts:
-            self.hits += len(keys)
-            return RowTextPlan(keys, texts, [], _NO_IDS)
-        missing = [i for i, text in enumerate(texts) if text is None]
-        self.misses += len(missing)
-        self.hits += len(keys) - len(missing)
-        fetch = np.unique(ids[missing])
-        if fetch.size and fetch[0] < 0:  # sorted: a -1 (zero vector) comes first
-            fetch = fetch[1:]
-        return RowTextPlan(keys, texts, missing, fetch)
+        """Decide how to answer ``ids`` (int64 table ids, any shape; -1 = zero vector)."""
+        if not self.enabled or ids.size == 0 or self._too_large:
+            return _bulk_plan(ids)
+        if self._skip_for_bypass():
+            self._watch(ids.reshape(-1))
+            return _bulk_plan(ids)
+        flat = ids.reshape(-1)
+        if flat.size <= _SCALAR:
+            return self._plan_small(ids, flat)
+        if not self._index_covers(int(flat.max())):
+            return _bulk_plan(ids)
+        slots = self._slot_of[flat]
+        zero = flat < 0
+        zeros = int(np.count_nonzero(zero))
+        if zeros:
+            slots[zero] = -1  # ids -1 read the index's last row: not theirs
+        hit = slots >= 0
+        hits = int(np.count_nonzero(hit))
+        self._count(hits, flat.size - hits - zeros)
+        if hits:
+            self._used[slots[hit]] = 1
+        if hits == 0 or hits * _SPLICE_MIN_HITS < flat.size - zeros:
+            return _learning_bulk_plan(ids)
+        items = self._texts[slots].tolist()  # Fragments at hits, placeholders elsewhere
+        if hits == flat.size:
+            return RowTextPlan(_EMPTY_IDS, ids.shape, items=items)
+        miss_at = np.flatnonzero(~(hit | zero))
+        fetch, miss_row = _distinct(flat[miss_at])
+        return RowTextPlan(
+            fetch,
+            ids.shape,
+            items=items,
+            miss_at=miss_at.tolist(),
+            miss_row=None if miss_row is None else miss_row.tolist(),
+            zero_at=np.flatnonzero(zero).tolist() if zeros else None,
+        )
 
+    def _skip_for_bypass(self) -> bool:
+        """True for a request the bypass answers in bulk (all but 1 in ``sample_every``)."""
+        if not self.bypass:
+            return False
+        # Drawn at random: a fixed stride aliases with clients that rotate a set of bodies.
+        if random.random() * self.sample_every >= 1.0:
+            self._counts["bypassed"] += 1
+            return True
+        return False
+
+    def _watch(self, flat: np.ndarray) -> None:
+        """While bypassed: mark rows in the doorkeeper and count rows recurring beyond chance.
+
+        Cheap (a few vector operations) and what lets skewed traffic end the bypass: without
+        it, a cold cache that went bulk would only learn from 1 request in ``sample_every``.
+        """
+        if flat.size <= _SCALAR or not self._doorkeeper or int(flat.min()) < 0:
+            return
+        if not self._index_covers(int(flat.max())):
+            return
+        door = self._door
+        chance = self._door_set / door.size  # how often a uniform id would find a mark
+        recurring = int(np.count_nonzero(door[flat]))
+        door[flat] = 1
+        self._door_set += flat.size - recurring
+        self._reset_full_doorkeeper()
+        self._window(max(0.0, recurring - chance * flat.size), flat.size)
+
+    def _reset_full_doorkeeper(self) -> None:
+        if self._door_set > 2 * max(self._texts.size, self.capacity_bytes // 2048):
+            self._door.fill(0)  # TinyLFU-style reset: one-off sightings age out at once
+            self._door_set = 0
+
+    def _plan_small(self, ids: np.ndarray, flat: np.ndarray) -> RowTextPlan:
+        """:meth:`plan` for a few ids: plain Python beats a dozen numpy calls' fixed cost."""
+        keys: list[int] = flat.tolist()
+        if max(keys) >= self._slot_of.size and not self._index_covers(max(keys)):
+            return _bulk_plan(ids)
+        slot_of, texts, used = self._slot_of, self._texts, self._used
+        items: list[Any] = []
+        miss_at: list[int] = []
+        zero_at: list[int] = []
+        for at, key in enumerate(keys):
+            slot = int(slot_of[key]) if key >= 0 else -2
+            items.append(texts[slot] if slot >= 0 else None)
+            if slot >= 0:
+                used[slot] = 1
+            elif slot == -1:
+                miss_at.append(at)
+            elif slot == -2:
+                zero_at.append(at)
+        hits = len(keys) - len(miss_at) - len(zero_at)
+        self._count(hits, len(miss_at))
+        if hits == 0 or hits * _SPLICE_MIN_HITS < len(keys) - len(zero_at):
+            return _learning_bulk_plan(ids)
+        if not miss_at and not zero_at:
+            return RowTextPlan(_EMPTY_IDS, ids.shape, items=items)
+        fetch, miss_row = _distinct(flat[miss_at])
+        return RowTextPlan(
+            fetch,
+            ids.shape,
+            items=items,
+            miss_at=miss_at,
+            miss_row=None if miss_row is None else miss_row.tolist(),
+            zero_at=zero_at or None,
+        )
+
+    def _index_covers(self, max_id: int) -> bool:
+        """Grow the per-row index to ``max_id``; False (for good) if it would not fit."""
+        if max_id < self._slot_of.size and self._slot_of.size:
+            return True
+        rows = max(max_id + 1, 2 * self._slot_of.size, 1024)
+        if rows * _INDEX_BYTES_PER_ROW > self.capacity_bytes // 4:
+            rows = max_id + 1
+            if rows * _INDEX_BYTES_PER_ROW > self.capacity_bytes // 4:
+                self._too_large = True
+                return False
+        slot_of = np.full(rows, -1, dtype=np.int32)
+        slot_of[: self._slot_of.size] = self._slot_of
+        door = np.zeros(rows, dtype=np.uint8)
+        door[: self._door.size] = self._door
+        self._slot_of, self._door = slot_of, door
+        self._evict_over_budget()
+        return True
+
+    def _count(self, hits: int, misses: int) -> None:
+        counts = self._counts
+        counts["hits"] += hits
+        counts["misses"] += misses
+        self._window(hits, hits + misses)
+
+    def _window(self, good: float, seen: int) -> None:
+        """Add to the hit-rate window; at its end, decide whether to bypass the cache.
+
+        ``good``: hits, plus (while bypassed) rows recurring more often than chance would
+        make them: they would be hits if the cache admitted them.
+        """
+        self._window_hits += good
+        self._window_seen += seen
+        if self._window_seen >= self.window_ids:
+            rate = self._window_hits / self._window_seen
+            self.bypass = rate < self.min_hit_rate
+            self._window_seen, self._window_hits = 0, 0.0
+            self.publish_metrics()
+
+    # ----------------------------------------------------------------- render
     def render(
         self, plan: RowTextPlan, fetched: np.ndarray, shape: tuple[int, ...], flat: bool = False
     ) -> bytes:
-        """JSON text of the vectors nested to ``shape`` (or one flat list), byte-identical to
-        orjson's; ``fetched`` holds the final float32 rows of ``plan.fetch_ids`` in order."""
-        texts = plan.texts
-        if plan.missing:
-            fetch_keys = plan.fetch_ids.tolist()
-            fetched_texts = _inner_texts(fetched)
-            self.store(fetch_keys, fetched_texts)
-            found: dict[int, bytes] = dict(zip(fetch_keys, fetched_texts, strict=True))
-            keys = plan.keys
-            for i in plan.missing:
-                text = found.get(keys[i])
-                texts[i] = text if text is not None else _zero_inner(shape[-1])
-        done: list[bytes] = texts  # type: ignore[assignment]  # every miss is filled above
-        return _flat_inner(done, shape) if flat else _nest_inner(done, shape)
+        """JSON of the vectors nested to ``shape`` (``ids shape + (dim,)``), or one flat list.
+
+        ``fetched``: the final float32 rows of ``plan.fetch_ids``, in that order.
+        """
+        if 0 in shape:
+            return b"[]" if flat else orjson.dumps(np.zeros(shape, np.float32), option=_NUMPY)
+        if plan.items is None:
+            if plan.admit:
+                self._admit(plan.fetch_ids, fetched)
+            return _render_bulk(plan, fetched, shape, flat)
+        items = plan.items
+        if plan.miss_at is not None or plan.zero_at is not None:
+            rows = list(fetched)
+            if plan.miss_at is None:
+                pass
+            elif plan.miss_row is None:
+                for at, row in zip(plan.miss_at, rows, strict=True):
+                    items[at] = row
+            else:
+                for at, index in zip(plan.miss_at, plan.miss_row, strict=True):
+                    items[at] = rows[index]
+            if plan.zero_at is not None:
+                zero = self._zero_row(shape[-1])
+                for at in plan.zero_at:
+                    items[at] = zero
+            self._admit(plan.fetch_ids, fetched)
+        # Nested to the caller's shape: the plan saw the ids flat (sequences pass [B*L] ids).
+        text = orjson.dumps(_nest(items, shape[:-1]), option=_NUMPY)
+        if flat:  # numbers hold no brackets: dropping the inner ones flattens the list
+            return b"[" + text.replace(b"[", b"").replace(b"]", b"") + b"]"
+        return text
+
+    def _zero_row(self, dim: int) -> np.ndarray:
+        row = self._zero_rows.get(dim)
+        if row is None:
+            row = self._zero_rows[dim] = np.zeros(dim, np.float32)
+        return row
+
+    # -------------------------------------------------------------- admission
+    def _admit(self, ids: np.ndarray, rows: np.ndarray) -> None:
+        """Cache the texts of fetched rows that recur (all new ones without a doorkeeper)."""
+        if ids.size == 0 or not self._index_covers(int(ids.max())):
+            return
+        at = self._recurring(ids)
+        if at.size:
+            self._store(ids[at].tolist(), rows_text(rows[at]))
+
+    def _recurring(self, ids: np.ndarray) -> np.ndarray:
+        """Positions of uncached ``ids`` missed before; the doorkeeper notes the others."""
+        if ids.size <= _SCALAR and self._doorkeeper:
+            return self._recurring_small(ids.tolist())
+        new = self._slot_of[ids] < 0  # a bulk block also holds rows already cached
+        if not self._doorkeeper:
+            return np.flatnonzero(new)
+        door = self._door
+        seen = door[ids] == 1
+        recurring = seen & new
+        first = new & ~seen
+        door[ids[recurring]] = 0
+        door[ids[first]] = 1
+        n_recurring, n_first = int(np.count_nonzero(recurring)), int(np.count_nonzero(first))
+        self._credit_recurrence(n_recurring, n_recurring + n_first)
+        self._door_set += n_first - n_recurring
+        self._reset_full_doorkeeper()
+        return np.flatnonzero(recurring)
+
+    def _credit_recurrence(self, recurring: int, new: int) -> None:
+        """Count missed rows that recur beyond chance as good for the window: they will hit
+        once admitted (else a warming cache reads as a cold one and is bypassed again)."""
+        chance = self._door_set / max(1, self._door.size)
+        self._window_hits += max(0.0, recurring - chance * new)
+
+    def _recurring_small(self, keys: list[int]) -> np.ndarray:
+        """:meth:`_recurring` for a few ids, without a dozen numpy calls."""
+        slot_of, door = self._slot_of, self._door
+        recurring = []
+        new = 0
+        for at, key in enumerate(keys):
+            if slot_of[key] >= 0:
+                continue
+            new += 1
+            if door[key]:
+                door[key] = 0
+                self._door_set -= 1
+                recurring.append(at)
+            else:
+                door[key] = 1
+                self._door_set += 1
+        self._credit_recurrence(len(recurring), new)
+        self._reset_full_doorkeeper()
+        return np.array(recurring, dtype=np.intp)
+
+    def _store(self, keys: list[int], texts: list[bytes]) -> None:
+        """Put texts in the ring's next slots (evicting what was there)."""
+        if self._texts.size == 0:
+            self._allocate(len(texts[0]))
+        slot_of, owner, sizes, store = self._slot_of, self._owner, self._sizes, self._texts
+        used = self._used
+        capacity = store.size
+        evicted = 0
+        for key, text in zip(keys, texts, strict=True):
+            slot = self._next
+            for _ in range(capacity):  # CLOCK: a slot hit since the hand passed stays a round
+                if not used[slot]:
+                    break
+                used[slot] = 0
+                slot = (slot + 1) % capacity
+            self._next = (slot + 1) % capacity
+            old = int(owner[slot])
+            if old >= 0:
+                slot_of[old] = -1
+                self._text_bytes -= int(sizes[slot])
+                evicted += 1
+            store[slot] = orjson.Fragment(text)
+            owner[slot] = key
+            slot_of[key] = slot
+            sizes[slot] = len(text) + _ENTRY_OVERHEAD
+            self._text_bytes += int(sizes[slot])
+        self._entries += len(keys) - evicted
+        self._counts["admissions"] += len(keys)
+        self._counts["evictions"] += evicted
+        self._evict_over_budget()
+
+    def _allocate(self, text_length: int) -> None:
+        """Size the ring for the budget left after the index, from one row's text length."""
+        budget = self.capacity_bytes - self._slot_of.size * _INDEX_BYTES_PER_ROW
+        slots = max(1, budget // (text_length + _ENTRY_OVERHEAD))
+        self._texts = np.empty(slots, dtype=object)
+        self._owner = np.full(slots, -1, dtype=np.int64)
+        self._sizes = np.zeros(slots, dtype=np.int64)
+        self._used = np.zeros(slots, dtype=np.uint8)
+
+    def _evict_over_budget(self) -> None:
+        """Free the oldest slots while longer-than-first texts or a grown index overflow."""
+        capacity = self._owner.size
+        slot = self._next
+        while self.size_bytes > self.capacity_bytes and self._entries:
+            old = int(self._owner[slot])
+            if old >= 0:
+                self._slot_of[old] = -1
+                self._owner[slot] = -1
+                self._texts[slot] = None
+                self._text_bytes -= int(self._sizes[slot])
+                self._entries -= 1
+                self._counts["evictions"] += 1
+            slot = (slot + 1) % capacity
+
+    # ---------------------------------------------------------------- metrics
+    def publish_metrics(self) -> None:
+        """Move counts gathered since the last call into the Prometheus metrics.
+
+        Called per window of ids and at scrape time, not per request: a counter increment
+        costs about as much as a W1 request's cache lookup.
+        """
+        children = self._children
+        if children is None:
+            children = self._children = {
+                **{e: metrics.ROW_CACHE_EVENTS.labels(self._table, e) for e in self._counts},
+                "bytes": metrics.ROW_CACHE_BYTES.labels(self._table),
+                "entries": metrics.ROW_CACHE_ENTRIES.labels(self._table),
+            }
+        for event, value in self._counts.items():
+            delta = value - self._published[event]
+            if delta:
+                children[event].inc(delta)
+                self._published[event] = value
+        children["bytes"].set(self.size_bytes)
+        children["entries"].set(self._entries)
+
+    # ---------------------------------------------------------------- legacy
+    def lookup(self, ids: list[int]) -> tuple[list[bytes | None], list[int]]:
+        """Bracketed texts for ``ids`` (``None`` where missing) and the positions that missed.
+
+        Kept for the pre-``plan`` handlers; new code calls :meth:`plan` / :meth:`render`.
+        While bypassed, everything misses at once and the following :meth:`store` is skipped.
+        """
+        self._legacy_skip = not ids or self._too_large or self._skip_for_bypass()
+        if self._legacy_skip and self.bypass and len(ids) > _SCALAR:
+            self._watch(np.asarray(ids, dtype=np.int64))
+        if self._legacy_skip or not self._index_covers(max(ids)):
+            self._legacy_skip = True
+            return [None] * len(ids), list(range(len(ids)))
+        slot_of, texts = self._slot_of, self._texts
+        small = len(ids) <= _SCALAR
+        slots = [int(slot_of[key]) for key in ids] if small else slot_of[ids].tolist()
+        found = [None if s < 0 else orjson.dumps(texts[s]) for s in slots]
+        missing = [i for i, s in enumerate(slots) if s < 0]
+        self._count(len(ids) - len(missing), len(missing))
+        return found, missing
+
+    def store(self, ids: list[int], texts: list[bytes]) -> None:
+        """Remember bracketed texts of rows just encoded (admitted on their second miss)."""
+        if not ids or self._legacy_skip or not self._index_covers(max(ids)):
+            return
+        at = self._recurring(np.asarray(ids, dtype=np.int64)).tolist()
+        if at:
+            self._store([ids[i] for i in at], [texts[i] for i in at])
+
+
+def _distinct(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Distinct ids and, unless they already are distinct, where each id is among them."""
+    if ids.size > _SMALL:
+        unique, inverse = np.unique(ids, return_inverse=True)
+        return (ids, None) if unique.size == ids.size else (unique, inverse)
+    # np.unique's fixed cost dwarfs a few dict operations on small requests.
+    keys = ids.tolist()
+    first = dict.fromkeys(keys)
+    if len(first) == len(keys):
+        return ids, None
+    index = {key: i for i, key in enumerate(first)}
+    return np.fromiter(first, np.int64, len(first)), np.array([index[k] for k in keys], np.intp)
+
+
+def _learning_bulk_plan(ids: np.ndarray) -> RowTextPlan:
+    """Too few hits to beat one orjson call over the block: bulk, but admit recurring rows."""
+    plan = _bulk_plan(ids)
+    plan.admit = True
+    return plan
+
+
+def _bulk_plan(ids: np.ndarray) -> RowTextPlan:
+    """Every position from one gathered block: distinct ids, and where each position reads."""
+    flat = ids.reshape(-1)
+    if flat.size == 1 and flat[0] >= 0:
+        return RowTextPlan(flat, ids.shape)
+    zero = flat < 0
+    if zero.any():
+        unique, inverse = _distinct(np.where(zero, 0, flat))
+        if inverse is None:
+            inverse = np.arange(flat.size)
+        return RowTextPlan(unique, ids.shape, inverse=inverse, zero=zero)
+    unique, inverse = _distinct(flat)
+    return RowTextPlan(unique, ids.shape, inverse=inverse)
+
+
+def _render_bulk(
+    plan: RowTextPlan, fetched: np.ndarray, shape: tuple[int, ...], flat: bool
+) -> bytes:
+    block = fetched if plan.inverse is None else np.take(fetched, plan.inverse, axis=0)
+    if plan.zero is not None:
+        if plan.inverse is None:  # the caller's rows (maybe the mapped table): never written
+            block = block.copy()
+        block[plan.zero] = 0
+    return orjson.dumps(block.reshape(-1 if flat else shape), option=_NUMPY)
+
+
+def _nest(items: list[Any], ids_shape: tuple[int, ...]) -> Any:
+    """Row items (Fragments, row arrays) nested as lists to ``ids_shape``."""
+    if not ids_shape:
+        return items[0]
+    level: list[Any] = items
+    for size in reversed(ids_shape[1:]):
+        level = [level[i : i + size] for i in range(0, len(level), size)]
+    return level

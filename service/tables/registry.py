@@ -225,16 +225,10 @@ class TableRegistry:
         return self.state.tables.get(name) if name in self._tables else None
 
     def publish_row_cache_metrics(self) -> None:
-        """Set the row-cache gauges from this worker's caches (each worker, every poll)."""
+        """Move this worker's cache counts into the metrics (each worker, every poll, and
+        before a scrape): the row-text cache's events and the Redis hot-row gauges."""
         for table in self.tables():
-            cache = table.row_cache
-            for stat, value in (
-                ("hits", cache.hits),
-                ("misses", cache.misses),
-                ("entries", len(cache)),
-                ("bytes", cache.size_bytes),
-            ):
-                metrics.ROW_CACHE.labels(table.name, stat).set(value)
+            table.row_cache.publish_metrics()
             hot = getattr(table.backend, "cache", None)  # Redis tables' hot-row cache
             if isinstance(hot, HotRowCache):
                 for stat, value in (
@@ -329,7 +323,7 @@ class TableRegistry:
             placement=placement,
             backend=backend,
             batcher=MicroBatcher(backend, self._batching(options, backend), source.name),
-            row_cache=RowTextCache(self.settings.row_cache_bytes),
+            row_cache=RowTextCache.from_settings(self.settings, source.name),
             pad_id=pad_id,
             vocabulary=vocabulary,
         )

@@ -32,7 +32,7 @@ def test_joined_texts_equal_orjson(shape) -> None:
 
 
 def test_cache_is_bounded_and_reports_misses() -> None:
-    cache = RowTextCache(capacity_bytes=10_000)
+    cache = RowTextCache(capacity_bytes=10_000, doorkeeper=False)  # admit on first sight
     texts, missing = cache.lookup([1, 2, 3])
     assert texts == [None, None, None] and missing == [0, 1, 2]
     cache.store([1, 2, 3], [b"[1.0]", b"[2.0]", b"[3.0]"])
@@ -42,20 +42,184 @@ def test_cache_is_bounded_and_reports_misses() -> None:
     assert cache.size_bytes <= 10_000 and len(cache) < 903
 
 
-@pytest.mark.parametrize("shape", [(), (1,), (7,), (2, 3), (2, 2, 2), (0,), (3, 0)])
-@pytest.mark.parametrize("flat", [False, True], ids=["nested", "flat"])
-def test_plan_render_equals_orjson(shape: tuple[int, ...], flat: bool) -> None:
-    """plan -> gather(fetch_ids) -> render is byte-identical to orjson, -1 giving zeros,
-    on a cold cache and a warm one."""
-    table = np.random.default_rng(2).standard_normal((40, 5)).astype(np.float32)
-    ids = np.random.default_rng(3).integers(-1, 40, size=shape)
-    expected_vectors = np.where((ids >= 0)[..., None], table[np.maximum(ids, 0)], 0).astype(
-        np.float32
+# ----------------------------------------------------------------- plan / render
+def _table(rows: int = 50, dim: int = 9) -> np.ndarray:
+    scales = 10.0 ** np.linspace(-4, 4, dim)
+    table = (np.random.default_rng(0).standard_normal((rows, dim)) * scales).astype(np.float32)
+    table[0, :3] = [0.0, -0.0, 1e-38]
+    return table
+
+
+def _expected(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """table[ids] with zero vectors where ids == -1."""
+    vectors = table[np.where(ids < 0, 0, ids)]
+    vectors[ids < 0] = 0
+    return vectors
+
+
+def _answer(cache: RowTextCache, table: np.ndarray, ids: np.ndarray, flat: bool = False) -> bytes:
+    plan = cache.plan(ids)
+    assert plan.fetch_ids.dtype == np.int64 and plan.fetch_ids.ndim == 1
+    assert len(set(plan.fetch_ids.tolist())) == plan.fetch_ids.size  # distinct
+    assert (plan.fetch_ids >= 0).all()
+    return cache.render(plan, table[plan.fetch_ids], (*ids.shape, table.shape[1]), flat)
+
+
+def _caches() -> list[RowTextCache]:
+    """An off cache, a bypassed one, a normal one and one that admits on first sight."""
+    bypassed = RowTextCache(1 << 20, min_hit_rate=1.0, window_ids=1)
+    bypassed.bypass = True
+    return [
+        RowTextCache(0),
+        bypassed,
+        RowTextCache(1 << 20),
+        RowTextCache(1 << 20, doorkeeper=False),
+    ]
+
+
+SHAPES = [(), (1,), (5,), (2, 3), (2, 2, 2), (0,), (3, 0), (70,), (3, 40)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("flat", [False, True])
+def test_render_equals_orjson_for_every_shape_and_state(shape, flat) -> None:
+    table = _table()
+    rng = np.random.default_rng(2)
+    for cache in _caches():
+        for _ in range(4):  # cold, then warmer: misses, admissions, hits, splices
+            ids = rng.integers(0, 12, size=shape)
+            if ids.ndim:
+                ids.reshape(-1)[:: 3 if ids.size > 2 else 5] = -1
+            vectors = _expected(table, ids)
+            want = orjson.dumps(vectors.reshape(-1) if flat else vectors, option=OPT)
+            assert _answer(cache, table, ids, flat) == want
+
+
+def test_zero_only_ids_and_empty_rows() -> None:
+    table = _table()
+    for cache in _caches():
+        ids = np.full((2, 3), -1, dtype=np.int64)
+        assert _answer(cache, table, ids) == orjson.dumps(_expected(table, ids), option=OPT)
+    empty = np.zeros((4, 0), np.float32)
+    cache = RowTextCache(1 << 20, doorkeeper=False)
+    for _ in range(2):
+        ids = np.array([1, 2, 1])
+        assert _answer(cache, empty, ids) == orjson.dumps(empty[ids], option=OPT)
+
+
+@pytest.mark.parametrize("doorkeeper", [True, False])
+def test_random_ids_property(doorkeeper: bool) -> None:
+    """Random requests, skewed then uniform: always orjson's bytes, cache bounded."""
+    table = _table(rows=400, dim=16)
+    rng = np.random.default_rng(3)
+    cache = RowTextCache(
+        20_000, window_ids=64, min_hit_rate=0.3, sample_every=3, doorkeeper=doorkeeper
     )
-    expected = orjson.dumps(expected_vectors.reshape(-1) if flat else expected_vectors, option=OPT)
+    bypassed_seen = False
+    for step in range(300):
+        size = int(rng.integers(0, 3)) * int(rng.integers(1, 40))
+        skewed = np.minimum(rng.zipf(1.2, size=size) - 1, 399)
+        ids = skewed if step % 100 < 50 else rng.integers(0, 400, size=size)
+        ids[rng.random(size) < 0.05] = -1
+        ids = ids.reshape((size,) if step % 2 else (1, size))
+        flat = bool(step % 3 == 0)
+        vectors = _expected(table, ids)
+        want = orjson.dumps(vectors.reshape(-1) if flat else vectors, option=OPT)
+        assert _answer(cache, table, ids, flat) == want
+        assert cache.size_bytes <= cache.capacity_bytes
+        bypassed_seen |= cache.bypass
+    stats = cache.stats()
+    assert stats["hits"] > 0 and stats["admissions"] > 0 and bypassed_seen
+    assert stats["evictions"] > 0 or doorkeeper
+
+
+def test_second_hit_admission() -> None:
+    table = _table()
     cache = RowTextCache(1 << 20)
-    for _ in range(2):  # cold, then warm
-        plan = cache.plan(ids.reshape(-1).astype(np.int64))
-        assert (plan.fetch_ids >= 0).all()
-        assert len(set(plan.fetch_ids.tolist())) == plan.fetch_ids.size
-        assert cache.render(plan, table[plan.fetch_ids], (*ids.shape, 5), flat=flat) == expected
+    ids = np.array([3, 4])
+    _answer(cache, table, ids)
+    assert len(cache) == 0  # seen once: only the doorkeeper knows them
+    _answer(cache, table, ids)
+    assert len(cache) == 2
+    plan = cache.plan(ids)
+    assert plan.fetch_ids.size == 0  # all hits: nothing to gather
+    assert cache.stats()["hits"] == 2 and cache.stats()["admissions"] == 2
+
+
+def test_low_hit_rate_bypasses_then_samples_back() -> None:
+    table = _table(rows=5000, dim=4)
+    cache = RowTextCache(1 << 20, window_ids=100, min_hit_rate=0.5, sample_every=4)
+    for start in range(0, 1000, 50):  # never a repeat
+        _answer(cache, table, np.arange(start, start + 50))
+    assert cache.bypass and cache.stats()["bypassed"] > 0
+    hot = np.arange(10)
+    for _ in range(200):  # the same rows again and again: sampled requests admit them
+        _answer(cache, table, hot)
+    assert not cache.bypass
+
+
+def test_metrics_published() -> None:
+    from prometheus_client import REGISTRY
+
+    table = _table()
+    cache = RowTextCache(1 << 20, "metrics_t", doorkeeper=False)
+    for _ in range(3):
+        _answer(cache, table, np.array([1, 2]))
+    cache.publish_metrics()
+    sample = REGISTRY.get_sample_value
+    labels = {"table": "metrics_t", "event": "hits"}
+    assert sample("embedding_row_cache_events_total", labels) == 4
+    assert sample("embedding_row_cache_entries", {"table": "metrics_t"}) == 2
+    assert sample("embedding_row_cache_bytes", {"table": "metrics_t"}) == cache.size_bytes
+
+
+def test_table_too_large_for_the_index_is_answered_in_bulk() -> None:
+    table = _table(rows=5000, dim=4)
+    cache = RowTextCache(8_000, doorkeeper=False)  # index of 5,000 rows needs 25 kB
+    for _ in range(3):
+        ids = np.array([4999, 3, 3])
+        assert _answer(cache, table, ids) == orjson.dumps(table[ids], option=OPT)
+    assert len(cache) == 0 and cache.size_bytes <= cache.capacity_bytes
+
+
+def test_ring_evicts_oldest_and_stays_exact() -> None:
+    table = _table(rows=300, dim=8)
+    cache = RowTextCache(12_000, doorkeeper=False, min_hit_rate=0.0)
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        ids = rng.integers(0, 300, size=int(rng.integers(1, 30)))
+        assert _answer(cache, table, ids) == orjson.dumps(table[ids], option=OPT)
+        assert cache.size_bytes <= cache.capacity_bytes
+    stats = cache.stats()
+    assert stats["evictions"] > 0 and stats["hits"] > 0
+    assert stats["entries"] == int((cache._owner >= 0).sum()) == int((cache._slot_of >= 0).sum())
+
+
+def test_rotating_bodies_end_a_cold_start_bypass() -> None:
+    """A cold cache that went bulk still notices rows recurring (the old bench's 64 bodies)."""
+    table = _table(rows=100_000, dim=4)
+    rng = np.random.default_rng(6)
+    bodies = [rng.integers(0, 100_000, size=256) for _ in range(64)]
+    cache = RowTextCache(1 << 24, window_ids=4096, min_hit_rate=0.1, sample_every=64)
+    for i in range(2000):
+        ids = bodies[i % 64]
+        assert _answer(cache, table, ids) == orjson.dumps(table[ids], option=OPT)
+    assert not cache.bypass and cache.stats()["hits"] > 0
+
+
+def test_flat_planned_ids_render_to_the_callers_nested_shape() -> None:
+    """Sequences plan ``[B*L]`` ids (-1 at padding) and render ``(B, L, dim)``: every cache
+    state (cold, warming, hot) must nest to the shape asked for, never to the plan's."""
+    rng = np.random.default_rng(7)
+    table = rng.standard_normal((1000, 16)).astype(np.float32)
+    for trial in range(40):
+        cache = RowTextCache(1 << 20, "t")
+        for _ in range(40):
+            batch, length = (int(v) for v in rng.integers(1, 5, 2))
+            ids = rng.integers(-1, 30 if trial % 2 else 1000, batch * length).astype(np.int64)
+            plan = cache.plan(ids)
+            shape = (batch, length, 16)
+            expected = np.zeros((ids.size, 16), np.float32)
+            expected[ids >= 0] = table[ids[ids >= 0]]
+            want = orjson.dumps(expected.reshape(shape), option=orjson.OPT_SERIALIZE_NUMPY)
+            assert cache.render(plan, table[plan.fetch_ids], shape) == want

@@ -1,0 +1,105 @@
+"""Where a lookup's server time goes: the ASGI app driven in-process, timed, then under cProfile.
+
+    python3 loadtest/profile_w1.py [--requests 20000] [--ids 1] [--binary] [--distribution uniform]
+                                   [--top 30] [--no-profile]
+
+W1 by default (1 id, JSON); ``--ids 1024 --binary`` is W3 binary.
+
+No sockets and no uvicorn: what is left is what the app itself pays per request (header
+dict, decode, validation, gather, encode, metrics, response headers). Prints cProfile's
+functions by own time and the mean microseconds per request without the profiler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import pstats
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+_INSERTED = str(ROOT) not in sys.path
+if _INSERTED:
+    sys.path.insert(0, str(ROOT))
+
+from loadtest.bench import make_repository, make_table  # noqa: E402
+from loadtest.id_distributions import IdSampler  # noqa: E402
+
+# The service itself comes from PYTHONPATH (e.g. another checkout, for before/after figures).
+if _INSERTED and os.environ.get("PYTHONPATH"):
+    sys.path.remove(str(ROOT))
+from service.http.app import create_app  # noqa: E402
+from service.settings import ServiceSettings  # noqa: E402
+
+
+def scope_for(body: bytes, binary: bool) -> dict[str, Any]:
+    """The ASGI scope uvicorn would build for a wrk lookup request."""
+    media = b"application/octet-stream" if binary else b"application/json"
+    headers = [
+        (b"host", b"127.0.0.1:8000"),
+        (b"content-type", media),
+        (b"accept", media),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    return {"type": "http", "method": "POST", "path": "/v1/tables/big/lookup", "headers": headers}
+
+
+async def drive(app: Any, bodies: list[bytes], binary: bool) -> None:
+    """One request per body, each answered completely before the next."""
+    for body in bodies:
+        scope = scope_for(body, binary)
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive(messages: list[dict[str, Any]] = messages) -> dict[str, Any]:
+            return messages.pop() if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            pass
+
+        await app(scope, receive, send)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    repo = make_repository(make_table(1_000_000, 128))
+    app = create_app(ServiceSettings(models=repo))
+    await app.registry.load()  # type: ignore[attr-defined]
+    sampler = IdSampler(args.distribution, 1_000_000, seed=3)
+    draws = [sampler.draw(args.ids) for _ in range(args.requests)]
+    if args.binary:
+        bodies = [ids.astype("<i8").tobytes() for ids in draws]
+    else:
+        bodies = [orjson.dumps({"ids": ids.tolist()}) for ids in draws]
+    await drive(app, bodies[: args.requests // 4], args.binary)  # warm-up
+    started = time.process_time()
+    await drive(app, bodies, args.binary)
+    mean = (time.process_time() - started) / len(bodies) * 1e6
+    print(f"mean CPU per request without the profiler: {mean:.1f} us")
+    if args.no_profile:
+        return
+    profile = cProfile.Profile()
+    profile.enable()
+    await drive(app, bodies, args.binary)
+    profile.disable()
+    pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--distribution", default="uniform")
+    parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--ids", type=int, default=1, help="ids per request")
+    parser.add_argument("--binary", action="store_true", help="octet-stream in and out")
+    parser.add_argument("--no-profile", action="store_true", help="only the mean CPU time")
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
