@@ -100,6 +100,8 @@ class RedisNode:
             args += ["--requirepass", self.password]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]
+            # Replicas sync at once (the default waits 5 s for more replicas to share a sync).
+            args += ["--repl-diskless-sync-delay", "0"]
             args += ["--cluster-config-file", str(self.folder / "nodes.conf")]
         log = (self.folder / "redis.log").open("ab")
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
@@ -183,11 +185,15 @@ class RedisCluster:
             time.sleep(0.2)
         raise TimeoutError(f"cluster not ok within {timeout}s (last: {last})")
 
+    def _live(self) -> list[RedisNode]:
+        return [n for n in self.nodes if n.process is not None and n.process.poll() is None]
+
     def _replicas_attached(self) -> bool:
-        """Every live master with slots has a live replica (right after create, not yet)."""
-        live = [n for n in self.nodes if n.process is not None and n.process.poll() is None]
+        """Every live master with slots has a replica in sync with it (right after create, not yet)."""
+        live = self._live()
         try:
             nodes = live[0].client().cluster("NODES")
+            links = [n.client().info("replication") for n in live]
         except redis.RedisError:
             return False
         masters = {f["node_id"] for f in nodes.values() if "master" in f["flags"] and f["slots"]}
@@ -196,7 +202,32 @@ class RedisCluster:
             for f in nodes.values()
             if "slave" in f["flags"] and "fail" not in f["flags"] and f["connected"]
         }
-        return len(live) < len(self.nodes) or masters <= replicated
+        synced = all(i.get("master_link_status") == "up" for i in links if i["role"] == "slave")
+        return len(live) < len(self.nodes) or (masters <= replicated and synced)
+
+    def wait_replicated(self, timeout: float = 60.0) -> None:
+        """Until every write so far is on a replica of its master (``WAIT``): a failover loses none."""
+        deadline = time.monotonic() + timeout
+        for master in self.masters():
+            while master.client().execute_command("WAIT", 1, 1000) < 1:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no replica of {master.port} caught up within {timeout}s")
+
+    def wait_failed_over(self, victim: RedisNode, timeout: float = 60.0) -> None:
+        """Until a replica has taken over every slot of the dead ``victim`` and the cluster is ok.
+
+        Right after the kill every node still says ``ok`` (the failure is not yet detected),
+        so ``wait_ok`` alone would return before the failover began.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            masters = self.masters()
+            if victim not in masters and len(masters) == len(self.nodes) // 2:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no replica took over from {victim.port} within {timeout}s")
+            time.sleep(0.2)
+        self.wait_ok(max(1.0, deadline - time.monotonic()))
 
     def masters(self) -> list[RedisNode]:
         """Nodes that are masters now (by CLUSTER NODES of a live node)."""
