@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Set up and run: ``python3 dev.py run`` (service on the demo table), ``python3 dev.py test``,
-or ``python3 dev.py redis`` (a local Redis Cluster, the demo table pushed into it, served).
+``python3 dev.py redis`` (a local Redis Cluster, the demo table pushed into it, served),
+``python3 dev.py bench`` (loadtest/bench.py) or ``python3 dev.py docs`` (regenerate the
+settings tables of README.md and docs/api.md from service/settings.py).
 
 Needs only Python 3.11+ and the package registries: creates ``.venv``, installs the
 package with the extras the command needs (again only when pyproject.toml changed),
@@ -104,6 +106,9 @@ def main(argv: list[str]) -> int:
         ensure_env("", with_torch=False)
         ensure_redis_server()
         return run_foreground([PY, "-m", "service.dev_redis", *rest])
+    if command == "docs":  # the settings tables of README.md and docs/api.md, from settings.py
+        ensure_env("", with_torch=False)
+        return run_foreground([PY, "-m", "service.settings_table", "--write"])
     if command == "bench":
         ensure_env("test,load", with_torch=False)
         return run_foreground([PY, "loadtest/bench.py", *rest])

@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from loadtest.bench import run_wrk  # noqa: E402
+from loadtest.bench import Case, run_wrk  # noqa: E402
 from service.backends.hot_rows import HotRowCache  # noqa: E402
 from service.backends.redis_store import RedisLayout, RowReader, connect, read_meta  # noqa: E402
 from service.redis_local import RedisCluster, free_port  # noqa: E402
@@ -42,6 +42,11 @@ from service.redis_local import RedisCluster, free_port  # noqa: E402
 TICKS = os.sysconf("SC_CLK_TCK")
 SERVE = (sys.executable, "-m", "service", "serve")
 LOOKUP = "/v1/tables/big/lookup"
+
+
+def binary_case(workload: str, connections: int) -> Case:
+    """A binary lookup of table ``big`` as loadtest/bench.py runs it."""
+    return Case("service", LOOKUP, workload, "binary", connections)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -107,10 +112,10 @@ def bodies_file(folder: Path, label: str, batches: list[np.ndarray]) -> Path:
     return path
 
 
-def measure(server: Server, bodies: Path, ids: int, connections: int, seconds: float) -> dict:
+def measure(server: Server, bodies: Path, case: Case, ids: int, seconds: float) -> dict:
     """wrk (a C client: never the bottleneck) against the server; its CPU and RSS."""
     cpu0 = cpu_seconds(server.process.pid)
-    result = run_wrk(server.port, LOOKUP, bodies, "binary", connections, seconds, None)
+    result = run_wrk(server.port, case, bodies, seconds, None)
     cpu = cpu_seconds(server.process.pid) - cpu0
     assert result["errors"] == 0, result
     vectors = result["requests"] * ids
@@ -145,6 +150,80 @@ async def bare_mgets(url: str, name: str, batches: list[np.ndarray], concurrency
     return sum(b.size for b in batches) / wall
 
 
+def push_and_report(cluster: RedisCluster, table_file: Path, rows: int, dim: int) -> None:
+    """Push the table with the CLI; print its wall time, client and server CPU, and memory."""
+    redis_cpu0 = sum(cpu_seconds(n.process.pid) for n in cluster.nodes if n.process)
+    children0 = os.times()
+    started = time.perf_counter()
+    cmd = [sys.executable, "-m", "service", "push", str(table_file), "--redis", cluster.url]
+    subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    push_s = time.perf_counter() - started
+    children = os.times()
+    push_cpu = (children.children_user - children0.children_user) + (
+        children.children_system - children0.children_system
+    )
+    redis_cpu = sum(cpu_seconds(n.process.pid) for n in cluster.nodes if n.process) - redis_cpu0
+    print(
+        f"push CPU: client {push_cpu:.1f} s, 6 redis-servers {redis_cpu:.1f} s "
+        f"(on {os.cpu_count()} cores shared with others)",
+        flush=True,
+    )
+    used = sum(int(m.client().info("memory")["used_memory"]) for m in cluster.masters())
+    print(
+        f"push {rows} x {dim} float32: {push_s:.1f} s; masters' used_memory {used / 2**20:.0f} MiB "
+        f"({used / rows:.0f} B/row)",
+        flush=True,
+    )
+
+
+def serve_and_measure(
+    work: Path, cluster_url: str, rows: int, seconds: float, servers: list[Server]
+) -> tuple[dict[str, dict], float, list[np.ndarray]]:
+    """The three HTTP runs (npy W2, redis W2 with a 10% cache, redis W3 uncached)."""
+    local, remote, cold = (work / n for n in ("local", "remote", "cold"))
+    for folder in (local, remote, cold):
+        folder.mkdir()
+    os.link(work / "big.npy", local / "big.npy")
+    (remote / "big.toml").write_text(f'redis = "{cluster_url}"\ncache_rows = {rows // 10}\n')
+    (cold / "big.toml").write_text(f'redis = "{cluster_url}"\ncache_rows = 0\n')
+    w2 = np.split(zipf_ids(rows, 32 * 5000, 2).astype(np.int64), 5000)
+    w3 = [np.random.default_rng(3).integers(0, rows, 1024) for _ in range(200)]
+    w2_bodies, w3_bodies = bodies_file(work, "W2", w2), bodies_file(work, "W3", w3)
+    figures, idle_mib = {}, 0.0
+    runs = (
+        ("npy W2", local, w2_bodies, 32, binary_case("W2", 64)),
+        ("redis W2", remote, w2_bodies, 32, binary_case("W2", 64)),
+        ("redis W3", cold, w3_bodies, 1024, binary_case("W3", 16)),
+    )
+    for label, folder, bodies, ids, case in runs:
+        server = Server(folder)
+        servers.append(server)
+        if label == "redis W2":
+            idle_mib = rss_bytes(server.process.pid) / 2**20
+        # Warm-up (for the Redis table: the hot-row cache fills with Zipf traffic).
+        run_wrk(server.port, case, bodies, seconds, None)
+        figures[label] = measure(server, bodies, case, ids, seconds)
+        print(label, {k: round(v, 1) for k, v in figures[label].items()}, flush=True)
+        server.stop()
+    return figures, idle_mib, w3
+
+
+def report(figures: dict[str, dict], idle_mib: float, bare: float, rows: int, dim: int) -> None:
+    """The ratios against their targets, and the RSS growth against its bound."""
+    ratio_w2 = figures["redis W2"]["vectors_per_cpu_s"] / figures["npy W2"]["vectors_per_cpu_s"]
+    ratio_w3 = figures["redis W3"]["vectors_per_s"] / bare
+    bound = rows // 10 * dim * 4 * 1.5 + 64 * 2**20
+    print(f"W2 vectors per server CPU-s, redis / npy: {ratio_w2:.2f} (target >= 0.7)")
+    print(
+        f"W3 cache_rows=0 vectors/s: http {figures['redis W3']['vectors_per_s']:.0f}, "
+        f"bare MGETs {bare:.0f}, ratio {ratio_w3:.2f} (target >= 0.5)"
+    )
+    growth = figures["redis W2"]["rss_mib"] - idle_mib
+    print(
+        f"RSS growth under W2 over the idle service: {growth:.0f} MiB (bound {bound / 2**20:.0f} MiB)"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -161,78 +240,11 @@ def main() -> int:
     cluster = RedisCluster(work / "redis")
     servers: list[Server] = []
     try:
-        redis_cpu0 = sum(cpu_seconds(n.process.pid) for n in cluster.nodes if n.process)
-        children0 = os.times()
-        started = time.perf_counter()
-        cmd = [
-            sys.executable,
-            "-m",
-            "service",
-            "push",
-            str(work / "big.npy"),
-            "--redis",
-            cluster.url,
-        ]
-        subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-        push_s = time.perf_counter() - started
-        children = os.times()
-        push_cpu = (children.children_user - children0.children_user) + (
-            children.children_system - children0.children_system
-        )
-        redis_cpu = sum(cpu_seconds(n.process.pid) for n in cluster.nodes if n.process) - redis_cpu0
-        print(
-            f"push CPU: client {push_cpu:.1f} s, 6 redis-servers {redis_cpu:.1f} s "
-            f"(on {os.cpu_count()} cores shared with others)",
-            flush=True,
-        )
-        used = sum(int(m.client().info("memory")["used_memory"]) for m in cluster.masters())
-        print(
-            f"push {rows} x {dim} float32: {push_s:.1f} s; masters' used_memory {used / 2**20:.0f} MiB "
-            f"({used / rows:.0f} B/row)",
-            flush=True,
-        )
+        push_and_report(cluster, work / "big.npy", rows, dim)
         print(f"Zipf(1.1) hit rate, cache_rows = 10%: {hit_rate(rows, dim):.3f}", flush=True)
-
-        local, remote, cold = (work / n for n in ("local", "remote", "cold"))
-        for folder in (local, remote, cold):
-            folder.mkdir()
-        os.link(work / "big.npy", local / "big.npy")
-        (remote / "big.toml").write_text(f'redis = "{cluster.url}"\ncache_rows = {rows // 10}\n')
-        (cold / "big.toml").write_text(f'redis = "{cluster.url}"\ncache_rows = 0\n')
-        w2 = np.split(zipf_ids(rows, 32 * 5000, 2).astype(np.int64), 5000)
-        w3 = [np.random.default_rng(3).integers(0, rows, 1024) for _ in range(200)]
-        w2_bodies, w3_bodies = bodies_file(work, "W2", w2), bodies_file(work, "W3", w3)
-        figures = {}
-        idle_mib = 0.0
-        runs = (
-            ("npy W2", local, w2_bodies, 32, 64),
-            ("redis W2", remote, w2_bodies, 32, 64),
-            ("redis W3", cold, w3_bodies, 1024, 16),
-        )
-        for label, folder, bodies, ids, connections in runs:
-            server = Server(folder)
-            servers.append(server)
-            if label == "redis W2":
-                idle_mib = rss_bytes(server.process.pid) / 2**20
-            # Warm-up (for the Redis table: the hot-row cache fills with Zipf traffic).
-            run_wrk(server.port, LOOKUP, bodies, "binary", connections, args.seconds, None)
-            figures[label] = measure(server, bodies, ids, connections, args.seconds)
-            print(label, {k: round(v, 1) for k, v in figures[label].items()}, flush=True)
-            server.stop()
+        figures, idle_mib, w3 = serve_and_measure(work, cluster.url, rows, args.seconds, servers)
         bare = asyncio.run(bare_mgets(cluster.url, "big", w3, args.concurrency))
-        ratio_w2 = figures["redis W2"]["vectors_per_cpu_s"] / figures["npy W2"]["vectors_per_cpu_s"]
-        ratio_w3 = figures["redis W3"]["vectors_per_s"] / bare
-        cache_bytes = rows // 10 * dim * 4
-        bound = cache_bytes * 1.5 + 64 * 2**20
-        print(f"W2 vectors per server CPU-s, redis / npy: {ratio_w2:.2f} (target >= 0.7)")
-        print(
-            f"W3 cache_rows=0 vectors/s: http {figures['redis W3']['vectors_per_s']:.0f}, "
-            f"bare MGETs {bare:.0f}, ratio {ratio_w3:.2f} (target >= 0.5)"
-        )
-        growth = figures["redis W2"]["rss_mib"] - idle_mib
-        print(
-            f"RSS growth under W2 over the idle service: {growth:.0f} MiB (bound {bound / 2**20:.0f} MiB)"
-        )
+        report(figures, idle_mib, bare, rows, dim)
     finally:
         for server in servers:
             if server.process.poll() is None:

@@ -43,3 +43,20 @@ def test_no_machine_paths_in_docs() -> None:
     for path, text in DOCS.items():
         for pattern in (r"/work/", r"/home/\w", r"/tmp/container-check", r"/opt/pypi"):
             assert not re.search(pattern, text), f"{path.name} names a machine path ({pattern})"
+
+
+def test_settings_tables_are_rendered_from_the_settings() -> None:
+    from service.settings_table import stale_documents
+
+    assert stale_documents() == [], "a settings table is stale: run python3 dev.py docs"
+
+
+def test_every_embed_variable_the_docs_name_exists() -> None:
+    from service.settings import ENV_PREFIX, ServiceSettings
+
+    known = {ENV_PREFIX + name.upper() for name in ServiceSettings.model_fields}
+    texts = {**DOCS, **{p: p.read_text() for p in (ROOT / "deploy").rglob("*.y*ml")}}
+    for path, text in texts.items():
+        # EMBED_LOCUST_* configure the load test, not the service.
+        named = set(re.findall(r"\bEMBED_(?!LOCUST_)[A-Z0-9_]*[A-Z0-9]\b", text))
+        assert named <= known, f"{path.relative_to(ROOT)} names unknown {sorted(named - known)}"
