@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import numpy as np
 
-from service.app.gather import check_output_size, final_rows, itemsize, key_ids
+from service.app.gather import final_rows, itemsize, ragged_ids
 from service.app.lookup import observe_encode
 from service.decoding.bags_request import BagsRequest
-from service.decoding.ids import check_in_range
+from service.decoding.shapes import check_output_bytes
 from service.errors import InvalidRequest
 from service.results import Vectors
 from service.semantics.pooling import pool_bags
@@ -37,13 +36,8 @@ async def bags(
     table: ServedTable, request: BagsRequest, output: str, max_output_bytes: int
 ) -> Vectors:
     """One pooled vector per bag."""
-    zero = None
-    if request.keys is not None:
-        flat_ids, zero = key_ids(table, request.keys, request.position)
-        request = replace(request, flat_ids=flat_ids)
-    else:
-        check_in_range(request.flat_ids, table.rows, request.position)
-    check_output_size(request.lengths.size, table.dim, itemsize(request.dtype), max_output_bytes)
+    request, zero = ragged_ids(table, request)
+    check_output_bytes(request.lengths.size, table.dim, itemsize(request.dtype), max_output_bytes)
     ids, counts, weights = bag_layout(request, table.pad_id, zero)
     result = Vectors(table.name, (int(request.lengths.size), table.dim), request.dtype, output)
     started = time.perf_counter()

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import TypeVar
+
 import numpy as np
 
-from service.errors import InvalidRequest, PayloadTooLarge
+from service.decoding.bags_request import BagsRequest
+from service.decoding.ids import check_in_range
+from service.decoding.requests import SequencesRequest
+from service.errors import InvalidRequest
 from service.repository.vocabulary import ZERO_ROW
 from service.results import Timing
 from service.semantics.max_norm import renormalise
 from service.tables.served_table import ServedTable
 
 _NOTHING = np.zeros((0, 0), np.float32)  # no rows fetched (every row cached, or zero vectors)
-
-
-def check_output_size(count: int, dim: int, itemsize: int, limit: int) -> None:
-    """Refuse a response that would hold more than ``limit`` bytes of vectors."""
-    size = count * dim * itemsize
-    if size > limit:
-        raise PayloadTooLarge(
-            f"the response would hold {size} bytes of vectors; the limit is {limit}",
-            {"bytes": size, "max_output_bytes": limit},
-        )
 
 
 def itemsize(dtype: str) -> int:
@@ -71,6 +67,21 @@ def key_ids(
     if zero.any():
         return np.where(zero, 0, ids), zero
     return ids, None
+
+
+RaggedRequest = TypeVar("RaggedRequest", BagsRequest, SequencesRequest)
+
+
+def ragged_ids(
+    table: ServedTable, request: RaggedRequest
+) -> tuple[RaggedRequest, np.ndarray | None]:
+    """``request`` with its keys turned into ids (and the mask of keys given a zero row),
+    or with its ids checked against the table's rows."""
+    if request.keys is None:
+        check_in_range(request.flat_ids, table.rows, request.position)
+        return request, None
+    flat_ids, zero = key_ids(table, request.keys, request.position)
+    return replace(request, flat_ids=flat_ids), zero
 
 
 def uses_row_text(table: ServedTable, output: str, dtype: str) -> bool:

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from service import __version__
-from service.app.gather import check_output_size, final_rows, rows_text
+from service.app.gather import final_rows, rows_text
 from service.decoding.ids import check_in_range
+from service.decoding.shapes import check_output_bytes
 from service.decoding.v2_request import V2InferRequest
 from service.errors import NotFound, TableNotFound
 from service.results import Document, Inference, Tensor, Timing
@@ -70,7 +71,7 @@ async def infer(
     """``embeddings`` (and ``mask`` for ``.sequences``) of the call's ids."""
     ids = call.ids
     check_in_range(ids, table.rows)
-    check_output_size(ids.size, table.dim, 4, max_output_bytes)
+    check_output_bytes(ids.size, table.dim, 4, max_output_bytes)
     result = Inference(model, MODEL_VERSION, call.request_id, [])
     wanted = call.outputs or list(output_names(sequences))
     mask = None

@@ -7,9 +7,10 @@ import time
 import numpy as np
 
 from service import metrics
-from service.app.gather import check_output_size, final_rows, key_ids, rows_text
+from service.app.gather import final_rows, itemsize, key_ids, rows_text
 from service.decoding.ids import check_in_range
 from service.decoding.requests import LookupRequest
+from service.decoding.shapes import check_output_bytes
 from service.results import Timing, Vectors
 from service.tables.served_table import ServedTable
 
@@ -27,7 +28,7 @@ async def lookup(
         ids = request.ids
         check_in_range(ids, table.rows)
     dim = table.dim
-    check_output_size(ids.size, dim, 2 if request.dtype == "float16" else 4, max_output_bytes)
+    check_output_bytes(ids.size, dim, itemsize(request.dtype), max_output_bytes)
     shape = (*ids.shape, dim)
     flat = ids.reshape(-1)
     result = Vectors(table.name, shape, request.dtype, output)
@@ -40,9 +41,7 @@ async def lookup(
         if zero is not None:
             vectors = np.where(zero[:, None], 0, vectors).astype(vectors.dtype)
         result.array = vectors.reshape(shape)
-    timing = result.timing
-    spent = time.perf_counter() - started - timing.queue_seconds - timing.backend_seconds
-    metrics.observe_encode(table.name, output, max(spent, 0.0))
+    observe_encode(table.name, output, started, result.timing)
     return result
 
 

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
 from service.app.gather import (
-    check_output_size,
     final_rows,
     itemsize,
-    key_ids,
+    ragged_ids,
     rows_text,
     uses_row_text,
 )
-from service.decoding.ids import check_in_range
 from service.decoding.requests import SequencesRequest
+from service.decoding.shapes import check_output_bytes
 from service.results import Vectors
 from service.semantics.sequence_layout import output_length, sequence_layout
 from service.tables.served_table import ServedTable
@@ -27,7 +24,7 @@ def _slot_ids(
     """Per output slot the id to gather (-1: a zero vector), the mask, and the lengths."""
     batch = int(request.lengths.size)
     length = output_length(request.lengths, request.max_length)
-    check_output_size(batch * length, table.dim, itemsize(request.dtype), max_output_bytes)
+    check_output_bytes(batch * length, table.dim, itemsize(request.dtype), max_output_bytes)
     layout = sequence_layout(
         request.lengths, request.max_length, request.padding, request.truncating
     )
@@ -46,12 +43,7 @@ async def sequences(
     table: ServedTable, request: SequencesRequest, output: str, max_output_bytes: int
 ) -> Vectors:
     """Padded ``[B, L, dim]`` vectors (zeros where masked), ``[B, L]`` mask and lengths."""
-    zero = None
-    if request.keys is not None:
-        flat_ids, zero = key_ids(table, request.keys, request.position)
-        request = replace(request, flat_ids=flat_ids)
-    else:
-        check_in_range(request.flat_ids, table.rows, request.position)
+    request, zero = ragged_ids(table, request)
     slot_ids, mask, lengths = _slot_ids(table, request, zero, max_output_bytes)
     shape = (*mask.shape, table.dim)
     result = Vectors(table.name, shape, request.dtype, output, mask=mask, lengths=lengths)
