@@ -126,16 +126,23 @@ def warm_page_cache(path: Path) -> None:
             pass
 
 
+def bench_repository(table: Path, prefix: str) -> Path:
+    """A new model repository holding ``table`` as ``big.npy``: a hard link, not a symlink
+    (the service refuses symlinks that leave its repository), so it lives beside the table."""
+    repo = Path(tempfile.mkdtemp(prefix=prefix, dir=table.parent))
+    os.link(table, repo / "big.npy")
+    return repo
+
+
 def make_repository(table: Path) -> Path:
     """One file, three tables: numpy (default), ORT batched, ORT unbatched."""
-    repo = Path(tempfile.mkdtemp(prefix="bench-repo-"))
-    (repo / "big.npy").symlink_to(table)
+    repo = bench_repository(table, "bench-repo-")
     for name, options in (
         ("big_ort", 'backend = "onnxruntime"\nbatching = true\n'),
         ("big_ort_nobatch", 'backend = "onnxruntime"\nbatching = false\n'),
     ):
         (repo / name).mkdir()
-        (repo / name / "table.npy").symlink_to(table)
+        (repo / name / "table.npy").symlink_to(repo / "big.npy")  # inside the repository
         (repo / name / "table.toml").write_text(options)
     return repo
 

@@ -11,14 +11,13 @@ import argparse
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from loadtest.bench import free_port, make_table
+from loadtest.bench import bench_repository, free_port, make_table
 
 
 def memory(pid: int) -> dict[str, float]:
@@ -40,8 +39,7 @@ def main() -> None:
     parser.add_argument("--backend", default="numpy")
     args = parser.parse_args()
     table = make_table(args.rows, args.dim)
-    repo = Path(tempfile.mkdtemp())
-    (repo / "big.npy").symlink_to(table)
+    repo = bench_repository(table, "startup-")
     (repo / "big.toml").write_text(f'backend = "{args.backend}"\n')
     port = free_port()
     started = time.perf_counter()

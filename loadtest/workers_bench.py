@@ -25,7 +25,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from loadtest.bench import DATA, make_table, run_wrk, write_bodies
+from loadtest.bench import DATA, bench_repository, make_table, run_wrk, write_bodies
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -86,8 +85,7 @@ class Service:
     """``serve`` over one table, ready when every worker has published its state."""
 
     def __init__(self, table: Path, workers: int, warm_up: bool) -> None:
-        self.repo = Path(tempfile.mkdtemp(prefix="workers-bench-"))
-        (self.repo / "big.npy").symlink_to(table)
+        self.repo = bench_repository(table, "workers-bench-")
         self.workers, self.port = workers, free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("EMBED_")}
         env.update(
