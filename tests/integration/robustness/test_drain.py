@@ -197,3 +197,34 @@ def test_burst_at_sigterm_answers_every_accepted_request(tmp_path: Path, workers
     assert all(set(kind) == {"exact"} for kind in outcomes.values()), outcomes
     assert exit_code == 0, log
     assert "cut" not in log, log
+
+
+def test_head_unfinished_at_the_drain_timeout_is_cut_and_exits_non_zero(tmp_path: Path) -> None:
+    """A partial head that the client never completes holds the drain only until the drain
+    timeout; then it counts as cut (its request was received in part, never answered)."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    np.save(folder / "t.npy", np.zeros((ROWS, DIM), np.float32))
+    env = {"EMBED_DRAIN_SECONDS": "1", "EMBED_HEAD_TIMEOUT_SECONDS": "300"}
+
+    async def run(server: ServerProcess) -> int:
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(HEAD_PART)
+        port = writer.get_extra_info("sockname")[1]
+
+        def read_by_the_server() -> bool:
+            side = server_sides(server.port, server.process.pid, [port]).get(port)
+            return side is not None and side.owner is not None and side.unread == 0
+
+        await until(read_by_the_server, "the server to read the partial head")
+        server.process.send_signal(signal.SIGTERM)
+        exit_code = await asyncio.to_thread(server.process.wait, DEADLINE)
+        writer.close()
+        return exit_code
+
+    with ServerProcess(folder, env=env) as server:
+        server.wait_ready(DEADLINE)
+        exit_code = asyncio.run(run(server))
+        log = server.log()
+    assert exit_code == 3, log
+    assert re.search(r"drain timeout exceeded \(1 s\): 1 in-flight request\(s\) cut", log), log
