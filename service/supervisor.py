@@ -1,10 +1,12 @@
 """Running uvicorn so that a stop loses nothing and says so when it must.
 
 - ``DrainingServer`` (one per worker process): on SIGTERM/SIGINT ``/readyz`` answers 503
-  ``draining`` at once; after ``drain_delay_seconds`` it stops accepting, finishes every
-  in-flight request (bodies flushed to the client) within ``drain_seconds``, and records how
-  many it had to cut past that. uvicorn's own shutdown cancels them with one log line and the
-  process still exits 0.
+  ``draining`` at once; after ``drain_delay_seconds`` it stops accepting (after taking the
+  connections already waiting in the listen backlog), finishes every in-flight request
+  (bodies flushed to the client) within ``drain_seconds``, and records how many it had to
+  cut past that. uvicorn's own shutdown cancels them with one log line and the process still
+  exits 0. Idle connections close at once; one that has received a request, or part of one,
+  not yet answered is served first (``LimitedHttpToolsProtocol.shutdown``).
 - ``Supervisor`` (``--workers`` > 1): uvicorn's multi-worker supervisor, except that it
   forwards SIGHUP to one worker (which reloads every table in every worker, coherently)
   instead of restarting them all, forwards a second SIGTERM (it ends the drain delay), drops an
@@ -51,6 +53,7 @@ class DrainingServer(Server):
         self.drain_delay_seconds = drain_delay_seconds
         self.cut = 0
         self._delay_over = asyncio.Event()
+        self._accepting = True  # the drain still takes connections from the listen backlog
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -79,16 +82,18 @@ class DrainingServer(Server):
             "draining: no new connections; finishing in-flight requests (%d connections)",
             len(self.server_state.connections),
         )
+        # From now on every connection, including each one accepted from here on, is told:
+        # idle ones close, busy ones close after their last response (Connection: close).
+        closer = asyncio.get_running_loop().create_task(self._shut_down_connections())
         # Requests already sent are in flight even if this busy loop has not read them yet:
-        # accept what waits in the listen backlog before closing the listener, then keep
-        # closing idle connections (and ones accepted late) while the busy ones finish.
-        await self._accept_backlog()
-        for server in self.servers:
-            server.close()
-        for sock in sockets or []:
-            sock.close()
-        closer = asyncio.get_running_loop().create_task(self._close_idle_connections())
+        # accept what waits in the listen backlog before closing the listener.
         try:
+            await self._accept_backlog()
+            self._accepting = False
+            for server in self.servers:
+                server.close()
+            for sock in sockets or []:
+                sock.close()
             await asyncio.wait_for(
                 self._wait_tasks_to_complete(), timeout=self.config.timeout_graceful_shutdown
             )
@@ -118,48 +123,35 @@ class DrainingServer(Server):
         fds = [sock.fileno() for server in self.servers for sock in server.sockets]
         return bool(fds) and bool(select.select(fds, [], [], 0)[0])
 
-    async def _close_idle_connections(self) -> None:
-        """Until cancelled: close idle connections; busy ones close after their response.
+    async def _shut_down_connections(self) -> None:
+        """Until cancelled: ``shutdown()`` every connection once.
 
-        A connection that has not yet produced a request head but has bytes waiting in its
-        socket holds a request sent before the SIGTERM that this (busy) loop has not read
-        yet: it stays open until its head is parsed, then is served with
-        ``Connection: close`` like the others. One with nothing waiting is closed.
+        The protocol closes an idle connection at once, and keeps one that has received bytes
+        of a request not yet answered (a partial or whole head, a body arriving, bytes unread
+        in its socket) until its last response, which says ``Connection: close``. While the
+        listen backlog is still taken, a connection that has received nothing yet is left
+        alone: it was just accepted and its request may be on its way.
         """
         done: set[object] = set()
         while True:
             for connection in list(self.server_state.connections):
                 if connection in done:
                     continue
-                waiting = getattr(connection, "cycle", None) is None and _unread_bytes(connection)
-                if not waiting:
-                    connection.shutdown()
-                    done.add(connection)
+                if self._accepting and getattr(connection, "received_nothing", False):
+                    continue
+                connection.shutdown()
+                done.add(connection)
             await asyncio.sleep(0.02)
 
     def _cut_remaining(self, why: str) -> None:
-        # Every connection still open has a response under way (idle ones were closed).
+        # Every connection still open holds a request (or part of one) not yet answered:
+        # idle ones were closed.
         self.cut = max(len(self.server_state.connections), len(self.server_state.tasks))
         log.error(
             "%s: %d in-flight request(s) cut; exiting with status %d", why, self.cut, EXIT_CUT
         )
         for task in self.server_state.tasks:
             task.cancel(msg=why)
-
-
-def _unread_bytes(connection: object) -> bool:
-    """True when the connection's socket holds bytes the server has not read yet."""
-    transport = getattr(connection, "transport", None)
-    raw = transport.get_extra_info("socket") if transport is not None else None
-    if raw is None or transport.is_closing():
-        return False
-    try:
-        with socket.socket(fileno=os.dup(raw.fileno())) as peek:
-            return bool(peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-    except (BlockingIOError, InterruptedError):
-        return False
-    except OSError:
-        return False
 
 
 def _ignore(_signum: int, _frame: FrameType | None) -> None:

@@ -12,6 +12,16 @@
 - **Connections**: past ``max_connections`` open connections in this worker, a new
   connection gets ``503 overloaded`` with ``Retry-After`` and is closed, rather than
   being accepted into a queue that never drains.
+- **Drain** (``shutdown()``, called by the server on SIGTERM): uvicorn closes every
+  connection that has no response under way, which loses a request whose head (or whole
+  request) was read, or is still arriving, but not yet answered. Here only a connection with
+  nothing unanswered (nothing received since its last response, no bytes waiting unread in
+  its socket) closes at once; any other one finishes what it received: the response to the
+  last request received says ``Connection: close`` and the connection closes after it. The
+  head timeout still bounds a head that never completes, the server's drain timeout the rest.
+
+Only this httptools protocol is used (``service.cli`` pins it); uvicorn's h11 protocol has
+none of these limits.
 
 A refused connection is closed "lingering": the answer is written, the write side shut,
 and what the client still sends is read and dropped for a moment, so the kernel does not
@@ -23,11 +33,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
+import socket
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from service import metrics
 from service.errors import HeadersTooLarge, Overloaded, ServiceError
@@ -81,6 +93,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._refused = False  # answered with a refusal: input is drained, then closed
         self._head_too_large = False  # a parsed head was over the limit: answer 431
+        self._draining = False  # the server stops: close once nothing received is unanswered
 
     # ------------------------------------------------------------ connection
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
@@ -109,6 +122,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
         super().data_received(data)
         if self._refused or self.transport.is_closing():
+            return
+        if self._draining and self._idle():
+            self.transport.close()  # what arrived held no request (say, a stray CRLF)
             return
         if self._head_too_large or (
             self._head_pending and self._head_bytes > self.limits.max_head_bytes
@@ -141,7 +157,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             # Arrived whole in one read (up to 256 KiB), so the running count missed it.
             self._head_too_large = True
             return
+        before = self.cycle
         super().on_headers_complete()
+        if self._draining and self.cycle is not before:
+            self._close_after_if_last(self.cycle)
 
     def on_body(self, body: bytes) -> None:
         if not self._head_too_large:
@@ -156,6 +175,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         next_head_parsed = bool(self.pipeline)
         super().on_response_complete()
+        if self._draining and not self.transport.is_closing() and self._idle():
+            self.transport.close()  # draining, and nothing more was received: done
+            return
         # The next head's clock starts now, unless it already arrived (pipelined) or the
         # current request's body is still coming (a response sent before the body ended).
         if next_head_parsed or not self._message_complete or self.transport.is_closing():
@@ -165,6 +187,72 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._arm_head_timer()
         else:
             self._start_head_wait()
+
+    # ------------------------------------------------------------------ drain
+    @property
+    def received_nothing(self) -> bool:
+        """No byte has arrived on this connection yet (it may be one just accepted whose
+        request is on its way)."""
+        return self.cycle is None and self._head_bytes == 0 and not _unread_bytes(self.transport)
+
+    def shutdown(self) -> None:
+        """The server drains: close now if nothing received is unanswered, else after it.
+
+        Replaces uvicorn's, which closes any connection without a response under way, so a
+        head already read (or a whole request not yet parsed) would go unanswered.
+        """
+        self._draining = True
+        if self._refused or self.transport.is_closing():
+            return  # a refusal closes itself, lingering
+        if self._idle():
+            self.transport.close()
+            return
+        for cycle, _ in self.pipeline:  # queued, not started: each decides at its response
+            self._close_after_if_last(cycle)
+        running = self.cycle
+        if (
+            not self.pipeline
+            and running is not None
+            and not running.response_complete
+            and not self._request_after(running)
+        ):
+            # Its response is the last: it says Connection: close (unless already started)
+            # and the connection closes after it.
+            running.keep_alive = False
+
+    def _idle(self) -> bool:
+        """Nothing received is unanswered: no response under way or queued, no request begun
+        (partial head or body), no bytes waiting unread in the socket."""
+        return (
+            (self.cycle is None or self.cycle.response_complete)
+            and not self.pipeline
+            and self._message_complete
+            and not _unread_bytes(self.transport)
+        )
+
+    def _request_after(self, cycle: RequestResponseCycle) -> bool:
+        """True when bytes of a request after ``cycle``'s have arrived (parsed or not yet read)."""
+        if cycle.more_body:
+            return False  # its own body is still arriving: nothing can follow it yet
+        return (
+            self.cycle is not cycle
+            or bool(self.pipeline)
+            or not self._message_complete
+            or _unread_bytes(self.transport)
+        )
+
+    def _close_after_if_last(self, cycle: RequestResponseCycle) -> None:
+        """While draining: when ``cycle``'s response starts and no request follows it, the
+        response says ``Connection: close`` and the connection closes after it."""
+        send = cycle.send
+
+        async def send_then_close_if_last(message: Any) -> None:
+            if not cycle.response_started and not self._request_after(cycle):
+                cycle.keep_alive = False
+            await send(message)
+
+        # run_asgi looks ``send`` up when the task first runs, which is after this.
+        cycle.send = send_then_close_if_last  # type: ignore[method-assign]
 
     # ---------------------------------------------------------------- helpers
     def _start_head_wait(self) -> None:
@@ -215,3 +303,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+
+def _unread_bytes(transport: asyncio.BaseTransport) -> bool:
+    """True when the connection's socket holds bytes this process has not read yet (a request
+    sent before the drain that the busy event loop has not got to)."""
+    raw = transport.get_extra_info("socket")
+    if raw is None or transport.is_closing():
+        return False
+    try:
+        # A duplicate descriptor: asyncio's TransportSocket does not offer recv().
+        with socket.socket(fileno=os.dup(raw.fileno())) as peek:
+            return bool(peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except OSError:  # BlockingIOError: nothing waiting; others: the connection is gone
+        return False

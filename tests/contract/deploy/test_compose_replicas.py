@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from service.settings import ServiceSettings
+from service.supervisor import ACCEPT_GRACE
 
 from .test_container_files import tool
 
@@ -24,6 +25,8 @@ PROFILES = ("gpu", "loadtest", "redis")
 SERVICE_KEEP_ALIVE_S = 5
 
 Service = dict[str, Any]
+# After a drain: lifespan shutdown (batch workers, Redis clients) and process exit.
+EXIT_MARGIN_S = 3
 
 
 @cache
@@ -57,12 +60,17 @@ def nginx(directive: str) -> list[str]:
     return re.findall(rf"^\s*{directive}\s+([^;]+);", NGINX_CONF, re.M)
 
 
-def drain_seconds(service: Service) -> int:
+def setting(service: Service, name: str) -> int:
+    """The service's ``EMBED_<NAME>`` from its environment, else the settings' default."""
     return int(
         service["environment"].get(
-            "EMBED_DRAIN_SECONDS", ServiceSettings.model_fields["drain_seconds"].default
+            f"EMBED_{name.upper()}", ServiceSettings.model_fields[name].default
         )
     )
+
+
+def drain_seconds(service: Service) -> int:
+    return setting(service, "drain_seconds")
 
 
 def test_embedding_scales_behind_one_published_port() -> None:
@@ -82,7 +90,15 @@ def test_embedding_scales_behind_one_published_port() -> None:
 @pytest.mark.parametrize("name", ["embedding", "embedding-gpu", "embedding-redis"])
 def test_stop_grace_covers_the_drain(name: str) -> None:
     service = services()[name]
-    assert seconds(service["stop_grace_period"]) >= drain_seconds(service) + 5
+    # After SIGTERM: the drain delay, the listen backlog taken (at most ACCEPT_GRACE),
+    # in-flight requests (at most the drain), lifespan shutdown and exit; then Docker's SIGKILL.
+    longest_stop = (
+        setting(service, "drain_delay_seconds")
+        + ACCEPT_GRACE
+        + drain_seconds(service)
+        + EXIT_MARGIN_S
+    )
+    assert seconds(service["stop_grace_period"]) >= longest_stop
     # Read-only root; writes go to a tmpfs at /tmp.
     assert service["read_only"] is True and "/tmp" in service["tmpfs"]
     for key in service["environment"]:

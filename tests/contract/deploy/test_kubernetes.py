@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from service.settings import ServiceSettings
+from service.supervisor import ACCEPT_GRACE
 
 ROOT = Path(__file__).resolve().parents[3]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
@@ -34,6 +35,8 @@ INSTALL_KUBECTL = (
 )
 
 Manifest = dict[str, Any]
+# After a drain: lifespan shutdown (batch workers, Redis clients) and process exit.
+EXIT_MARGIN_S = 3
 
 
 def kubectl() -> str:
@@ -189,9 +192,18 @@ def test_grace_period_covers_prestop_and_drain(kustomization: str) -> None:
         assert match, pre_stop
         pause = int(match.group(1))
     assert pause >= 3  # long enough for endpoints to be removed before the drain starts
-    drain = int(settings_env(objects)["EMBED_DRAIN_SECONDS"])
-    assert drain >= 30
-    assert pod_spec(objects)["terminationGracePeriodSeconds"] > pause + drain
+    env = settings_env(objects)
+    drain = int(env["EMBED_DRAIN_SECONDS"])
+    assert drain >= 30  # Kubernetes' default terminationGracePeriodSeconds
+    delay = int(
+        env.get(
+            "EMBED_DRAIN_DELAY_SECONDS", ServiceSettings.model_fields["drain_delay_seconds"].default
+        )
+    )
+    # SIGTERM comes after the pause; then the drain delay, the listen backlog taken (at most
+    # ACCEPT_GRACE), in-flight requests (at most the drain), lifespan shutdown and exit.
+    longest_stop = pause + delay + ACCEPT_GRACE + drain + EXIT_MARGIN_S
+    assert pod_spec(objects)["terminationGracePeriodSeconds"] >= longest_stop
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
