@@ -123,6 +123,8 @@ def _requested_outputs(outputs: Any, names: tuple[str, ...]) -> tuple[list[str],
         name = output.get("name") if type(output) is dict else None
         if name not in names:
             raise InvalidRequest(f"unknown output {name!r}; the model has {', '.join(names)}")
+        if name in binary:  # each output is computed once; a repeat would multiply the response
+            raise InvalidRequest(f"output {name!r} is requested twice")
         chosen.append(name)
         binary[name] = bool(
             _object(output.get("parameters"), "output parameters").get("binary_data", False)

@@ -59,7 +59,9 @@ class ServerProcess:
             cwd=Path(__file__).resolve().parents[2],
         )
 
-    def wait_ready(self, timeout: float = 120.0, expect: str = "ready") -> dict:
+    def wait_ready(
+        self, timeout: float = 120.0, expect: str = "ready", headers: dict | None = None
+    ) -> dict:
         """Poll ``/readyz`` until its status is ``expect`` (or loading ends), within ``timeout``."""
         deadline = time.monotonic() + timeout
         last: object = None
@@ -67,7 +69,7 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
             try:
-                response = httpx.get(self.url + "/readyz", timeout=1.0)
+                response = httpx.get(self.url + "/readyz", timeout=1.0, headers=headers)
                 last = response.json()
                 if (
                     last.get("status") in (expect, "degraded", "ready")

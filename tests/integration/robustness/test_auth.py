@@ -90,19 +90,5 @@ def test_health_can_be_protected(tmp_path: Path) -> None:
     write_npy(folder, "t", random_table(10, 4))
     env = {"EMBED_API_KEYS": "k1", "EMBED_AUTH_HEALTH": "true"}
     with ServerProcess(folder, env=env) as server:
-        deadline_ok = False
-        for _ in range(200):
-            try:
-                if (
-                    httpx.get(
-                        server.url + "/readyz", headers={"Authorization": "Bearer k1"}
-                    ).status_code
-                    == 200
-                ):
-                    deadline_ok = True
-                    break
-            except httpx.TransportError:
-                pass
-            __import__("time").sleep(0.05)
-        assert deadline_ok
+        server.wait_ready(headers={"Authorization": "Bearer k1"})
         assert httpx.get(server.url + "/healthz").status_code == 401

@@ -95,6 +95,19 @@ CASES = [
     ("v2-binary-0-2**62", V2, _v2([0, BIG], binary=0), JSON, 413),
     ("v2-rank-40", V2, _v2([1] * 40, [1]), JSON, 422),
     ("v2-sequences-0-2**62", V2_SEQ, _v2([0, BIG]), JSON, 413),
+    # One output named 50 times would be gathered and encoded 50 times past the output cap.
+    (
+        "v2-repeated-output",
+        V2,
+        json.dumps(
+            {
+                "inputs": [{"name": "ids", "datatype": "INT64", "shape": [1], "data": [1]}],
+                "outputs": [{"name": "embeddings"}] * 50,
+            }
+        ).encode(),
+        JSON,
+        422,
+    ),
 ]
 
 
