@@ -116,6 +116,12 @@ def convert(source: Path, destination: Path, dtype: str) -> int:
         return 2
     if destination.suffix != ".npy":
         destination = destination.with_suffix(".npy")
+    if destination.resolve() == source.resolve():
+        print(
+            "embedding-service convert: the destination is the source; name another file",
+            file=sys.stderr,
+        )
+        return 2
     report = convert_table(weights.array, destination, dtype)
     print("\n".join(report.lines()))
     return 0

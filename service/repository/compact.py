@@ -7,6 +7,7 @@ is off by at most ``scale / 2``. Both files are memory-mapped like any table.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,33 +59,52 @@ class ConversionReport:
         ]
 
 
+def _staged(path: Path) -> Path:
+    """Where ``path`` is written before it is renamed into place (hidden: never discovered)."""
+    return path.with_name(f".{path.name}.converting")
+
+
+def _write_codes(source: np.ndarray, destination: Path, dtype: str, block_rows: int) -> int:
+    """Write the table (and its int8 scales) to their staged names; the bytes written."""
+    codes_file = _staged(destination)
+    if dtype == "int8":
+        codes, scales = quantize_int8(source, block_rows)
+        scales_file = _staged(scales_path(destination))
+        for path, array in ((codes_file, codes), (scales_file, scales)):
+            with path.open("wb") as out:  # a file object: np.save would append ".npy"
+                np.save(out, array)
+        return codes_file.stat().st_size + scales_file.stat().st_size
+    rows, dim = source.shape
+    out_array = np.lib.format.open_memmap(codes_file, mode="w+", dtype=dtype, shape=(rows, dim))
+    for start in range(0, rows, block_rows):
+        out_array[start : start + block_rows] = np.asarray(
+            source[start : start + block_rows], dtype=dtype
+        )
+    out_array.flush()
+    del out_array
+    return codes_file.stat().st_size
+
+
 def convert_table(
     source: np.ndarray, destination: Path, dtype: str, block_rows: int = 65536
 ) -> ConversionReport:
     """Write ``source`` in ``dtype`` to ``destination`` (.npy, plus scales and a .toml)."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     rows, dim = source.shape
-    if dtype == "int8":
-        codes, scales = quantize_int8(source, block_rows)
-        np.save(destination, codes)
-        np.save(scales_path(destination), scales)
-        written = destination.stat().st_size + scales_path(destination).stat().st_size
-    else:
-        out = np.lib.format.open_memmap(destination, mode="w+", dtype=dtype, shape=(rows, dim))
-        for start in range(0, rows, block_rows):
-            out[start : start + block_rows] = np.asarray(
-                source[start : start + block_rows], dtype=dtype
-            )
-        out.flush()
-        del out
-        written = destination.stat().st_size
+    written = _write_codes(source, destination, dtype, block_rows)
     toml = destination.with_suffix(".toml")
     lines = [
         line
         for line in (toml.read_text().splitlines() if toml.exists() else [])
         if not line.startswith("dtype")
     ]
-    toml.write_text("\n".join([*lines, f'dtype = "{dtype}"']) + "\n")
+    _staged(toml).write_text("\n".join([*lines, f'dtype = "{dtype}"']) + "\n")
+    # Served files are never rewritten in place (mapped readers would fault): each is written
+    # beside its target under a hidden name and renamed over it, the codes last, so a watcher
+    # that sees the new codes sees their scales and options too.
+    for final in (scales_path(destination), toml, destination):
+        if _staged(final).exists():
+            os.replace(_staged(final), final)
     # Error, blockwise against the source.
     stored = np.load(destination, mmap_mode="r")
     stored_scales = np.load(scales_path(destination), mmap_mode="r") if dtype == "int8" else None

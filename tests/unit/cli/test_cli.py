@@ -94,6 +94,25 @@ def test_convert_writes_files_readable_by_other_users(tmp_path, capsys) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
 
 
+def test_convert_never_rewrites_a_file_in_place(tmp_path, capsys) -> None:
+    """Served tables are mapped: a new version is renamed over the old file (a new inode)."""
+    import numpy as np
+
+    source = tmp_path / "words.npy"
+    np.save(source, np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32))
+    target = tmp_path / "words16.npy"
+    assert main(["convert", str(source), str(target), "--dtype", "float16"]) == 0
+    served = np.load(target, mmap_mode="r")  # what a worker has mapped
+    before = served.copy()
+    old_inode = target.stat().st_ino
+    assert main(["convert", str(source), str(target), "--dtype", "int8"]) == 0
+    assert target.stat().st_ino != old_inode
+    assert np.array_equal(served, before)  # the mapped old version is untouched
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # nothing staged left
+    assert main(["convert", str(source), str(source), "--dtype", "float16"]) == 2
+    assert "destination is the source" in capsys.readouterr().err
+
+
 def test_serve_gives_workers_time_to_start(monkeypatch, tmp_path) -> None:
     """A worker still mapping its tables on a busy CPU is not killed as hung after 5 s."""
     import service.cli as cli
