@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from uvicorn import Config, Server
 from uvicorn.config import STARTUP_FAILURE
@@ -149,7 +150,7 @@ class DrainingServer(Server):
 
 def _unread_bytes(connection: object) -> bool:
     """True when the connection's socket holds bytes the server has not read yet."""
-    transport = getattr(connection, "transport", None)
+    transport: Any = getattr(connection, "transport", None)  # an asyncio transport, or None
     raw = transport.get_extra_info("socket") if transport is not None else None
     if raw is None or transport.is_closing():
         return False

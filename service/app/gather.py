@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from service.decoding.ids import Position
 from service.errors import InvalidRequest, PayloadTooLarge
 from service.repository.vocabulary import ZERO_ROW
 from service.results import Timing
@@ -61,12 +62,12 @@ async def rows_text(
 
 
 def key_ids(
-    table: ServedTable, keys: list[str], position: object = None
+    table: ServedTable, keys: list[str], position: Position | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Rows of string keys by the table's vocabulary; a mask of keys given a zero vector."""
     if table.vocabulary is None:
         raise InvalidRequest(f"table {table.name!r} has no vocabulary: send ids")
-    ids = table.vocabulary.ids_for(keys, position)  # type: ignore[arg-type]
+    ids = table.vocabulary.ids_for(keys, position)
     zero = ids == ZERO_ROW
     if zero.any():
         return np.where(zero, 0, ids), zero

@@ -83,8 +83,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_too_large = False  # a parsed head was over the limit: answer 431
 
     # ------------------------------------------------------------ connection
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
-        super().connection_made(transport)  # type: ignore[arg-type]
+    # Transport, not BaseTransport: uvicorn's HttpToolsProtocol narrows it so (the event loop
+    # hands a stream protocol a Transport); asyncio.Protocol declares the base class.
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
             self.connections.discard(self)  # not served: it must not count against others
             metrics.CONNECTIONS_CLOSED.labels("over_capacity").inc()
