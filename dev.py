@@ -97,7 +97,8 @@ def main(argv: list[str]) -> int:
         extras = "test,load,reference" if reference else "test,load"
         ensure_env(extras, with_torch=reference)
         ensure_redis_server()  # the Redis tests start real servers; missing is a failure
-        for check in (["ruff", "check", "."], ["ruff", "format", "--check", "."]):
+        # mypy: strict on service/, as [tool.mypy] in pyproject.toml says.
+        for check in (["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"]):
             if subprocess.call([BIN / check[0], *check[1:]]) != 0:
                 return 1
         workers = os.environ.get("PYTEST_WORKERS", "2")

@@ -19,7 +19,7 @@ import base64
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 import numpy as np
@@ -42,17 +42,22 @@ def error_from_response(response: httpx.Response) -> errors.ServiceError:
     cls = ERROR_CLASSES.get(code, errors.ServiceError)
     error = cls(message, detail, dict(response.headers))
     if cls is errors.ServiceError:
+        # An unknown code: this one instance takes the server's status and code, shadowing
+        # the ClassVars mypy will not let an instance assign.
         error.status, error.code = response.status_code, code  # type: ignore[misc]
     return error
 
 
+_Answer = TypeVar("_Answer")
+
+
 @dataclass
-class _Call:
+class _Call(Generic[_Answer]):
     """One request and how to read its answer: shared by the sync and async clients."""
 
     method: str
     path: str
-    parse: Callable[[httpx.Response], Any]
+    parse: Callable[[httpx.Response], _Answer]
     content: bytes | None = None
     json: Any = None
     headers: dict[str, str] = field(default_factory=dict)
@@ -62,7 +67,7 @@ def _shape(header: str) -> tuple[int, ...]:
     return tuple(int(d) for d in header.split(",")) if header else ()
 
 
-def _lookup_call(table: str, ids: Any, binary: bool, dtype: str) -> _Call:
+def _lookup_call(table: str, ids: Any, binary: bool, dtype: str) -> _Call[np.ndarray]:
     array = np.asarray(ids)
     if array.dtype.kind not in "iu":
         raise TypeError("ids must be integers")
@@ -110,7 +115,7 @@ def _sequences_call(
     padding: str,
     truncating: str,
     binary: bool,
-) -> _Call:
+) -> _Call[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     path = f"/v1/tables/{table}/sequences"
     if binary:
         lengths = [len(s) for s in sequences]
@@ -158,7 +163,9 @@ def _sequences_call(
     return _Call("POST", path, parse_json, json=body)
 
 
-def _bags_call(table: str, bags: Sequence[Sequence[int]], weights: Any, mode: str) -> _Call:
+def _bags_call(
+    table: str, bags: Sequence[Sequence[int]], weights: Any, mode: str
+) -> _Call[np.ndarray]:
     body: dict[str, Any] = {
         "bags": [list(map(int, b)) for b in bags],
         "mode": mode,
@@ -176,7 +183,7 @@ def _bags_call(table: str, bags: Sequence[Sequence[int]], weights: Any, mode: st
 
 def _neighbors_call(
     table: str, query: dict[str, Any], k: int, metric: str, exclude_self: bool
-) -> _Call:
+) -> _Call[tuple[np.ndarray, np.ndarray]]:
     def parse(response: httpx.Response) -> tuple[np.ndarray, np.ndarray]:
         data = response.json()
         return np.array(data["ids"], dtype=np.int64), np.array(data["scores"], dtype=np.float32)
@@ -185,16 +192,17 @@ def _neighbors_call(
     return _Call("POST", f"/v1/tables/{table}/neighbors", parse, json=body)
 
 
-def _tables_call() -> _Call:
+def _tables_call() -> _Call[list[dict[str, Any]]]:
     return _Call("GET", "/v1/tables", lambda r: r.json()["tables"])
 
 
 def _retry_delay(response: httpx.Response, attempt: int, backoff: float) -> float:
     after = response.headers.get("retry-after")
+    fallback: float = backoff * 2**attempt
     try:
-        return max(float(after), 0.0) if after is not None else backoff * 2**attempt
+        return max(float(after), 0.0) if after is not None else fallback
     except ValueError:
-        return backoff * 2**attempt
+        return fallback
 
 
 class _ClientBase:
@@ -207,7 +215,7 @@ class _ClientBase:
         self.retries = retries
         self.backoff = backoff
 
-    def _build(self, call: _Call) -> dict[str, Any]:
+    def _build(self, call: _Call[Any]) -> dict[str, Any]:
         return {
             "method": call.method,
             "url": call.path,
@@ -217,7 +225,7 @@ class _ClientBase:
         }
 
     @staticmethod
-    def _finish(call: _Call, response: httpx.Response) -> Any:
+    def _finish(call: _Call[_Answer], response: httpx.Response) -> _Answer:
         if response.status_code >= 400:
             raise error_from_response(response)
         return call.parse(response)
@@ -242,7 +250,7 @@ class EmbeddingClient(_ClientBase):
             base_url=self.base_url, headers=self.headers, timeout=timeout, transport=transport
         )
 
-    def _send(self, call: _Call) -> Any:
+    def _send(self, call: _Call[_Answer]) -> _Answer:
         for attempt in range(self.retries + 1):
             response = self._http.request(**self._build(call))
             if response.status_code != 503 or attempt == self.retries:
@@ -323,7 +331,7 @@ class AsyncEmbeddingClient(_ClientBase):
             base_url=self.base_url, headers=self.headers, timeout=timeout, transport=transport
         )
 
-    async def _send(self, call: _Call) -> Any:
+    async def _send(self, call: _Call[_Answer]) -> _Answer:
         for attempt in range(self.retries + 1):
             response = await self._http.request(**self._build(call))
             if response.status_code != 503 or attempt == self.retries:

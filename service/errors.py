@@ -28,8 +28,8 @@ def json_safe(value: Any) -> Any:
         number = int(value)
         return number if INT64_MIN <= number <= INT64_MAX else str(number)
     if isinstance(value, (float, np.floating)):
-        number = float(value)
-        return number if math.isfinite(number) else str(number)
+        real = float(value)
+        return real if math.isfinite(real) else str(real)
     if isinstance(value, dict):
         return {str(key): json_safe(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):

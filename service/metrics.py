@@ -146,6 +146,7 @@ def exposition() -> tuple[bytes, str]:
     if folder is None:  # in-process (tests, embedding the app): this process's own registry
         return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
     registry = CollectorRegistry()
+    # prometheus_client leaves its multiprocess functions unannotated.
     _multiprocess.MultiProcessCollector(registry, str(folder))  # type: ignore[no-untyped-call]
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
@@ -154,7 +155,7 @@ def mark_worker_dead(pid: int) -> None:
     """Drop an exited worker's live gauges (its counters and histograms keep counting)."""
     folder = multiprocess_dir()
     if folder is not None:
-        _multiprocess.mark_process_dead(pid, str(folder))  # type: ignore[no-untyped-call]
+        _multiprocess.mark_process_dead(pid, str(folder))  # type: ignore[no-untyped-call]  # as above
 
 
 UNKNOWN_TABLE = "_unknown"

@@ -209,7 +209,7 @@ class RedisCluster:
         """Until every write so far is on a replica of its master (``WAIT``): a failover loses none."""
         deadline = time.monotonic() + timeout
         for master in self.masters():
-            while master.client().execute_command("WAIT", 1, 1000) < 1:
+            while master.client().wait(1, 1000) < 1:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"no replica of {master.port} caught up within {timeout}s")
 

@@ -8,7 +8,7 @@ from typing import TypeVar
 import numpy as np
 
 from service.decoding.bags_request import BagsRequest
-from service.decoding.ids import check_in_range
+from service.decoding.ids import Position, check_in_range
 from service.decoding.requests import SequencesRequest
 from service.errors import InvalidRequest
 from service.repository.vocabulary import ZERO_ROW
@@ -57,12 +57,12 @@ async def rows_text(
 
 
 def key_ids(
-    table: ServedTable, keys: list[str], position: object = None
+    table: ServedTable, keys: list[str], position: Position | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Rows of string keys by the table's vocabulary; a mask of keys given a zero vector."""
     if table.vocabulary is None:
         raise InvalidRequest(f"table {table.name!r} has no vocabulary: send ids")
-    ids = table.vocabulary.ids_for(keys, position)  # type: ignore[arg-type]
+    ids = table.vocabulary.ids_for(keys, position)
     zero = ids == ZERO_ROW
     if zero.any():
         return np.where(zero, 0, ids), zero

@@ -20,7 +20,8 @@ class NumpyGatherBackend:
     def gather(self, ids: np.ndarray) -> np.ndarray:
         rows = np.take(self._table, ids, axis=0)
         if self._scales is not None:  # int8 codes: dequantise on the way out
-            return rows.astype(np.float32) * np.take(self._scales, ids)[:, None]
+            scaled: np.ndarray = rows.astype(np.float32) * np.take(self._scales, ids)[:, None]
+            return scaled
         return rows
 
     def close(self) -> None:

@@ -111,7 +111,8 @@ class OrtGatherBackend:
         self._run = self._session.run
 
     def gather(self, ids: np.ndarray) -> np.ndarray:
-        return self._run(None, {"ids": ids})[0]
+        rows: np.ndarray = self._run(None, {"ids": ids})[0]  # onnxruntime has no types
+        return rows
 
     def close(self) -> None:
-        self._session = None  # type: ignore[assignment]
+        self._session = None

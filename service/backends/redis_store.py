@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -206,7 +206,7 @@ async def read_meta(
     client: RedisClient, layout: RedisLayout, version: str, url: str
 ) -> RedisTableMeta | None:
     """The meta of a complete version, ``None`` when missing or still being written."""
-    raw = await client.hget(layout.versions, version)  # type: ignore[misc]
+    raw = await client.hget(layout.versions, version)
     if raw is None or json.loads(raw).get("state") != "complete":
         return None
     return RedisTableMeta.from_json(version, raw, url)
@@ -252,8 +252,9 @@ class PackedCommands:
         return replies
 
     async def _single(self, packed: list[bytes]) -> list[Any]:
-        pool = self.client.connection_pool
-        conn = await pool.get_connection()
+        # run() comes here only when the client is not a cluster (self.cluster is None).
+        pool = cast(aioredis.Redis, self.client).connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]  # redis-py: no annotations
         try:
             return await _exchange(conn, packed)
         finally:

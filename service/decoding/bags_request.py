@@ -41,7 +41,7 @@ class BagsRequest:
         return segment_position(self.lengths, flat_index)
 
 
-def _ragged(value: Any, what: str) -> tuple[list, np.ndarray]:
+def _ragged(value: Any, what: str) -> tuple[list[Any], np.ndarray]:
     if type(value) is not list or any(type(item) is not list for item in value):
         raise InvalidIds(f"{what} must be a list of lists")
     lengths = np.fromiter((len(item) for item in value), dtype=np.int64, count=len(value))
@@ -75,7 +75,7 @@ def decode_bags(body: bytes, max_ids: int) -> BagsRequest:
         if fields.get("bags") is not None or "ids" in fields:
             raise InvalidRequest("give bags, ids + offsets, or keys: one of them")
         keys, lengths = ragged_keys(fields["keys"], "keys")
-        flat_list: list = keys
+        flat_list: list[Any] = keys  # keys, or JSON ids (checked below)
         flat_form = False
     elif fields.get("bags") is not None:
         if "ids" in fields or "offsets" in fields:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import chain
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ def decode_embeddings(body: bytes, max_ids: int) -> EmbeddingsRequest:
         raise InvalidRequest("model must be a table name")
     raw = fields["input"]
     if type(raw) is int:
-        groups: list = [[raw]]
+        groups: list[Any] = [[raw]]  # JSON values, checked by ids_array
     elif type(raw) is list and raw and all(type(item) is list for item in raw):
         groups = raw  # one input per inner list
     elif type(raw) is list and raw and not any(type(item) is list for item in raw):

@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import chain
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from service.errors import IdOutOfRange, InvalidBody, InvalidIds, InvalidRequest
 ENCODINGS = ("float", "base64")
 OUTPUT_DTYPES = ("float32", "float16")
 SIDES = ("post", "pre")
-_BINARY_ID_DTYPES = {"int64": np.dtype("<i8"), "int32": np.dtype("<i4")}
+_BINARY_ID_DTYPES: dict[str, np.dtype[Any]] = {"int64": np.dtype("<i8"), "int32": np.dtype("<i4")}
 
 LOOKUP_FIELDS = frozenset(("ids", "keys", "encoding", "dtype"))
 SEQUENCES_FIELDS = frozenset(
@@ -66,6 +67,16 @@ class SequencesRequest:
     def position(self, flat_index: int) -> list[int]:
         """``[b, t]`` in the input of the flat id at ``flat_index``."""
         return segment_position(self.lengths, flat_index)
+
+
+class _SequenceOptions(TypedDict):
+    """The options of a JSON sequences body, as ``SequencesRequest`` keywords."""
+
+    max_length: int | None
+    padding: str
+    truncating: str
+    encoding: str
+    dtype: str
 
 
 def decode_lookup(
@@ -147,7 +158,7 @@ def decode_sequences(
         raise InvalidRequest(
             "give sequences (ids), or keys (tables with a vocabulary)", {"missing": ["sequences"]}
         )
-    options = {
+    options: _SequenceOptions = {
         "max_length": check_max_length(fields.get("max_length"), max_ids),
         "padding": choice(fields.get("padding"), "padding", SIDES, "post"),
         "truncating": choice(fields.get("truncating"), "truncating", SIDES, "post"),

@@ -17,7 +17,7 @@ from service.decoding.ids import as_int64_ids, body_may_hold_booleans, ids_array
 from service.decoding.shapes import check_dims, check_id_count
 from service.errors import InvalidBody, InvalidIds, InvalidRequest
 
-ID_DATATYPES = {"INT64": np.dtype("<i8"), "INT32": np.dtype("<i4")}
+ID_DATATYPES: dict[str, np.dtype[Any]] = {"INT64": np.dtype("<i8"), "INT32": np.dtype("<i4")}
 
 
 @dataclass

@@ -10,9 +10,11 @@ import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import cast
 
 import numpy as np
 import orjson
+from typing_extensions import Buffer
 
 from service.decoding.body import JSON, OCTET_STREAM
 from service.results import Document, Neighbors, RawBody, Vectors
@@ -45,7 +47,11 @@ def nest_texts(texts: Sequence[bytes], shape: Sequence[int]) -> bytes:
 
 
 def as_bytes_view(array: np.ndarray) -> np.ndarray:
-    """The array's bytes as a flat uint8 view (no copy; empty arrays too), for ``b"".join``."""
+    """The array's bytes as a flat uint8 view (no copy; empty arrays too), for ``b"".join``.
+
+    Pass it through ``cast(Buffer, ...)`` there: ndarray exports the buffer protocol, but
+    numpy's stubs declare ``__buffer__`` only for Python 3.12 and later.
+    """
     return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
 
 
@@ -85,7 +91,7 @@ def binary_lookup(vectors: np.ndarray, dtype: str) -> EncodedResponse:
     ``.tobytes()`` copy it replaces cost a tenth of a W3 binary request.
     """
     return EncodedResponse(
-        memoryview(as_bytes_view(vectors)),
+        memoryview(cast(Buffer, as_bytes_view(vectors))),
         OCTET_STREAM,
         headers={"x-shape": ",".join(map(str, vectors.shape)), "x-dtype": dtype},
     )
@@ -96,7 +102,8 @@ def binary_sequences(
 ) -> EncodedResponse:
     """Vector bytes then ``B*L`` mask bytes (uint8 0/1), with shape, mask and length headers."""
     # One copy of vectors and mask, straight into the body.
-    body = b"".join((as_bytes_view(vectors), as_bytes_view(mask.astype(np.uint8))))
+    parts = (as_bytes_view(vectors), as_bytes_view(mask.astype(np.uint8)))
+    body = b"".join(cast("tuple[Buffer, Buffer]", parts))  # see as_bytes_view
     return EncodedResponse(
         body,
         OCTET_STREAM,
@@ -121,10 +128,12 @@ def encode_vectors(result: Vectors) -> EncodedResponse:
         return response
     if result.text is not None:
         text = result.text
-    elif result.output == "base64":
-        text = vectors_base64(result.array)  # type: ignore[arg-type]
     else:
-        text = vectors_json(result.array)  # type: ignore[arg-type]
+        assert result.array is not None  # Vectors without text carry their array
+        if result.output == "base64":
+            text = vectors_base64(result.array)
+        else:
+            text = vectors_json(result.array)
     tail: dict[str, bytes] = {}
     if result.mask is not None and result.lengths is not None:
         tail["mask"] = orjson.dumps(result.mask, option=_NUMPY)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import orjson
+from typing_extensions import Buffer
 
 from service.decoding.body import JSON, OCTET_STREAM
 from service.encoding.responses import EncodedResponse, as_bytes_view
@@ -44,7 +47,8 @@ def encode_inference(result: Inference) -> EncodedResponse:
     if not tails:
         return EncodedResponse(header, JSON, headers=timing)
     return EncodedResponse(
-        b"".join([header, *tails]),  # the one copy of the tensors, straight into the body
+        # The one copy of the tensors, straight into the body (the cast: see as_bytes_view).
+        b"".join([header, *cast("list[Buffer]", tails)]),
         OCTET_STREAM,
         headers={"inference-header-content-length": str(len(header)), **timing},
     )

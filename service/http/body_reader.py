@@ -37,7 +37,7 @@ async def read_body(receive: Receive, limit: int) -> bytes:
     message = await receive()
     if message["type"] == "http.disconnect":
         raise ClientDisconnected
-    body = message.get("body", b"")
+    body: bytes = message.get("body", b"")  # ASGI: http.request bodies are bytes
     if not message.get("more_body", False):
         if len(body) > limit:
             raise too_large(limit)

@@ -44,6 +44,7 @@ def install_error_handlers(app: FastAPI) -> None:
                 response.headers["allow"] = exc.headers["Allow"]
             return response
         generic = ServiceError(str(exc.detail))
+        # This instance only shadows the ClassVars (which mypy will not let an instance assign).
         generic.status, generic.code = exc.status_code, "http_error"  # type: ignore[misc]
         return _as_response(generic, request.url.path)
 
@@ -75,6 +76,7 @@ def _endpoint(route: Route, dispatcher: Dispatcher) -> Callable[..., Any]:
     parameters += [
         inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=str) for n in names
     ]
+    # inspect.signature() (and so FastAPI) reads __signature__; typeshed has no such attribute.
     endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     endpoint.__name__ = f"{route.label}_{len(names)}"
     return endpoint
@@ -123,11 +125,11 @@ def add_body_schemas(app: FastAPI, routes: Sequence[Route]) -> None:
             return app.openapi_schema
         schema = default_openapi()
         _, extra = models_json_schema(
-            [(model, "validation") for model in dict.fromkeys(models)],  # type: ignore[misc]
+            [(model, "validation") for model in dict.fromkeys(models)],
             ref_template="#/components/schemas/{model}",
         )
         schema.setdefault("components", {}).setdefault("schemas", {}).update(extra.get("$defs", {}))
         app.openapi_schema = schema
         return schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override

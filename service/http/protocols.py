@@ -96,8 +96,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._draining = False  # the server stops: close once nothing received is unanswered
 
     # ------------------------------------------------------------ connection
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
-        super().connection_made(transport)  # type: ignore[arg-type]
+    # Transport, not BaseTransport: uvicorn's HttpToolsProtocol narrows it so (the event loop
+    # hands a stream protocol a Transport); asyncio.Protocol declares the base class.
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
             self.connections.discard(self)  # not served: it must not count against others
             metrics.CONNECTIONS_CLOSED.labels("over_capacity").inc()

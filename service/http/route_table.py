@@ -31,6 +31,7 @@ from service.encoding.v2_response import encode_inference
 from service.http import docs_pages, schemas
 from service.http.call import Call
 from service.metrics import UNKNOWN_TABLE
+from service.results import Document
 
 Auth = Literal["public", "probe", "key", "admin"]
 """public: never a key; probe: a key only with EMBED_AUTH_HEALTH; key: an API key when keys
@@ -183,7 +184,7 @@ async def _v2_server(call: Call, _: Any) -> Any:
 
 
 async def _v2_live(call: Call, _: Any) -> Any:
-    return infer.Document({"live": True})
+    return Document({"live": True})
 
 
 async def _v2_ready(call: Call, _: Any) -> Any:

@@ -11,9 +11,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypeAliasType
 
-Ids = TypeAliasType("Ids", "int | list[Ids]")  # type: ignore[misc]
-Floats = TypeAliasType("Floats", "float | list[Floats]")  # type: ignore[misc]
-Keys = TypeAliasType("Keys", "str | list[Keys]")  # type: ignore[misc]
+Ids = TypeAliasType("Ids", "int | list[Ids]")
+Floats = TypeAliasType("Floats", "float | list[Floats]")
+Keys = TypeAliasType("Keys", "str | list[Keys]")
 
 
 class _Strict(BaseModel):

@@ -37,7 +37,8 @@ def quantize_int8(table: np.ndarray, block_rows: int = 65536) -> tuple[np.ndarra
 
 
 def dequantize(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    return codes.astype(np.float32) * scales[:, None]
+    rows: np.ndarray = codes.astype(np.float32) * scales[:, None]
+    return rows
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,8 @@ def gather_onnx_model(table: np.ndarray, input_name: str = "input_ids") -> bytes
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)], ir_version=ONNX_IR_VERSION
     )
-    return model.SerializeToString()
+    data: bytes = model.SerializeToString()  # protobuf's Message has no stubs here
+    return data
 
 
 def _shared_file_mode() -> int:

@@ -45,6 +45,7 @@ def load_onnx(path: Path) -> TableWeights:
     files = [path]
     region = None
     if isinstance(array, np.memmap):
+        assert array.filename is not None  # _tensor_array maps external data from its file
         files.append(Path(array.filename))
         region = (Path(array.filename).resolve(), int(array.offset))
     array = check_servable(array, path)
@@ -53,7 +54,7 @@ def load_onnx(path: Path) -> TableWeights:
 
 
 def _find_gathered_table(graph: onnx.GraphProto, path: Path) -> TensorProto:
-    initializers = {t.name: t for t in graph.initializer}
+    initializers: dict[str, TensorProto] = {t.name: t for t in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant" and node.output:
             for attr in node.attribute:

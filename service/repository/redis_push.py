@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from service.backends.redis_store import (
     RedisLayout,
     RowKeys,
     connect,
+    read_current,
     version_record,
 )
 from service.errors import TableLoadError
@@ -124,17 +126,17 @@ async def push_table(
     layout = RedisLayout(name)
     client = await connect(url, _TIMEOUT_S)
     try:
-        current = await client.get(layout.pointer)
-        existing = await client.hget(layout.versions, version)  # type: ignore[misc]
-        if current is not None and current.decode() == version:
+        current = await read_current(client, layout)
+        existing = await client.hget(layout.versions, version)
+        if current == version:
             return PushResult(version, rows, False, version)
         complete = existing is not None and json.loads(existing).get("state") == "complete"
         if not complete:
-            now = int(await client.eval(_NOW, 1, layout.versions))  # type: ignore[misc]
+            now = int(await client.eval(_NOW, 1, layout.versions))
             record = version_record(rows, dim, dtype, tags, "writing", started_at=now)
-            await client.hset(layout.versions, version, record)  # type: ignore[misc]
+            await client.hset(layout.versions, version, record)
             await _write_rows(client, layout, version, tags, block, rows, progress)
-        previous = await client.eval(_FLIP, 2, layout.pointer, layout.versions, version)  # type: ignore[misc]
+        previous = await client.eval(_FLIP, 2, layout.pointer, layout.versions, version)
         return PushResult(version, rows, not complete, previous.decode() if previous else None)
     finally:
         await client.aclose()
@@ -160,7 +162,7 @@ async def _write_rows(
         for start in range(0, rows, CHUNK_ROWS):
             stop = min(rows, start + CHUNK_ROWS)
             task = asyncio.create_task(_write_chunk(packed, keys, start, block(start, stop)))
-            task.add_done_callback(lambda _t, n=stop - start: bar.update(n))
+            task.add_done_callback(_counts_rows(bar.update, stop - start))
             in_flight.add(task)
             if len(in_flight) >= CHUNKS_IN_FLIGHT:
                 done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
@@ -175,6 +177,13 @@ async def _write_rows(
         bar.close()
 
 
+def _counts_rows(
+    update: Callable[[int], object], rows: int
+) -> Callable[[asyncio.Task[None]], object]:
+    """A chunk task's done-callback: adds its ``rows`` to the progress bar."""
+    return lambda _task: update(rows)
+
+
 async def drop_old(url: str, name: str, grace_seconds: int = DROP_GRACE_SECONDS) -> list[str]:
     """Remove every version but the current one, except those replaced (or started)
     less than ``grace_seconds`` ago; returns the versions removed."""
@@ -182,10 +191,10 @@ async def drop_old(url: str, name: str, grace_seconds: int = DROP_GRACE_SECONDS)
     client = await connect(url, _TIMEOUT_S)
     removed: list[str] = []
     try:
-        current_raw = await client.get(layout.pointer)
-        current = current_raw.decode() if current_raw else None
-        now = int(await client.eval(_NOW, 1, layout.versions))  # type: ignore[misc]
-        records = await client.hgetall(layout.versions)  # type: ignore[misc]
+        current = await read_current(client, layout)
+        now = int(await client.eval(_NOW, 1, layout.versions))
+        # connect() leaves decode_responses off: every reply is bytes.
+        records = cast(dict[bytes, bytes], await client.hgetall(layout.versions))
         for raw_version, raw in records.items():
             version = raw_version.decode()
             record = json.loads(raw)
@@ -193,7 +202,7 @@ async def drop_old(url: str, name: str, grace_seconds: int = DROP_GRACE_SECONDS)
             if version == current or now - int(since) < grace_seconds:
                 continue
             await _delete_rows(client, layout, version, int(record["rows"]), int(record["tags"]))
-            await client.hdel(layout.versions, version)  # type: ignore[misc]
+            await client.hdel(layout.versions, version)
             removed.append(version)
     finally:
         await client.aclose()

@@ -12,6 +12,7 @@ layout ``StringLookup.get_vocabulary()`` writes: ``[mask] [UNK]... keys``), else
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,12 +85,17 @@ class Vocabulary:
         if mask_token is not None and mask_row is None:
             raise TableLoadError(f"{path}: mask_token {mask_token!r} is not in the vocabulary")
         size = len(rows_by_key)
-        if mask_row is not None:
+        if mask_token is not None and mask_row is not None:  # mask_row is set only with a token
             rows_by_key[mask_token] = mask_row  # the mask token looks up its (padding) row
         return cls(rows_by_key, oov, oov_rows, mask_row, size, path)
 
-    def ids_for(self, keys: list[str], position=None) -> np.ndarray:
-        """Rows of ``keys``; unknown keys by the OOV policy (``ZERO_ROW`` for ``zero``)."""
+    def ids_for(
+        self, keys: list[str], position: Callable[[int], list[int]] | None = None
+    ) -> np.ndarray:
+        """Rows of ``keys``; unknown keys by the OOV policy (``ZERO_ROW`` for ``zero``).
+
+        ``position(i)`` names key ``i`` in the request's nesting (its flat index without it).
+        """
         found = list(map(self.rows_by_key.get, keys))
         if None not in found:
             return np.array(found, dtype=np.int64)

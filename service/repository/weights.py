@@ -36,14 +36,18 @@ class TableWeights:
         """Rows ``start:stop`` as float32 (dequantised for int8 tables)."""
         rows = np.asarray(self.array[start:stop])
         if self.scales is not None:
-            return rows.astype(np.float32) * np.asarray(self.scales[start:stop])[:, None]
+            scaled: np.ndarray = (
+                rows.astype(np.float32) * np.asarray(self.scales[start:stop])[:, None]
+            )
+            return scaled
         return rows.astype(np.float32, copy=False)
 
     def take(self, ids: np.ndarray) -> np.ndarray:
         """Rows ``ids`` as float32 (dequantised for int8 tables)."""
         rows = np.take(self.array, ids, axis=0)
         if self.scales is not None:
-            return rows.astype(np.float32) * np.take(self.scales, ids)[:, None]
+            scaled: np.ndarray = rows.astype(np.float32) * np.take(self.scales, ids)[:, None]
+            return scaled
         return rows.astype(np.float32, copy=False)
 
     def warm_up(self) -> int:

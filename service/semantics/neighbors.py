@@ -85,6 +85,7 @@ class ExactNeighborIndex:
         n = queries.shape[0]
         norms = self.row_norms() if metric != "dot" else None
         if metric == "cosine":
+            assert norms is not None  # row_norms() serves every metric but dot
             qnorms = np.linalg.norm(queries.astype(np.float64), axis=1)
             queries = (queries / np.where(qnorms == 0, 1, qnorms)[:, None]).astype(np.float32)
             inverse = np.where(norms == 0, 0, 1 / np.where(norms == 0, 1, norms)).astype(np.float32)
@@ -98,6 +99,7 @@ class ExactNeighborIndex:
             if metric == "cosine":
                 scores *= inverse[start : start + chunk.shape[0]]
             elif metric == "l2":
+                assert norms is not None and q_sq is not None  # both set above for l2
                 sq = norms[start : start + chunk.shape[0]].astype(np.float32) ** 2
                 scores = -(q_sq[:, None] - 2 * scores + sq[None, :])
             if not np.isfinite(scores).all():

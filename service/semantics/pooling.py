@@ -24,7 +24,8 @@ def segment_means(rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Mean of each segment's rows as float32; empty segments give zeros."""
     sums = segment_sums(rows, lengths)
     counts = np.maximum(lengths, 1)[:, None]
-    return (sums / counts).astype(np.float32)
+    means: np.ndarray = (sums / counts).astype(np.float32)  # numpy types this as Any
+    return means
 
 
 def pool_bags(
@@ -46,9 +47,12 @@ def pool_bags(
         sums = segment_sums(rows, lengths)
         if mode == "sum":
             return sums.astype(np.float32)
+        # Annotated: numpy types arithmetic on arrays of unknown dtype as Any.
         if mode == "mean":
-            return (sums / np.maximum(lengths, 1)[:, None]).astype(np.float32)
-        return (sums / np.sqrt(np.maximum(lengths, 1))[:, None]).astype(np.float32)
+            means: np.ndarray = (sums / np.maximum(lengths, 1)[:, None]).astype(np.float32)
+            return means
+        sqrtn: np.ndarray = (sums / np.sqrt(np.maximum(lengths, 1))[:, None]).astype(np.float32)
+        return sqrtn
     # Weights are divided by their peak first: huge weights cannot overflow the products or
     # the squares, and for sqrtn the scale cancels exactly.
     peak = float(np.abs(weights).max()) if weights.size else 0.0

@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 
 # Seconds between attempts to load a Redis table whose store could not be read.
 REDIS_RETRY_SECONDS = 2.0
+# A Redis table's version cannot be read now: bad options, or the store cannot answer.
+_VERSION_ERRORS: tuple[type[BaseException], ...] = (TableLoadError, *STORE_ERRORS)
 
 
 class RedisNotReady(TableLoadError):
@@ -111,7 +113,7 @@ class TableRegistry:
         # published for the other workers of the server (settings.run_dir).
         self.state = WorkerState(settings.run_dir)
         # Source versions a load failed at: not retried until the source changes again.
-        self.attempted: dict[str, str] = {}
+        self.attempted: dict[str, str | None] = {}
         self._watcher: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ queries
@@ -438,7 +440,7 @@ class TableRegistry:
             client = await self._redis_client(options.redis, options.redis_timeout_ms)
             async with asyncio.timeout(options.redis_timeout_ms / 1000):
                 pointer = await read_current(client, RedisLayout(source.name))
-        except (TableLoadError, *STORE_ERRORS):
+        except _VERSION_ERRORS:
             return None
         return None if pointer is None else f"{pointer}:{files}"
 
@@ -533,7 +535,7 @@ class TableRegistry:
             )
         return new
 
-    async def _load_new_version(self, name: str) -> tuple[ServedTable, str]:
+    async def _load_new_version(self, name: str) -> tuple[ServedTable, str | None]:
         sources, problems = await asyncio.to_thread(discover_tables, Path(self.settings.models))
         if name not in sources:
             reason = problems.get(name, f"table {name!r} is no longer in the repository")

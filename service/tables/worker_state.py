@@ -29,7 +29,7 @@ class PeerState:
     """One worker's published state."""
 
     pid: int
-    tables: dict[str, str]
+    tables: dict[str, str | None]  # None: its source's version could not be read
     acks: dict[str, int]
     errors: dict[str, tuple[int, str]]
 
@@ -73,7 +73,7 @@ class WorkerState:
         for folder in (self._workers, self._requests):
             if folder is not None:
                 folder.mkdir(parents=True, exist_ok=True)
-        self.tables: dict[str, str] = {}
+        self.tables: dict[str, str | None] = {}
         self.acks: dict[str, int] = {}
         self.errors: dict[str, tuple[int, str]] = {}
 
