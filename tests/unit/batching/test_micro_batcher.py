@@ -102,7 +102,9 @@ def test_delay_collects_requests_arriving_within_it(monkeypatch) -> None:
         batcher = MicroBatcher(backend, config(max_delay_us=1_000_000, max_batch_ids=4), "t")
         batcher.start()
         a = asyncio.ensure_future(batcher.gather(np.array([1, 2])))
-        await asyncio.sleep(0.01)  # worker is waiting (fake time stands still)
+        # The worker has taken `a` into its batch and waits for more (fake time stands still):
+        # `b` must join that batch, not merely share the queue with `a`.
+        await until(lambda: batcher.filling_requests == 1, "the worker to be filling a batch")
         assert not backend.calls
         b = asyncio.ensure_future(batcher.gather(np.array([3, 4])))  # fills the batch to max
         await asyncio.gather(a, b)
@@ -188,7 +190,9 @@ def test_deadline_gives_timeout_and_is_not_computed() -> None:
         backend.gate.set()
         with pytest.raises(Timeout):  # the first waited past its deadline too
             await first
-        await asyncio.sleep(0.01)
+        # The worker has been through the queue (9 is off it) and nothing is running.
+        assert await batcher.drain(30)
+        assert batcher.queued_ids == 0
         assert [c.tolist() for c in backend.calls] == [[1]]  # 9 was never computed
         await batcher.close()
 
