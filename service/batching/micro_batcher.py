@@ -93,6 +93,10 @@ class MicroBatcher:
         self._queued_ids = 0
         self._inflight_ids = 0  # direct (unbatched) executor calls in progress
         self._running = 0  # requests in the batch being gathered now
+        # The batch the worker is still filling (max_delay_us): off the queue, not yet
+        # running, but the drain must wait for it all the same.
+        self._filling: list[_Entry] = []
+        self._draining = False
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gather-{table}")
         self._worker: asyncio.Task[None] | None = None
@@ -126,6 +130,11 @@ class MicroBatcher:
     def queued_ids(self) -> int:
         return self._queued_ids
 
+    @property
+    def filling_requests(self) -> int:
+        """Requests taken off the queue into the batch still forming (``max_delay_us``)."""
+        return len(self._filling)
+
     async def close(self) -> None:
         """Stop the worker; requests still queued fail with 503 rather than hang."""
         self._closed = True
@@ -133,23 +142,32 @@ class MicroBatcher:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._worker
-        self._fail_pending(Overloaded("the table is being unloaded; retry", headers=self._retry()))
+        self._fail_pending(self._unloading())
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def drain(self, timeout: float) -> bool:
-        """Wait until nothing is queued or running (bounded); True when drained."""
+        """Wait until nothing is queued, being filled or running (bounded); True when drained.
+
+        A batch still being filled is sent at once rather than after ``max_delay_us``: the
+        table is being retired, so no more requests are coming to join it."""
+        self._draining = True
+        self._wakeup.set()
         deadline = self.clock() + timeout
         while self._busy() and self.clock() < deadline:
             await asyncio.sleep(0.005)
         return not self._busy()
 
     def _busy(self) -> bool:
-        return bool(self._queue or self._inflight_ids or self._running)
+        filling = any(not entry.future.done() for entry in self._filling)
+        return bool(self._queue or self._inflight_ids or self._running or filling)
 
     # ------------------------------------------------------------------- requests
     async def gather(self, ids: np.ndarray) -> GatherResult:
         """Rows for ``ids`` (1-D int64, validated); raises ``ServiceError`` subclasses."""
-        if self._failure is not None or self._closed:
+        if self._closed:
+            # The table is being replaced or unloaded: a retry reaches the new version.
+            raise self._unloading()
+        if self._failure is not None:
             raise InternalError("the table's batch worker is not running")
         n = int(ids.size)
         if not self.config.enabled:
@@ -220,6 +238,9 @@ class MicroBatcher:
     def _retry(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_seconds)}
 
+    def _unloading(self) -> Overloaded:
+        return Overloaded("the table is being unloaded; retry", headers=self._retry())
+
     def _expire(self, entry: _Entry) -> None:
         if not entry.future.done():
             self._m_events["timed_out"].inc()
@@ -262,26 +283,45 @@ class MicroBatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            batch: list[_Entry] = []
+            batch = await self._fill(delay)
+            if batch:
+                # No await between the fill and `_execute` counting the batch as running:
+                # the drain always sees it, filling or running.
+                await self._execute(loop, batch)
+
+    async def _fill(self, delay: float) -> list[_Entry]:
+        """The next batch, its live entries only; tracked in ``_filling`` while it forms."""
+        batch: list[_Entry] = []
+        self._filling = batch
+        try:
             batch_ids = self._pop_ready(batch, 0)
             if delay > 0 and batch:
-                # Fill until the batch is full or `delay` has passed since the FIRST
-                # request arrived (not since this worker woke up).
-                close_at = batch[0].enqueued + delay
-                while batch_ids < self.config.max_batch_ids:
-                    remaining = close_at - self.clock()
-                    if remaining <= 0:
-                        break
-                    self._wakeup.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), remaining)
-                    batch_ids = self._pop_ready(batch, batch_ids)
-                    if self._queue:  # the next one did not fit: batch is full
-                        break
-            batch = [e for e in batch if not e.future.done()]
-            if not batch:
-                continue
-            await self._execute(loop, batch)
+                await self._wait_for_more(batch, batch_ids, delay)
+        except asyncio.CancelledError:
+            # The worker is being stopped (table retired): answer what was taken off the queue.
+            self._fail(batch, self._unloading())
+            raise
+        except Exception:
+            self._fail(batch, InternalError("the table's batch worker stopped"))
+            raise
+        finally:
+            self._filling = []
+        return [e for e in batch if not e.future.done()]
+
+    async def _wait_for_more(self, batch: list[_Entry], batch_ids: int, delay: float) -> None:
+        """Fill until the batch is full, the table drains, or `delay` has passed since the
+        FIRST request arrived (not since this worker woke up)."""
+        close_at = batch[0].enqueued + delay
+        while batch_ids < self.config.max_batch_ids and not self._draining:
+            remaining = close_at - self.clock()
+            if remaining <= 0:
+                break
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            batch_ids = self._pop_ready(batch, batch_ids)
+            if self._queue:  # the next one did not fit: batch is full
+                break
 
     async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Entry]) -> None:
         ids = batch[0].ids if len(batch) == 1 else np.concatenate([e.ids for e in batch])
@@ -291,9 +331,7 @@ class MicroBatcher:
             rows = await self._backend_call(loop, ids)
         except asyncio.CancelledError:
             # The worker is being stopped mid-gather: answer this batch, never abandon it.
-            self._fail(
-                batch, Overloaded("the table is being unloaded; retry", headers=self._retry())
-            )
+            self._fail(batch, self._unloading())
             raise
         except ServiceError as error:
             # The backend's own answer (e.g. 503 backend_unavailable): as it is, to this batch.

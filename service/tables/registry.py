@@ -562,7 +562,7 @@ class TableRegistry:
                 )
 
     async def _retire(self, table: ServedTable, drain_seconds: float) -> None:
-        await table.batcher.drain(drain_seconds)
+        await table.drain(drain_seconds)  # its batcher and its searches
         await table.batcher.close()
         table.close_search()
         table.backend.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +15,7 @@ from service.backends.placement import Placement
 from service.backends.redis_store import RedisTableMeta
 from service.batching.micro_batcher import MicroBatcher
 from service.encoding.row_text_cache import RowTextCache
-from service.errors import InvalidRequest
+from service.errors import InvalidRequest, Overloaded
 from service.repository.options import TableOptions
 from service.repository.vocabulary import Vocabulary
 from service.repository.weights import TableWeights
@@ -37,6 +38,10 @@ class ServedTable:
     vocabulary: Vocabulary | None = None
     _index: ExactNeighborIndex | None = field(default=None, repr=False)
     _search_pool: ThreadPoolExecutor | None = field(default=None, repr=False)
+    # Searches started and not yet answered (running or queued on the search thread): a
+    # retired version waits for them, as for its batcher, before its search thread stops.
+    _searches: int = field(default=0, repr=False)
+    _search_closed: bool = field(default=False, repr=False)
 
     def local_weights(self, route: str) -> TableWeights:
         """The table's local rows, for routes that scan them; 422 for a Redis table."""
@@ -52,17 +57,40 @@ class ServedTable:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact nearest rows, on this table's own search thread (searches queue there, one
         at a time, and never stall the event loop or the table's gathers)."""
+        if self._search_closed:
+            # This version was retired (reload or unload): a retry reaches the new one.
+            raise Overloaded("the table is being unloaded; retry", headers={"Retry-After": "1"})
         if self._index is None:
             self._index = ExactNeighborIndex(self.local_weights("neighbors"))
             self._search_pool = ThreadPoolExecutor(1, thread_name_prefix=f"search-{self.name}")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._search_pool, self._index.search, queries, k, metric, exclude
-        )
+        self._searches += 1
+        try:
+            return await loop.run_in_executor(
+                self._search_pool, self._index.search, queries, k, metric, exclude
+            )
+        finally:
+            self._searches -= 1
+
+    @property
+    def searches(self) -> int:
+        """Searches started on this version and not yet answered."""
+        return self._searches
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait (bounded) until the batcher and the searches have nothing left; True if so."""
+        deadline = time.monotonic() + timeout
+        drained = await self.batcher.drain(timeout)
+        while self._searches and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        return drained and not self._searches
 
     def close_search(self) -> None:
+        """Stop taking searches; those already queued still run and are answered (after a
+        drain there are none, unless it timed out)."""
+        self._search_closed = True
         if self._search_pool is not None:
-            self._search_pool.shutdown(wait=False, cancel_futures=True)
+            self._search_pool.shutdown(wait=False, cancel_futures=False)
 
     @property
     def rows(self) -> int:

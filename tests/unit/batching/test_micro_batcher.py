@@ -10,6 +10,7 @@ import pytest
 
 from service.batching.micro_batcher import BatchingConfig, MicroBatcher
 from service.errors import InternalError, Overloaded, Timeout
+from tests.support.polling import until
 
 TABLE = np.arange(1000 * 4, dtype=np.float32).reshape(1000, 4)
 
@@ -101,7 +102,9 @@ def test_delay_collects_requests_arriving_within_it(monkeypatch) -> None:
         batcher = MicroBatcher(backend, config(max_delay_us=1_000_000, max_batch_ids=4), "t")
         batcher.start()
         a = asyncio.ensure_future(batcher.gather(np.array([1, 2])))
-        await asyncio.sleep(0.01)  # worker is waiting (fake time stands still)
+        # The worker has taken `a` into its batch and waits for more (fake time stands still):
+        # `b` must join that batch, not merely share the queue with `a`.
+        await until(lambda: batcher.filling_requests == 1, "the worker to be filling a batch")
         assert not backend.calls
         b = asyncio.ensure_future(batcher.gather(np.array([3, 4])))  # fills the batch to max
         await asyncio.gather(a, b)
@@ -187,7 +190,9 @@ def test_deadline_gives_timeout_and_is_not_computed() -> None:
         backend.gate.set()
         with pytest.raises(Timeout):  # the first waited past its deadline too
             await first
-        await asyncio.sleep(0.01)
+        # The worker has been through the queue (9 is off it) and nothing is running.
+        assert await batcher.drain(30)
+        assert batcher.queued_ids == 0
         assert [c.tolist() for c in backend.calls] == [[1]]  # 9 was never computed
         await batcher.close()
 
@@ -243,5 +248,59 @@ def test_close_during_a_running_batch_answers_it_and_drain_waits_for_it() -> Non
             await asyncio.wait_for(running, 2)
         backend.gate.set()
         await closing
+
+    run(scenario())
+
+
+async def filling_batch(batcher: MicroBatcher, ids: np.ndarray) -> asyncio.Future:
+    """A request the worker has taken off the queue into the batch it is still filling."""
+    task = asyncio.ensure_future(batcher.gather(ids))
+    await until(lambda: batcher.queued_ids == ids.size, "the request to be queued")
+    batcher.start()
+    await until(lambda: batcher.queued_ids == 0, "the worker to take the request into its batch")
+    assert not task.done()
+    return task
+
+
+def test_drain_waits_for_the_batch_being_filled() -> None:
+    async def scenario() -> None:
+        backend = GatedBackend()
+        backend.gate.set()
+        # The batch would stay open a minute: the drain must neither miss it nor wait that long.
+        batcher = MicroBatcher(backend, config(max_delay_us=60_000_000, timeout_ms=30_000), "t")
+        task = await filling_batch(batcher, np.array([1, 2]))
+        assert await batcher.drain(30)
+        await batcher.close()
+        result = await task  # answered with its rows, not lost until its 504
+        np.testing.assert_array_equal(result.rows, TABLE[[1, 2]])
+
+    run(scenario())
+
+
+def test_close_while_filling_answers_the_batch_with_503() -> None:
+    async def scenario() -> None:
+        backend = GatedBackend()
+        backend.gate.set()
+        batcher = MicroBatcher(backend, config(max_delay_us=60_000_000, timeout_ms=30_000), "t")
+        task = await filling_batch(batcher, np.array([1, 2]))
+        await batcher.close()  # no drain: the worker is cancelled inside its wait
+        with pytest.raises(Overloaded) as unloading:
+            await asyncio.wait_for(task, 1)  # at once, not after timeout_ms
+        assert unloading.value.headers["Retry-After"]
+        assert not backend.calls
+
+    run(scenario())
+
+
+def test_gather_on_a_closed_batcher_is_503_with_retry_after() -> None:
+    async def scenario() -> None:
+        backend = GatedBackend()
+        backend.gate.set()
+        batcher = MicroBatcher(backend, config(), "t")
+        batcher.start()
+        await batcher.close()
+        with pytest.raises(Overloaded) as unloading:  # the table is being replaced: retry
+            await batcher.gather(np.array([1]))
+        assert unloading.value.headers["Retry-After"]
 
     run(scenario())

@@ -1,0 +1,98 @@
+"""Searches of a table version being retired (reload) are answered, not cancelled into 500s."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.errors import Overloaded
+from service.semantics.neighbors import ExactNeighborIndex
+from service.settings import ServiceSettings
+from service.tables import served_table
+from service.tables.registry import TableRegistry
+from service.tables.served_table import ServedTable
+from tests.support.polling import until
+
+ROWS, DIM = 50, 4
+
+
+class GatedIndex(ExactNeighborIndex):
+    """The real search, held on the search thread until the test opens the gate."""
+
+    gate = threading.Event()
+    entered = threading.Event()
+
+    def search(self, *args, **kwargs):
+        self.entered.set()
+        assert self.gate.wait(60), "test never opened the gate"
+        return super().search(*args, **kwargs)
+
+
+@pytest.fixture
+def gated(monkeypatch) -> type[GatedIndex]:
+    GatedIndex.gate = threading.Event()
+    GatedIndex.entered = threading.Event()
+    monkeypatch.setattr(served_table, "ExactNeighborIndex", GatedIndex)
+    return GatedIndex
+
+
+def registry_of(tmp_path: Path) -> TableRegistry:
+    models = tmp_path / "models"
+    models.mkdir()
+    rng = np.random.default_rng(0)
+    np.save(models / "t.npy", rng.standard_normal((ROWS, DIM)).astype(np.float32))
+    settings = ServiceSettings(models=models, reload_watch_files=False, reload_poll_seconds=60)
+    return TableRegistry(settings)
+
+
+def test_reload_answers_the_searches_of_the_old_version(tmp_path: Path, gated, monkeypatch) -> None:
+    async def scenario() -> None:
+        registry = registry_of(tmp_path)
+        await registry.load()
+        old = registry.get("t")
+        queries = np.asarray(old.local_weights("neighbors").array[:2])
+        running = asyncio.ensure_future(old.search(queries, 3, "cosine", None))
+        await asyncio.to_thread(gated.entered.wait, 60)
+        queued = asyncio.ensure_future(old.search(queries, 3, "dot", None))  # behind `running`
+        await until(lambda: old.searches == 2, "the second search to be queued")
+
+        drain = old.drain
+        draining = asyncio.Event()
+
+        async def spy(timeout: float) -> bool:
+            draining.set()
+            return await drain(timeout)
+
+        monkeypatch.setattr(old, "drain", spy)
+        await registry.reload_local("t")  # swaps in the new version; the old one retires
+        assert registry.get("t") is not old
+        await asyncio.wait_for(draining.wait(), 60)  # the retire is waiting on the searches
+        gated.gate.set()
+        for search in (running, queued):
+            ids, scores = await search  # answered by the old version, not cancelled
+            assert ids.shape == scores.shape == (2, 3)
+        await until(lambda: old.searches == 0, "the searches to be counted out")
+        await registry.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_search_on_a_retired_version_is_503_with_retry_after(tmp_path: Path, gated) -> None:
+    async def scenario() -> None:
+        registry = registry_of(tmp_path)
+        await registry.load()
+        table: ServedTable = registry.get("t")
+        gated.gate.set()
+        queries = np.asarray(table.local_weights("neighbors").array[:1])
+        await table.search(queries, 2, "cosine", None)
+        table.close_search()
+        with pytest.raises(Overloaded) as retired:  # not the executor's RuntimeError (500)
+            await table.search(queries, 2, "cosine", None)
+        assert retired.value.headers["Retry-After"]
+        await registry.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
