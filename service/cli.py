@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace-seconds",
         type=int,
         default=None,
-        help="--drop-old keeps versions replaced less than this long ago [default 60]",
+        help="--drop-old keeps versions replaced, written or deleted less than this long ago"
+        " [default 60]",
     )
     return parser
 
@@ -128,7 +129,12 @@ def push(args: argparse.Namespace) -> int:
     from service.backends.redis_store import STORE_ERRORS
     from service.errors import TableLoadError
     from service.repository.discovery import TABLE_NAME
-    from service.repository.redis_push import DROP_GRACE_SECONDS, drop_old, push_table
+    from service.repository.redis_push import (
+        DROP_GRACE_SECONDS,
+        PushConflict,
+        drop_old,
+        push_table,
+    )
 
     name = args.name or (args.file.stem if args.file else None)
     if name is None or not TABLE_NAME.match(name):
@@ -154,6 +160,9 @@ def push(args: argparse.Namespace) -> int:
         return 2
     except STORE_ERRORS as exc:
         print(f"embedding-service push: Redis failed: {exc!r}", file=sys.stderr)
+        return 1
+    except PushConflict as exc:
+        print(f"embedding-service push: {exc}", file=sys.stderr)
         return 1
     note = "" if result.written else " (already in Redis: nothing written)"
     # The version alone on stdout (VERSION=$(embedding-service push ...)); the summary beside.
