@@ -93,12 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     push.add_argument(
         "--grace-seconds",
-        type=int,
+        type=_grace_seconds,
         default=None,
         help="--drop-old keeps versions replaced, written or deleted less than this long ago"
-        " [default 60]",
+        " [default 60, at least 30]",
     )
     return parser
+
+
+def _grace_seconds(text: str) -> int:
+    """``--grace-seconds``: an integer of at least 30 (requests on the old version finish)."""
+    # The same figure as redis_push.MIN_GRACE_SECONDS (not imported: the parser stays light).
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 30:
+        raise argparse.ArgumentTypeError(f"must be at least 30 (got {value})")
+    return value
 
 
 def convert(source: Path, destination: Path, dtype: str) -> int:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from redis.asyncio.cluster import RedisCluster
 
 from service.backends.redis_store import (
     DEFAULT_TAGS,
@@ -44,6 +45,9 @@ HEARTBEAT_EVERY_CHUNKS = 4
 # Versions replaced, written or deleted (heartbeat) less than this long ago are kept by
 # --drop-old: requests may still read them, or a push / another drop-old is still at work.
 DROP_GRACE_SECONDS = 60
+MIN_GRACE_SECONDS = 30
+# Before the flip, wait this long for one replica of each master to hold the rows.
+REPLICA_WAIT_MS = 10_000
 _TIMEOUT_S = 30.0
 _LOG = logging.getLogger(__name__)
 
@@ -241,6 +245,7 @@ async def push_table(
         written = state == "writing"
         if written:  # a version that is not complete is (re)written in full
             await _write_rows(client, layout, version, tags, block, rows, progress)
+            await _wait_for_replicas(client, layout.row_keys(version, tags), block, rows)
         previous = await _flip(client, layout, version)
         return PushResult(version, rows, written, previous)
     finally:
@@ -317,6 +322,54 @@ async def _write_rows(
         bar.close()
 
 
+async def _wait_for_replicas(
+    client: RedisClient, keys: RowKeys, block: Callable[[int, int], np.ndarray], rows: int
+) -> None:
+    """Wait (up to ``REPLICA_WAIT_MS``) until one replica of each master holds the rows.
+
+    ``WAIT`` counts the replicas that acknowledged the connection's own last write, so
+    each master gets one row rewritten (same bytes) and ``WAIT 1`` on one connection,
+    after every chunk was answered: its offset covers all the rows that master holds.
+    A master without replicas is not waited for; one whose replicas do not answer in
+    time is logged (a failover now could lose rows), not fatal.
+    """
+    targets = await _replicated_masters(client, keys, rows)
+    commands: list[tuple[int, bytes]] = []
+    wait = b"*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n$%d\r\n%d\r\n" % (
+        len(str(REPLICA_WAIT_MS)),
+        REPLICA_WAIT_MS,
+    )
+    for _, row in targets:
+        values = np.ascontiguousarray(block(row, row + 1)).view(np.uint8).reshape(1, -1)
+        _, [(slot, mset)] = keys.commands(b"MSET", np.array([row], np.int64), values)
+        commands += [(slot, mset), (slot, wait)]
+    replies = await PackedCommands(client).run(commands) if commands else []
+    for (node, _), acks in zip(targets, replies[1::2], strict=True):
+        if int(acks) < 1:
+            _LOG.warning(
+                "no replica of %s acknowledged the rows within %d ms; a failover of it "
+                "before they replicate would lose rows (reads of them then answer 503)",
+                node,
+                REPLICA_WAIT_MS,
+            )
+
+
+async def _replicated_masters(
+    client: RedisClient, keys: RowKeys, rows: int
+) -> list[tuple[str, int]]:
+    """``(master, row)`` for each master with replicas holding rows: ``row`` is one of them."""
+    if not isinstance(client, RedisCluster):
+        info = await client.info("replication")
+        return [("the server", 0)] if rows and int(info.get("connected_slaves", 0)) else []
+    slots = client.nodes_manager.slots_cache
+    found: dict[str, int] = {}
+    for tag in range(min(keys.tags, rows)):  # row ``tag`` has tag ``tag``
+        nodes = slots.get(keys.slots[tag], [])
+        if len(nodes) > 1:
+            found.setdefault(nodes[0].name, tag)
+    return list(found.items())
+
+
 async def drop_old(url: str, name: str, grace_seconds: int = DROP_GRACE_SECONDS) -> list[str]:
     """Remove every version but the current one, except those active (replaced, pushed,
     or being deleted by another drop-old) less than ``grace_seconds`` ago; returns the
@@ -326,6 +379,8 @@ async def drop_old(url: str, name: str, grace_seconds: int = DROP_GRACE_SECONDS)
     ``{NAME}`` slot, that it is not current and past the grace; only then are its rows
     unlinked, and its record removed last. The flip refuses a ``deleting`` version.
     """
+    if grace_seconds < MIN_GRACE_SECONDS:
+        raise ValueError(f"grace_seconds must be >= {MIN_GRACE_SECONDS} (got {grace_seconds})")
     layout = RedisLayout(name)
     client = await connect(url, _TIMEOUT_S)
     removed: list[str] = []

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,7 @@ import pytest
 from service.backends.redis_store import RedisLayout, connect
 from service.repository import redis_push
 from service.repository.redis_push import PushConflict, drop_old, push_table
+from tests.support.polling import wait_until
 from tests.support.redis_servers import RedisCluster, RedisNode
 from tests.support.tables import random_table, write_npy
 
@@ -284,3 +290,75 @@ def test_a_drop_old_whose_claim_was_taken_over_stops_unlinking(
     assert asyncio.run(unlink_with_a_stale_token()) is False
     assert _keys_of(redis_single, "taken", v1) == ROWS - 100  # the first step only
     assert _record(redis_single, "taken", v1) is not None  # the record is the other one's
+
+
+def test_grace_seconds_below_30_is_refused(redis_single: RedisNode) -> None:
+    drop = ["--redis", redis_single.url, "--name", "x", "--drop-old", "--grace-seconds"]
+    for grace in ("0", "-5", "29"):
+        result = subprocess.run(
+            [sys.executable, "-m", "service", "push", *drop, grace],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parents[3],
+        )
+        assert result.returncode == 2 and "at least 30" in result.stderr, result.stderr
+    with pytest.raises(ValueError, match=">= 30"):
+        asyncio.run(drop_old(redis_single.url, "x", 0))
+
+
+@pytest.fixture
+def replicated(tmp_path: Path) -> Iterator[tuple[RedisNode, RedisNode]]:
+    """A master and its replica (two servers, ``REPLICAOF``), the link up."""
+    master, replica = RedisNode(tmp_path / "master"), RedisNode(tmp_path / "replica")
+    try:
+        replica.client().replicaof("127.0.0.1", master.port)
+        wait_until(
+            lambda: replica.client().info("replication").get("master_link_status") == "up",
+            "the replica's link to its master",
+            timeout=HANG_GUARD_S,
+        )
+        yield master, replica
+    finally:
+        replica.stop()
+        master.stop()
+
+
+def test_push_returns_once_a_replica_holds_every_row(
+    tmp_path: Path, replicated: tuple[RedisNode, RedisNode], caplog: pytest.LogCaptureFixture
+) -> None:
+    master, replica = replicated
+    version = _push(write_npy(tmp_path, "one", random_table(ROWS, DIM, 13)), master, "repl")
+    # Read at once, no polling: WAIT before the flip made the replica acknowledge the rows.
+    assert _keys_of(replica, "repl", version) == ROWS
+    assert "no replica" not in caplog.text
+
+
+def test_push_warns_but_flips_when_no_replica_acknowledges(
+    tmp_path: Path,
+    replicated: tuple[RedisNode, RedisNode],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    master, replica = replicated
+    monkeypatch.setattr(redis_push, "REPLICA_WAIT_MS", 100)
+    assert replica.process is not None
+    os.kill(replica.process.pid, signal.SIGSTOP)  # connected, but it acknowledges nothing
+    try:
+        with caplog.at_level(logging.WARNING, logger=redis_push.__name__):
+            version = _push(write_npy(tmp_path, "one", random_table(ROWS, DIM, 14)), master, "w")
+    finally:
+        os.kill(replica.process.pid, signal.SIGCONT)
+    assert master.client().get(RedisLayout("w").pointer) == version.encode()
+    assert "no replica of the server acknowledged the rows within 100 ms" in caplog.text
+
+
+def test_push_to_a_cluster_waits_for_a_replica_of_every_master(
+    tmp_path: Path, redis_cluster: RedisCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    version = _push(write_npy(tmp_path, "one", random_table(ROWS, DIM, 15)), redis_cluster, "cw")
+    assert "no replica" not in caplog.text
+    for node in redis_cluster.nodes:  # each replica already has its master's rows
+        info = node.client().info("replication")
+        if info["role"] == "slave":
+            master = next(m for m in redis_cluster.nodes if m.port == info["master_port"])
+            assert _keys_of(node, "cw", version) == _keys_of(master, "cw", version) > 0
