@@ -5,6 +5,9 @@ writes the same keys again: restartable without harm, and pushing an unchanged f
 is a no-op). Rows are written in chunks, one ``MSET`` per hash tag, pipelined per
 node, several chunks in flight at once; the version turns ``complete`` and current
 in one Lua script on the pointer's slot, so readers never see a half-written version.
+``--drop-old`` claims a version (state ``deleting``) in a script that re-checks it is
+neither current nor active within the grace before any row is unlinked, and the flip
+refuses a claimed version: docs/redis.md ("Versions") says what is guaranteed.
 """
 
 from __future__ import annotations
