@@ -391,7 +391,7 @@ async def drop_old(url: str, name: str, grace_seconds: int = DROP_GRACE_SECONDS)
         current = await read_current(client, layout)
         records = await client.hgetall(layout.versions)  # type: ignore[misc]
         for raw_version in records:
-            version = raw_version.decode()
+            version = raw_version.decode() if isinstance(raw_version, bytes) else raw_version
             if version != current and await _drop_version(client, layout, version, grace_seconds):
                 removed.append(version)
     finally:
