@@ -93,11 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     push.add_argument(
         "--grace-seconds",
-        type=int,
+        type=_grace_seconds,
         default=None,
-        help="--drop-old keeps versions replaced less than this long ago [default 60]",
+        help="--drop-old keeps versions replaced, written or deleted less than this long ago"
+        " [default 60, at least 30]",
     )
     return parser
+
+
+def _grace_seconds(text: str) -> int:
+    """``--grace-seconds``: an integer of at least 30 (requests on the old version finish)."""
+    # The same figure as redis_push.MIN_GRACE_SECONDS (not imported: the parser stays light).
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 30:
+        raise argparse.ArgumentTypeError(f"must be at least 30 (got {value})")
+    return value
 
 
 def convert(source: Path, destination: Path, dtype: str) -> int:
@@ -134,7 +147,12 @@ def push(args: argparse.Namespace) -> int:
     from service.backends.redis_store import STORE_ERRORS
     from service.errors import TableLoadError
     from service.repository.discovery import TABLE_NAME
-    from service.repository.redis_push import DROP_GRACE_SECONDS, drop_old, push_table
+    from service.repository.redis_push import (
+        DROP_GRACE_SECONDS,
+        PushConflict,
+        drop_old,
+        push_table,
+    )
 
     name = args.name or (args.file.stem if args.file else None)
     if name is None or not TABLE_NAME.match(name):
@@ -160,6 +178,9 @@ def push(args: argparse.Namespace) -> int:
         return 2
     except STORE_ERRORS as exc:
         print(f"embedding-service push: Redis failed: {exc!r}", file=sys.stderr)
+        return 1
+    except PushConflict as exc:
+        print(f"embedding-service push: {exc}", file=sys.stderr)
         return 1
     note = "" if result.written else " (already in Redis: nothing written)"
     # The version alone on stdout (VERSION=$(embedding-service push ...)); the summary beside.

@@ -50,6 +50,9 @@ class HotRowCache:
     def store(self, ids: list[int], rows: np.ndarray) -> None:
         """Remember ``rows`` (one per id of ``ids``, unique), evicting by CLOCK.
 
+        Each slot is assigned at most once per call: when the sweep comes back to a slot
+        this call filled, the remaining ids are not cached (they are read again later).
+
         Ids cached meanwhile (by another batch that read Redis at the same time) are skipped.
         """
         if self.capacity == 0:
@@ -60,20 +63,32 @@ class HotRowCache:
             ids, rows = [ids[n] for n in keep], rows[keep]
         if len(ids) > self.capacity:  # only the last ones fit; keep those
             ids, rows = ids[-self.capacity :], rows[-self.capacity :]
-        slots = []
+        slots: list[int] = []
         for key in ids:
-            slot = self._free_slot()
+            slot = self._free_slot(slots)
+            if slot < 0:
+                break
             self._slot_of[key] = slot
             self._id_in[slot] = key
             slots.append(slot)
-        self.rows[slots] = rows
+        self.rows[slots] = rows[: len(slots)]
 
-    def _free_slot(self) -> int:
+    def _free_slot(self, taken: list[int]) -> int:
+        """The next slot by CLOCK, or ``-1`` when the hand comes back to a slot in ``taken``.
+
+        ``taken`` are the slots assigned by this ``store`` call: a full sweep would evict
+        them again (they start unreferenced), and one slot assigned twice in one fancy
+        index store leaves which row lands there unspecified. So admission stops there.
+        """
         referenced = self._referenced
         id_in = self._id_in
         hand = self._hand
         capacity = self.capacity
+        first = taken[0] if taken else -1
         while True:
+            if hand == first:  # slots are taken in hand order: the first comes back first
+                self._hand = hand
+                return -1
             if id_in[hand] < 0:
                 break
             if referenced[hand]:

@@ -5,6 +5,9 @@ writes the same keys again: restartable without harm, and pushing an unchanged f
 is a no-op). Rows are written in chunks, one ``MSET`` per hash tag, pipelined per
 node, several chunks in flight at once; the version turns ``complete`` and current
 in one Lua script on the pointer's slot, so readers never see a half-written version.
+``--drop-old`` claims a version (state ``deleting``) in a script that re-checks it is
+neither current nor active within the grace before any row is unlinked, and the flip
+refuses a claimed version: docs/redis.md ("Versions") says what is guaranteed.
 """
 
 from __future__ import annotations
@@ -12,13 +15,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
+import secrets
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import numpy as np
+from redis.asyncio.cluster import RedisCluster
 
 from service.backends.redis_store import (
     DEFAULT_TAGS,
@@ -37,16 +42,72 @@ from service.repository.weights import TableWeights
 
 CHUNK_ROWS = 8192
 CHUNKS_IN_FLIGHT = 4
-# Versions replaced less than this long ago are kept by --drop-old (requests may read them).
+# A push refreshes its version's heartbeat_at every this many chunks (a drop-old
+# every this many unlink steps): far more often than the shortest grace allows.
+HEARTBEAT_EVERY_CHUNKS = 4
+# Versions replaced, written or deleted (heartbeat) less than this long ago are kept by
+# --drop-old: requests may still read them, or a push / another drop-old is still at work.
 DROP_GRACE_SECONDS = 60
+MIN_GRACE_SECONDS = 30
+# Before the flip, wait this long for one replica of each master to hold the rows.
+REPLICA_WAIT_MS = 10_000
 _TIMEOUT_S = 30.0
+_LOG = logging.getLogger(__name__)
 
-# Mark a version complete and make it current, atomically (one slot: the {NAME} tag).
+# The state scripts below all run on the {NAME} slot (pointer and versions hash share
+# it), so each is atomic with respect to the others. The states of a version:
+# writing -> complete (the flip) and writing|complete -> deleting -> gone (drop-old).
+# Its last activity is the latest of its timestamps (Redis server time, seconds).
+_LAST_ACTIVITY = """
+local function last_activity(rec)
+  local last = 0
+  for _, field in ipairs({'started_at', 'heartbeat_at', 'current_since', 'replaced_at'}) do
+    local t = tonumber(rec[field])
+    if t and t > last then last = t end
+  end
+  return last
+end
+"""
+
+# Start a push of a version: 'deleting' (refused), 'complete' (rows there: flip only;
+# the heartbeat keeps drop-old off it until the flip) or 'writing' (write the rows).
+_BEGIN = """
+local now = tonumber(redis.call('TIME')[1])
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+local rec = raw and cjson.decode(raw)
+if rec and rec['state'] == 'deleting' then return 'deleting' end
+if rec and rec['state'] == 'complete' then
+  rec['heartbeat_at'] = now
+  redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(rec))
+  return 'complete'
+end
+rec = cjson.decode(ARGV[2])
+rec['state'] = 'writing'
+rec['started_at'] = now
+rec['heartbeat_at'] = now
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(rec))
+return 'writing'
+"""
+
+# A push's heartbeat: 0 when drop-old has claimed (or removed) the version meanwhile.
+_PUSH_HEARTBEAT = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local rec = cjson.decode(raw)
+if rec['state'] == 'deleting' then return 0 end
+rec['heartbeat_at'] = tonumber(redis.call('TIME')[1])
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(rec))
+return 1
+"""
+
+# Mark a version complete and make it current, atomically; refused ({'missing'} or
+# {'deleting'}) when drop-old has claimed or removed it. Else {'flipped', old or ''}.
 _FLIP = """
 local now = tonumber(redis.call('TIME')[1])
 local raw = redis.call('HGET', KEYS[2], ARGV[1])
-if not raw then return redis.error_reply('version record missing') end
+if not raw then return {'missing'} end
 local rec = cjson.decode(raw)
+if rec['state'] == 'deleting' then return {'deleting'} end
 rec['state'] = 'complete'
 rec['replaced_at'] = nil
 rec['current_since'] = now
@@ -61,9 +122,53 @@ if old and old ~= ARGV[1] then
     redis.call('HSET', KEYS[2], old, cjson.encode(r))
   end
 end
-return old
+return {'flipped', old or ''}
 """
-_NOW = "return tonumber(redis.call('TIME')[1])"
+
+# Claim a version for deletion (ARGV: version, grace, token), re-checked here, before any
+# row is unlinked: not current, and no activity (replace, push heartbeat, or the heartbeat
+# of another drop-old deleting it) for the grace. Returns {'marked', record} or {reason}.
+_MARK_DELETING = (
+    _LAST_ACTIVITY
+    + """
+local now = tonumber(redis.call('TIME')[1])
+local raw = redis.call('HGET', KEYS[2], ARGV[1])
+if not raw then return {'gone'} end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return {'current'} end
+local rec = cjson.decode(raw)
+if now - last_activity(rec) < tonumber(ARGV[2]) then return {'recent'} end
+rec['state'] = 'deleting'
+rec['deleter'] = ARGV[3]
+rec['heartbeat_at'] = now
+raw = cjson.encode(rec)
+redis.call('HSET', KEYS[2], ARGV[1], raw)
+return {'marked', raw}
+"""
+)
+
+# A drop-old's heartbeat (ARGV: version, token): 0 when its claim was taken over.
+_DELETE_HEARTBEAT = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local rec = cjson.decode(raw)
+if rec['state'] ~= 'deleting' or rec['deleter'] ~= ARGV[2] then return 0 end
+rec['heartbeat_at'] = tonumber(redis.call('TIME')[1])
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(rec))
+return 1
+"""
+
+# Forget a deleted version (ARGV: version, token), only while the claim is still ours.
+_FINISH_DELETE = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local rec = cjson.decode(raw)
+if rec['state'] ~= 'deleting' or rec['deleter'] ~= ARGV[2] then return 0 end
+return redis.call('HDEL', KEYS[1], ARGV[1])
+"""
+
+
+class PushConflict(RuntimeError):
+    """A push and a ``--drop-old`` met on one version; ``current`` was left as it was."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +223,11 @@ async def push_table(
     tags: int = DEFAULT_TAGS,
     progress: bool | None = None,
 ) -> PushResult:
-    """Write every row of ``path`` under its version, then make that version current."""
+    """Write every row of ``path`` under its version, then make that version current.
+
+    Raises ``PushConflict`` (``current`` unchanged) when a ``--drop-old`` is removing the
+    version, or claimed it while this push ran.
+    """
     weights = load_table_file(path)
     block, dtype = _served_rows(weights)
     rows, dim = weights.rows, weights.dim
@@ -126,20 +235,54 @@ async def push_table(
     layout = RedisLayout(name)
     client = await connect(url, _TIMEOUT_S)
     try:
-        current = await read_current(client, layout)
-        existing = await client.hget(layout.versions, version)
-        if current == version:
+        if await _is_current(client, layout, version):
             return PushResult(version, rows, False, version)
-        complete = existing is not None and json.loads(existing).get("state") == "complete"
-        if not complete:
-            now = int(await client.eval(_NOW, 1, layout.versions))
-            record = version_record(rows, dim, dtype, tags, "writing", started_at=now)
-            await client.hset(layout.versions, version, record)
+        record = version_record(rows, dim, dtype, tags, "writing")
+        state = (await client.eval(_BEGIN, 1, layout.versions, version, record)).decode()
+        if state == "deleting":
+            raise PushConflict(
+                f"version {version} of {name} is being removed by --drop-old (or by one "
+                "that stopped half-way); nothing changed. Let it finish (run "
+                "`push --drop-old` if none is running), then push again"
+            )
+        written = state == "writing"
+        if written:  # a version that is not complete is (re)written in full
             await _write_rows(client, layout, version, tags, block, rows, progress)
-        previous = await client.eval(_FLIP, 2, layout.pointer, layout.versions, version)
-        return PushResult(version, rows, not complete, previous.decode() if previous else None)
+            await _wait_for_replicas(client, layout.row_keys(version, tags), block, rows)
+        previous = await _flip(client, layout, version)
+        return PushResult(version, rows, written, previous)
     finally:
         await client.aclose()
+
+
+async def _is_current(client: RedisClient, layout: RedisLayout, version: str) -> bool:
+    """Whether ``version`` is current and complete already (pushing it again: a no-op)."""
+    if await read_current(client, layout) != version:
+        return False
+    raw = await client.hget(layout.versions, version)
+    return raw is not None and json.loads(raw).get("state") == "complete"
+
+
+async def _flip(client: RedisClient, layout: RedisLayout, version: str) -> str | None:
+    """Make ``version`` current (the flip script); the previous current version."""
+    reply = await client.eval(_FLIP, 2, layout.pointer, layout.versions, version)
+    outcome = reply[0].decode()
+    if outcome != "flipped":
+        state = "removed" if outcome == "missing" else "claimed for removal"
+        raise PushConflict(
+            f"version {version} of {layout.name} was {state} by a --drop-old while this push "
+            "ran (it stalled past the grace?); current is unchanged. Push again"
+        )
+    return reply[1].decode() or None
+
+
+async def _heartbeat(client: RedisClient, layout: RedisLayout, version: str) -> None:
+    """Refresh the version's ``heartbeat_at``; ``PushConflict`` if drop-old claimed it."""
+    if not await client.eval(_PUSH_HEARTBEAT, 1, layout.versions, version):
+        raise PushConflict(
+            f"version {version} of {layout.name} was claimed by a --drop-old while being "
+            "written (this push stalled past the grace?); current is unchanged. Push again"
+        )
 
 
 async def _write_rows(
@@ -159,7 +302,10 @@ async def _write_rows(
     bar = tqdm(total=rows, unit="rows", unit_scale=True, disable=not show, desc=layout.name)
     in_flight: set[asyncio.Task[None]] = set()
     try:
-        for start in range(0, rows, CHUNK_ROWS):
+        for chunk, start in enumerate(range(0, rows, CHUNK_ROWS)):
+            if chunk and chunk % HEARTBEAT_EVERY_CHUNKS == 0:
+                # Measured from here, not started_at: a long push stays inside the grace.
+                await _heartbeat(client, layout, version)
             stop = min(rows, start + CHUNK_ROWS)
             task = asyncio.create_task(_write_chunk(packed, keys, start, block(start, stop)))
             task.add_done_callback(_counts_rows(bar.update, stop - start))
@@ -171,6 +317,8 @@ async def _write_rows(
         if in_flight:
             for finished in (await asyncio.wait(in_flight))[0]:
                 finished.result()
+        in_flight = set()
+        await _heartbeat(client, layout, version)  # claimed during the last chunks: stop here
     finally:
         for task in in_flight:
             task.cancel()
@@ -184,37 +332,108 @@ def _counts_rows(
     return lambda _task: update(rows)
 
 
+async def _wait_for_replicas(
+    client: RedisClient, keys: RowKeys, block: Callable[[int, int], np.ndarray], rows: int
+) -> None:
+    """Wait (up to ``REPLICA_WAIT_MS``) until one replica of each master holds the rows.
+
+    ``WAIT`` counts the replicas that acknowledged the connection's own last write, so
+    each master gets one row rewritten (same bytes) and ``WAIT 1`` on one connection,
+    after every chunk was answered: its offset covers all the rows that master holds.
+    A master without replicas is not waited for; one whose replicas do not answer in
+    time is logged (a failover now could lose rows), not fatal.
+    """
+    targets = await _replicated_masters(client, keys, rows)
+    commands: list[tuple[int, bytes]] = []
+    wait = b"*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n$%d\r\n%d\r\n" % (
+        len(str(REPLICA_WAIT_MS)),
+        REPLICA_WAIT_MS,
+    )
+    for _, row in targets:
+        values = np.ascontiguousarray(block(row, row + 1)).view(np.uint8).reshape(1, -1)
+        _, [(slot, mset)] = keys.commands(b"MSET", np.array([row], np.int64), values)
+        commands += [(slot, mset), (slot, wait)]
+    replies = await PackedCommands(client).run(commands) if commands else []
+    for (node, _), acks in zip(targets, replies[1::2], strict=True):
+        if int(acks) < 1:
+            _LOG.warning(
+                "no replica of %s acknowledged the rows within %d ms; a failover of it "
+                "before they replicate would lose rows (reads of them then answer 503)",
+                node,
+                REPLICA_WAIT_MS,
+            )
+
+
+async def _replicated_masters(
+    client: RedisClient, keys: RowKeys, rows: int
+) -> list[tuple[str, int]]:
+    """``(master, row)`` for each master with replicas holding rows: ``row`` is one of them."""
+    if not isinstance(client, RedisCluster):
+        info = await client.info("replication")
+        return [("the server", 0)] if rows and int(info.get("connected_slaves", 0)) else []
+    slots = client.nodes_manager.slots_cache
+    found: dict[str, int] = {}
+    for tag in range(min(keys.tags, rows)):  # row ``tag`` has tag ``tag``
+        nodes = slots.get(keys.slots[tag], [])
+        if len(nodes) > 1:
+            found.setdefault(nodes[0].name, tag)
+    return list(found.items())
+
+
 async def drop_old(url: str, name: str, grace_seconds: int = DROP_GRACE_SECONDS) -> list[str]:
-    """Remove every version but the current one, except those replaced (or started)
-    less than ``grace_seconds`` ago; returns the versions removed."""
+    """Remove every version but the current one, except those active (replaced, pushed,
+    or being deleted by another drop-old) less than ``grace_seconds`` ago; returns the
+    versions removed.
+
+    Each version is first claimed (state ``deleting``) by a script that re-checks, on the
+    ``{NAME}`` slot, that it is not current and past the grace; only then are its rows
+    unlinked, and its record removed last. The flip refuses a ``deleting`` version.
+    """
+    if grace_seconds < MIN_GRACE_SECONDS:
+        raise ValueError(f"grace_seconds must be >= {MIN_GRACE_SECONDS} (got {grace_seconds})")
     layout = RedisLayout(name)
     client = await connect(url, _TIMEOUT_S)
     removed: list[str] = []
     try:
         current = await read_current(client, layout)
-        now = int(await client.eval(_NOW, 1, layout.versions))
-        # connect() leaves decode_responses off: every reply is bytes.
-        records = cast(dict[bytes, bytes], await client.hgetall(layout.versions))
-        for raw_version, raw in records.items():
-            version = raw_version.decode()
-            record = json.loads(raw)
-            since = record.get("replaced_at") or record.get("started_at") or 0
-            if version == current or now - int(since) < grace_seconds:
-                continue
-            await _delete_rows(client, layout, version, int(record["rows"]), int(record["tags"]))
-            await client.hdel(layout.versions, version)
-            removed.append(version)
+        records = await client.hgetall(layout.versions)
+        for raw_version in records:
+            version = raw_version.decode() if isinstance(raw_version, bytes) else raw_version
+            if version != current and await _drop_version(client, layout, version, grace_seconds):
+                removed.append(version)
     finally:
         await client.aclose()
     return removed
 
 
+async def _drop_version(client: RedisClient, layout: RedisLayout, version: str, grace: int) -> bool:
+    """Claim, unlink and forget one version; ``False`` when it was kept (or taken over)."""
+    token = secrets.token_hex(8)
+    reply = await client.eval(
+        _MARK_DELETING, 2, layout.pointer, layout.versions, version, grace, token
+    )
+    if reply[0] != b"marked":
+        return False
+    record = json.loads(reply[1])
+    claimed = await _delete_rows(
+        client, layout, version, int(record["rows"]), int(record["tags"]), token
+    )
+    return claimed and bool(await client.eval(_FINISH_DELETE, 1, layout.versions, version, token))
+
+
 async def _delete_rows(
-    client: RedisClient, layout: RedisLayout, version: str, rows: int, tags: int
-) -> None:
+    client: RedisClient, layout: RedisLayout, version: str, rows: int, tags: int, token: str
+) -> bool:
+    """Unlink the version's rows; ``False`` (stopped) if another drop-old took the claim."""
     keys = layout.row_keys(version, tags)
     packed = PackedCommands(client)
     step = CHUNK_ROWS * 4
-    for start in range(0, rows, step):
+    for n, start in enumerate(range(0, rows, step)):
+        if n and n % HEARTBEAT_EVERY_CHUNKS == 0:
+            alive = await client.eval(_DELETE_HEARTBEAT, 1, layout.versions, version, token)
+            if not alive:
+                _LOG.warning("drop-old of %s %s was taken over; stopped", layout.name, version)
+                return False
         ids = np.arange(start, min(rows, start + step), dtype=np.int64)
         await packed.run(keys.commands(b"UNLINK", ids)[1])
+    return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from pathlib import Path
@@ -23,6 +24,20 @@ ROWS, DIM = 3000, 8
 
 def _keys_of(node: RedisNode, name: str, version: str) -> int:
     return sum(1 for _ in node.client().scan_iter(f"emb:{{{name}:{version}:*", count=1000))
+
+
+def _age_versions(node: RedisNode, name: str, seconds: int) -> None:
+    """Move every timestamp of every version record ``seconds`` into the past.
+
+    What the grace sees after ``seconds`` without activity, without waiting for it.
+    """
+    client, versions = node.client(), RedisLayout(name).versions
+    for version, raw in client.hgetall(versions).items():
+        record = json.loads(raw)
+        for field in ("started_at", "heartbeat_at", "current_since", "replaced_at"):
+            if record.get(field) is not None:
+                record[field] = int(record[field]) - seconds
+        client.hset(versions, version, json.dumps(record))
 
 
 def test_push_is_idempotent_and_flips_the_pointer(tmp_path: Path, redis_single: RedisNode) -> None:
@@ -64,8 +79,10 @@ def test_a_push_that_dies_half_way_leaves_current_untouched(
     # Within the grace period even a partial version is kept (its push may still run) ...
     push_cli("--redis", redis_single.url, "--name", "half", "--drop-old")
     assert _keys_of(redis_single, "half", partial[0]) > 0
-    # ... after it, --drop-old removes its partial keys; the current version stays whole.
-    push_cli("--redis", redis_single.url, "--name", "half", "--drop-old", "--grace-seconds", "0")
+    # ... after it (no heartbeat for longer), --drop-old removes its partial keys; the
+    # current version stays whole.
+    _age_versions(redis_single, "half", 3600)
+    push_cli("--redis", redis_single.url, "--name", "half", "--drop-old")
     assert _keys_of(redis_single, "half", partial[0]) == 0
     assert _keys_of(redis_single, "half", v1) == ROWS
     monkeypatch.undo()
@@ -80,7 +97,8 @@ def test_drop_old_keeps_the_current_and_recently_replaced_versions(
     versions = [push_cli(str(t), "--redis", redis_single.url, "--name", "drop") for t in tables]
     push_cli("--redis", redis_single.url, "--name", "drop", "--drop-old")
     assert all(_keys_of(redis_single, "drop", v) == ROWS for v in versions)  # all within grace
-    push_cli("--redis", redis_single.url, "--name", "drop", "--drop-old", "--grace-seconds", "0")
+    _age_versions(redis_single, "drop", 3600)
+    push_cli("--redis", redis_single.url, "--name", "drop", "--drop-old", "--grace-seconds", "30")
     assert [_keys_of(redis_single, "drop", v) for v in versions] == [0, 0, ROWS]
     hkeys = redis_single.client().hkeys(RedisLayout("drop").versions)
     assert hkeys == [versions[2].encode()]

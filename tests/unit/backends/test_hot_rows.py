@@ -58,3 +58,38 @@ def test_zipf_hit_rate_with_a_tenth_of_the_rows_cached() -> None:
         missing = np.unique(batch[cache.lookup(batch.tolist()) < 0])
         cache.store(missing.tolist(), np.zeros((missing.size, 1), np.float32))
     assert cache.hits / (cache.hits + cache.misses) >= 0.80
+
+
+def test_one_store_never_assigns_a_slot_twice() -> None:
+    """Capacity 4, three slots referenced: storing [20, 21] must not evict 20 for 21.
+
+    The sweep for 21 clears slots 1-3 and comes back to slot 0, which 20 took in this
+    call; admission stops there (21 is read from Redis again next time).
+    """
+    table = np.arange(100 * 2, dtype=np.float32).reshape(100, 2)
+    cache = HotRowCache(4, 2, np.dtype(np.float32))
+    cache.store([0, 1, 2, 3], table[[0, 1, 2, 3]])
+    cache.lookup([1, 2, 3])  # referenced; slot 0 (id 0) is not
+    cache.store([20, 21], table[[20, 21]])
+    assert sorted(cache._slot_of) == [1, 2, 3, 20]
+    assert len(set(cache._slot_of.values())) == len(cache._slot_of)
+    for row_id, slot in cache._slot_of.items():  # each stored id maps to its own row
+        assert cache._id_in[slot] == row_id
+        assert np.array_equal(cache.rows[slot], table[row_id])
+    cache.store([21], table[[21]])  # a later call may evict 20 (unreferenced) as CLOCK does
+    assert np.array_equal(cache.rows[cache._slot_of[21]], table[21])
+
+
+def test_a_store_that_wraps_around_keeps_distinct_slots() -> None:
+    rng = np.random.default_rng(5)
+    table = rng.standard_normal((500, 3)).astype(np.float32)
+    cache = HotRowCache(16, 3, np.dtype(np.float32))
+    for _ in range(300):
+        ids = np.unique(rng.integers(0, 500, 12))
+        cache.lookup(rng.integers(0, 500, 20).tolist())
+        missing = [i for i in ids.tolist() if i not in cache._slot_of]
+        cache.store(missing, table[missing])
+        slots = list(cache._slot_of.values())
+        assert len(set(slots)) == len(slots)
+        assert all(np.array_equal(cache.rows[s], table[i]) for i, s in cache._slot_of.items())
+        assert all(cache._id_in[s] == i for i, s in cache._slot_of.items())
