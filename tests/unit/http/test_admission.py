@@ -316,3 +316,9 @@ def test_no_leak_when_a_batched_request_loses_its_client(tmp_path: Path) -> None
         assert app.budget.in_flight == 0
 
     _run(app, check)
+
+
+def test_the_default_budget_admits_256_concurrent_requests_of_1000_ids() -> None:
+    """docs/api.md: the defaults must let 256 concurrent requests of 1,000 ids in without 503."""
+    budget = IdsInFlight(ServiceSettings.model_fields["max_ids_in_flight"].default)
+    assert all(budget.try_acquire(1000) for _ in range(256))
