@@ -123,6 +123,7 @@ class Dispatcher:
         decoded (``503 overloaded`` when full) by the ``Admission`` that ``FrontApp`` put in
         the scope and releases after sending; without one (the FastAPI app on its own) it
         is not counted.
+
         One coroutine on purpose: at W1 an extra await level is a measurable share."""
         started = time.perf_counter()
         call = Call(params, scope_headers(scope), self.services)

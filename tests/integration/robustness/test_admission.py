@@ -133,7 +133,10 @@ def test_a_flood_gets_exact_answers_or_503_and_healthz_answers(server: ServerPro
         await until(lambda: _answered(server.url) >= before + FLOOD, "the flood to be answered")
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
             assert (await http.get("/healthz")).status_code == 200
-        assert _metric(server.url, "embedding_ids_in_flight") == 2 * REQUEST_IDS
+        await until(
+            lambda: _metric(server.url, "embedding_ids_in_flight") == 2 * REQUEST_IDS,
+            "the gauge to show the two admitted requests",
+        )
         answers = await asyncio.gather(*(client.answer() for client in clients))
         return [
             _check_answer(*answer, client.ids)

@@ -24,6 +24,7 @@ from service.http.admission import Admission, IdsInFlight, ids_in
 from service.http.app import create_app
 from service.http.asgi_front import CHUNK_BYTES, FrontApp
 from service.settings import ServiceSettings
+from tests.support.polling import until
 
 PATHS = ("fast-path", "no-fast-path")
 ROWS, DIM = 5000, 64  # a lookup of 5,000 ids answers ~3.5 MB of JSON: several chunks
@@ -283,20 +284,20 @@ def _record(into: list[dict[str, Any]]) -> Callable[[dict[str, Any]], Awaitable[
 
 
 def test_the_gauge_follows_the_budget(tmp_path: Path) -> None:
+    """Written at most every PUBLISH_SECONDS: it shows the ids while the body is sent and 0
+    once it was."""
     app, _ = _app(tmp_path, True, budget=300_000)
-    seen: list[float] = []
+    body = _lookup_body(10)
 
     async def send(message: dict[str, Any]) -> None:
-        seen.append(metrics.IDS_IN_FLIGHT._value.get())
-
-    body = _lookup_body(10)
+        if message["type"] == "http.response.body":
+            await until(lambda: metrics.IDS_IN_FLIGHT._value.get() == 10, "the gauge to show 10")
 
     async def check() -> None:
         await app(_scope("/v1/tables/t/lookup", body), _receive_once(body), send)
+        await until(lambda: metrics.IDS_IN_FLIGHT._value.get() == 0, "the gauge to show 0")
 
     _run(app, check)
-    assert seen and all(value == 10 for value in seen)
-    assert metrics.IDS_IN_FLIGHT._value.get() == 0
 
 
 def test_no_leak_when_a_batched_request_loses_its_client(tmp_path: Path) -> None:
