@@ -25,7 +25,10 @@ folder = Path(tempfile.mkdtemp(prefix="drain-check-")) / "models"
 folder.mkdir(parents=True, exist_ok=True)
 table = np.random.default_rng(1).standard_normal((1000, 8)).astype(np.float32)
 np.save(folder / "t.npy", table)
-server = ServerProcess(folder, "--workers", "2", "--log-level", "info")
+# No ids-in-flight budget: all 100 bodies are to be in flight at SIGTERM.
+server = ServerProcess(
+    folder, "--workers", "2", "--log-level", "info", env={"EMBED_MAX_IDS_IN_FLIGHT": "0"}
+)
 server.wait_ready(60)
 time.sleep(3)
 rng = np.random.default_rng(0)

@@ -121,6 +121,17 @@ CONNECTIONS_CLOSED = Counter(
     "head_timeout (slow request head), over_capacity (503, connection cap reached).",
     ["reason"],
 )
+IDS_IN_FLIGHT = Gauge(
+    "embedding_ids_in_flight",
+    "Ids admitted and not yet handed to the socket (summed over live workers); each worker "
+    "admits at most max_ids_in_flight.",
+    multiprocess_mode="livesum",
+)
+ADMISSION_REFUSED = Counter(
+    "embedding_admission_refused_total",
+    "Requests answered 503 overloaded because the worker's ids-in-flight budget was full.",
+    ["table"],
+)
 TABLES_LOADED = Gauge(
     "embedding_tables_loaded",
     "Tables currently served (the fewest any live worker serves).",

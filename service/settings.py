@@ -50,6 +50,15 @@ class ServiceSettings(BaseSettings):
         ge=1,
         description="Most ids in one request (lookup ids, or all sequence positions).",
     )
+    max_ids_in_flight: int = Field(
+        300_000,
+        ge=0,
+        description="Ids per worker admitted at once, every table, batched or not, counted from "
+        "decoding until the response has been handed to the socket; past it: 503 overloaded with "
+        "Retry-After at once. A larger request is admitted when nothing else is in flight. "
+        "Bounds memory and event-loop time per worker (so /healthz stays prompt under a flood); "
+        "higher admits more concurrent large requests. 0: no limit.",
+    )
     max_output_bytes: int = Field(
         64 * 1024 * 1024,
         ge=1024,

@@ -9,6 +9,7 @@ from typing import Any
 
 from service.encoding.responses import EncodedResponse
 from service.errors import ServiceError
+from service.http.admission import SCOPE_KEY, Admission
 from service.http.body_reader import too_large
 from service.http.dispatcher import Dispatcher, Receive, RouteMatcher, Scope
 from service.http.error_responses import error_response_for
@@ -22,16 +23,31 @@ _CONTENT_TYPES = {
 }
 
 
+CHUNK_BYTES = 1 << 20
+"""Bodies over this go out in messages of this size: each waits for the transport to drain
+below its high-water mark (uvicorn's flow control), so a response is handed to the socket
+progressively and the transport never holds a copy of a whole large body."""
+
+
 async def send_response(send: Send, response: EncodedResponse, head: bool = False) -> None:
-    """Send a finished response in two ASGI messages (HEAD: the headers only)."""
+    """Send a finished response: the head, then its body (HEAD: the head only), in
+    ``CHUNK_BYTES`` messages when it is larger (views of the body: no copy)."""
+    body = response.body
     headers = [
         _CONTENT_TYPES.get(response.media_type) or (b"content-type", response.media_type.encode()),
-        (b"content-length", b"%d" % len(response.body)),
+        (b"content-length", b"%d" % len(body)),
     ]
     for key, value in response.headers.items():
         headers.append((key.encode("latin-1"), value.encode("latin-1")))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else response.body})
+    if head or len(body) <= CHUNK_BYTES:
+        await send({"type": "http.response.body", "body": b"" if head else body})
+        return
+    view = memoryview(body).cast("B")
+    size = len(view)
+    for start in range(0, size, CHUNK_BYTES):
+        end = start + CHUNK_BYTES
+        await send({"type": "http.response.body", "body": view[start:end], "more_body": end < size})
 
 
 class FrontApp:
@@ -46,27 +62,34 @@ class FrontApp:
         self.fast_path = fast_path
         self.registry = dispatcher.services.registry
         self.max_body_bytes = dispatcher.max_body_bytes
+        self.budget = dispatcher.budget
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
-        found = self.matcher.match(scope["method"], path)
-        if found is not None and self.fast_path:
-            route, params = found
-            response = await self.dispatcher.serve(route, params, scope, receive)
-            if response is not None:
-                await send_response(send, response, scope["method"] == "HEAD")
-            return
-        guard = self.dispatcher.guard
-        if found is None and guard is not None and guard.protects(path):
-            try:
-                guard.check(scope["headers"])
-            except ServiceError as error:
-                await send_response(send, error_response_for(path, error))
+        # Ids the dispatcher admits stay counted until the response has been sent, and are
+        # given back whatever happens (error, disconnect, cancellation): one finally here.
+        admission = scope[SCOPE_KEY] = Admission(self.budget)
+        try:
+            path: str = scope["path"]
+            found = self.matcher.match(scope["method"], path)
+            if found is not None and self.fast_path:
+                route, params = found
+                response = await self.dispatcher.serve(route, params, scope, receive)
+                if response is not None:
+                    await send_response(send, response, scope["method"] == "HEAD")
                 return
-        await self.app(scope, self._limited(scope, receive), send)
+            guard = self.dispatcher.guard
+            if found is None and guard is not None and guard.protects(path):
+                try:
+                    guard.check(scope["headers"])
+                except ServiceError as error:
+                    await send_response(send, error_response_for(path, error))
+                    return
+            await self.app(scope, self._limited(scope, receive), send)
+        finally:
+            admission.release()
 
     def _limited(self, scope: Scope, receive: Receive) -> Receive:
         """Body limit for what FastAPI serves: refuse by header, or while streaming."""

@@ -13,6 +13,7 @@ from service import metrics
 from service.decoding.body import ACCEPTED_TYPES, JSON
 from service.encoding.responses import EncodedResponse
 from service.errors import NotFound, ServiceError, Unauthorized, UnsupportedMediaType
+from service.http.admission import SCOPE_KEY, IdsInFlight, ids_in
 from service.http.auth import ApiKeyGuard, bearer_token, token_matches
 from service.http.body_reader import ClientDisconnected, check_declared_length, read_body
 from service.http.call import Call, Services
@@ -96,6 +97,7 @@ class Dispatcher:
         self.guard = guard
         self.admin_key = admin_key
         self.max_body_bytes = services.settings.max_body_bytes
+        self.budget = IdsInFlight(services.settings.max_ids_in_flight)
 
     def authorise(self, route: Route, scope: Scope) -> None:
         """Raise unless the request may use ``route`` (by the route's auth class)."""
@@ -116,6 +118,11 @@ class Dispatcher:
         self, route: Route, params: Mapping[str, str], scope: Scope, receive: Receive
     ) -> EncodedResponse | None:
         """The response to one request (``None``: the client left before it was ready).
+
+        A request with ids is admitted into the worker's ids-in-flight budget after it is
+        decoded (``503 overloaded`` when full) by the ``Admission`` that ``FrontApp`` put in
+        the scope and releases after sending; without one (the FastAPI app on its own) it
+        is not counted.
 
         One coroutine on purpose: at W1 an extra await level is a measurable share."""
         started = time.perf_counter()
@@ -139,6 +146,9 @@ class Dispatcher:
                 route.resolve(call)
             if decoders:
                 request = decoders[call.media_type](call)
+                admission = scope.get(SCOPE_KEY)
+                if admission is not None:  # FrontApp releases it once the response is sent
+                    admission.admit(ids_in(request), call.table_label)
             work = route.use_case(call, request)
             if decoders and self.services.registry.batched(call.table_label):
                 result = await _unless_client_leaves(work, receive)

@@ -15,7 +15,9 @@ from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.decoding.body import JSON, OCTET_STREAM
+from service.encoding.responses import EncodedResponse
 from service.errors import InvalidRequest, MethodNotAllowed, NotFound, ServiceError
+from service.http.asgi_front import send_response
 from service.http.dispatcher import Dispatcher
 from service.http.error_responses import error_response_for, unexpected_error_response
 from service.http.route_table import Route
@@ -59,6 +61,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return Response(encoded.body, encoded.status, encoded.headers, encoded.media_type)
 
 
+class _Sent(Response):
+    """An ``EncodedResponse`` sent as the fast path sends it: in chunks when large, so that
+    the ids-in-flight budget (released once this returns) counts until it was handed over."""
+
+    def __init__(self, encoded: EncodedResponse) -> None:
+        super().__init__(status_code=encoded.status)
+        self.encoded = encoded
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send_response(send, self.encoded, scope["method"] == "HEAD")
+
+
 def _endpoint(route: Route, dispatcher: Dispatcher) -> Callable[..., Any]:
     """A FastAPI endpoint that hands the request to the dispatcher; its signature names the
     path parameters so that the schema documents them."""
@@ -67,7 +81,7 @@ def _endpoint(route: Route, dispatcher: Dispatcher) -> Callable[..., Any]:
         encoded = await dispatcher.serve(route, request.path_params, request.scope, request.receive)
         if encoded is None:  # the client left; nobody reads this
             return Response(status_code=499)
-        return Response(encoded.body, encoded.status, encoded.headers, encoded.media_type)
+        return _Sent(encoded)
 
     names = [part[1:-1] for part in route.path.split("/") if part.startswith("{")]
     parameters = [

@@ -209,7 +209,8 @@ def _big_table(folder: Path) -> np.ndarray:
 def test_sigterm_with_large_bodies_in_flight_completes_every_one(tmp_path: Path) -> None:
     (tmp_path / "models").mkdir()
     table = _big_table(tmp_path / "models")
-    server = start(tmp_path, env={"EMBED_DRAIN_SECONDS": "300"})
+    # No ids-in-flight budget: all 12 bodies (1.2M ids) must be in flight at SIGTERM.
+    server = start(tmp_path, env={"EMBED_DRAIN_SECONDS": "300", "EMBED_MAX_IDS_IN_FLIGHT": "0"})
     rng = np.random.default_rng(0)
     ids = [rng.integers(0, 1000, 100_000) for _ in range(12)]
 
