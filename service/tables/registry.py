@@ -113,6 +113,7 @@ class TableRegistry:
         # Source versions a load failed at: not retried until the source changes again.
         self.attempted: dict[str, str] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self._publish_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ queries
     def get(self, name: str) -> ServedTable:
@@ -207,7 +208,7 @@ class TableRegistry:
             )
         self._count_tables()
         metrics.WORKERS.set(1)
-        await asyncio.to_thread(self.state.publish)
+        await self._publish()
         self.loading = False
         watcher = VersionWatcher(
             self, self.settings.reload_poll_seconds, self.settings.reload_watch_files
@@ -215,6 +216,12 @@ class TableRegistry:
         self._watcher = asyncio.get_running_loop().create_task(
             watcher.run(), name="version-watcher"
         )
+
+    async def _publish(self) -> None:
+        """Write this worker's state file: encoded here on the loop (which changes the dicts),
+        written on a thread; one write at a time, so an older state never lands last."""
+        async with self._publish_lock:
+            await asyncio.to_thread(self.state.write, self.state.encode())
 
     def _count_tables(self) -> None:
         metrics.TABLES_LOADED.set(len(self._tables))
@@ -508,7 +515,7 @@ class TableRegistry:
             except Exception as exc:
                 if generation is not None:
                     self.state.errors[name] = (generation, str(exc))
-                    await asyncio.to_thread(self.state.publish)
+                    await self._publish()
                 raise
             new.batcher.start()
             old = self._tables.get(name)
@@ -520,7 +527,7 @@ class TableRegistry:
                 self.state.acks[name] = max(generation, self.state.acks.get(name, 0))
                 self.state.errors.pop(name, None)
             self._count_tables()
-            await asyncio.to_thread(self.state.publish)
+            await self._publish()
             log.info(
                 "table %s reloaded: version %s -> %s",
                 name,

@@ -15,9 +15,11 @@ waits until every live worker has acknowledged it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,10 +59,18 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _write_atomically(path: Path, data: bytes) -> None:
+    # A temp name of its own per call (not per process): two writes of one worker (thread-pool
+    # publishes) must not replace each other's temp file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 class WorkerState:
@@ -81,7 +91,7 @@ class WorkerState:
     def request_reload(self, name: str, generation: int) -> None:
         """Ask every worker to reload ``name`` (``generation``: ``time.time_ns()`` when asked)."""
         if self._requests is not None:
-            _write_atomically(self._requests / name, str(generation))
+            _write_atomically(self._requests / name, str(generation).encode())
 
     def requests(self) -> dict[str, int]:
         """The latest reload request of every table that has one."""
@@ -98,17 +108,25 @@ class WorkerState:
         return found
 
     # ------------------------------------------------------------------ own state
-    def publish(self) -> None:
-        """Write this worker's state for its peers."""
-        if self._workers is None:
-            return
+    def encode(self) -> bytes:
+        """This worker's state as the JSON its peers read (taken on the event loop, which is
+        the one that changes the dicts: ``write`` may then run on a thread)."""
         state = {
             "pid": self.pid,
             "tables": self.tables,
             "acks": self.acks,
             "errors": {name: list(value) for name, value in self.errors.items()},
         }
-        _write_atomically(self._workers / f"{self.pid}.json", json.dumps(state))
+        return json.dumps(state).encode()
+
+    def write(self, encoded: bytes) -> None:
+        """Replace this worker's state file with ``encoded`` (from ``encode``)."""
+        if self._workers is not None:
+            _write_atomically(self._workers / f"{self.pid}.json", encoded)
+
+    def publish(self) -> None:
+        """Write this worker's state for its peers (in the calling thread)."""
+        self.write(self.encode())
 
     def withdraw(self) -> None:
         """Remove this worker's state (it stops serving)."""
