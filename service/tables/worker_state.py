@@ -6,7 +6,8 @@ Layout of ``run_dir`` (created fresh by ``service.cli`` at each start, shared by
   "acks": {name: generation}, "errors": {name: [generation, reason]}}``, replaced atomically
   whenever it changes and removed when the worker stops.
 - ``reload/<name>``: the latest reload request for a table, a generation number (nanoseconds
-  since the epoch when it was asked, so later requests have larger numbers without a lock).
+  since the epoch when it was asked). Written under ``reload/.lock`` and never lowered: a
+  request that took its number earlier but wrote later must not hide a newer one.
 
 A reload asked of one worker (admin route, SIGHUP) writes a request; every worker's version
 watcher sees it, reloads, and acknowledges the generation in its state file; the asking worker
@@ -16,6 +17,7 @@ waits until every live worker has acknowledged it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -73,6 +75,13 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+def _read_generation(path: Path) -> int:
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return 0
+
+
 class WorkerState:
     """This worker's view of the shared folder (``run_dir`` None: a lone process, no peers)."""
 
@@ -90,8 +99,13 @@ class WorkerState:
     # ------------------------------------------------------------------ requests
     def request_reload(self, name: str, generation: int) -> None:
         """Ask every worker to reload ``name`` (``generation``: ``time.time_ns()`` when asked)."""
-        if self._requests is not None:
-            _write_atomically(self._requests / name, str(generation).encode())
+        if self._requests is None:
+            return
+        with open(self._requests / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # read-max-write is one step across workers
+            path = self._requests / name
+            latest = max(generation, _read_generation(path))
+            _write_atomically(path, str(latest).encode())
 
     def requests(self) -> dict[str, int]:
         """The latest reload request of every table that has one."""

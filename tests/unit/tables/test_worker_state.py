@@ -91,3 +91,15 @@ def test_encode_snapshots_the_state_when_called(tmp_path: Path) -> None:
     state.tables["t"] = "v2"  # the loop changes the dicts while a thread writes
     state.write(encoded)
     assert read_peers(tmp_path)[0].tables == {"t": "v1"}
+
+
+def test_a_request_generation_never_goes_backwards(tmp_path: Path) -> None:
+    # Worker A took 100 before waiting for its lock, B took 101 and wrote first: A's late write
+    # must not lower the request, or B waits for acks >= 101 that never come.
+    a, b = WorkerState(tmp_path, os.getpid()), WorkerState(tmp_path, os.getppid())
+    b.request_reload("t", 101)
+    a.request_reload("t", 100)
+    assert a.requests() == {"t": 101}
+    a.request_reload("t", 102)
+    assert b.requests() == {"t": 102}
+    assert not [p for p in (tmp_path / "reload").iterdir() if p.name.endswith(".tmp")]
