@@ -34,6 +34,7 @@ from service.backends.redis_store import (
 from service.batching.micro_batcher import BatchingConfig, MicroBatcher
 from service.encoding.row_text_cache import RowTextCache
 from service.errors import (
+    BackendUnavailable,
     ReloadFailed,
     ReloadIncomplete,
     TableLoadError,
@@ -56,10 +57,20 @@ log = logging.getLogger(__name__)
 
 # Seconds between attempts to load a Redis table whose store could not be read.
 REDIS_RETRY_SECONDS = 2.0
+# A reload that failed on a store error is tried again after this many seconds, doubling
+# up to the maximum (the watcher polls more often than a store needs to be asked).
+TRANSIENT_RETRY_FIRST_SECONDS = 1.0
+TRANSIENT_RETRY_MAX_SECONDS = 30.0
 
 
 class RedisNotReady(TableLoadError):
     """The store of a Redis table cannot be read yet (down, or nothing pushed): retried."""
+
+
+def transient(exc: BaseException) -> bool:
+    """True for a failure of the store rather than of the version (a timeout, a dropped
+    connection, nothing pushed yet): the same version is worth trying again."""
+    return isinstance(exc, (RedisNotReady, BackendUnavailable, *STORE_ERRORS))
 
 
 def redacted(url: str) -> str:
@@ -111,7 +122,9 @@ class TableRegistry:
         # published for the other workers of the server (settings.run_dir).
         self.state = WorkerState(settings.run_dir)
         # Source versions a load failed at: not retried until the source changes again.
-        self.attempted: dict[str, str] = {}
+        self.attempted: dict[str, str | None] = {}
+        # Tables whose last reload failed on a store error: (monotonic retry time, delay).
+        self._backoff: dict[str, tuple[float, float]] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._publish_lock = asyncio.Lock()
 
@@ -185,12 +198,12 @@ class TableRegistry:
             except TableLoadError as exc:
                 log.error("table %s not loaded: %s", name, exc)
                 self.failures[name] = str(exc)
-                self.attempted[name] = version
+                self._note_failure(name, version, exc)
                 continue
             except Exception as exc:  # a loader bug must not take the other tables down
                 log.exception("table %s not loaded", name)
                 self.failures[name] = f"{source.path}: unexpected error: {exc!r}"
-                self.attempted[name] = version
+                self._note_failure(name, version, exc)
                 continue
             table.batcher.start()
             self._tables[name] = table
@@ -513,7 +526,9 @@ class TableRegistry:
             try:
                 new, version = await self._load_new_version(name)
             except Exception as exc:
-                if generation is not None:
+                # A store error is no answer to the request: it stays pending (the asking
+                # worker says reload_incomplete) and the watcher tries it again.
+                if generation is not None and not transient(exc):
                     self.state.errors[name] = (generation, str(exc))
                     await self._publish()
                 raise
@@ -522,6 +537,7 @@ class TableRegistry:
             self._tables[name] = new
             self.failures.pop(name, None)
             self.attempted.pop(name, None)
+            self._backoff.pop(name, None)
             self.state.tables[name] = version
             if generation is not None:
                 self.state.acks[name] = max(generation, self.state.acks.get(name, 0))
@@ -549,10 +565,25 @@ class TableRegistry:
         try:
             return await self._build_any(sources[name]), version
         except Exception as exc:
-            self.attempted[name] = version
+            self._note_failure(name, version, exc)
             if name not in self._tables:
                 self.failures[name] = str(exc)
             raise
+
+    def _note_failure(self, name: str, version: str | None, exc: BaseException) -> None:
+        """A store error is retried after a backoff; any other failure waits for the source to
+        change (a version that does not load will not load next poll either)."""
+        if transient(exc):
+            delay = self._backoff.get(name, (0.0, TRANSIENT_RETRY_FIRST_SECONDS / 2))[1] * 2
+            delay = min(delay, TRANSIENT_RETRY_MAX_SECONDS)
+            self._backoff[name] = (time.monotonic() + delay, delay)
+        else:
+            self.attempted[name] = version
+
+    def retry_due(self, name: str) -> bool:
+        """False while ``name`` waits out the backoff of a reload that failed on a store error."""
+        entry = self._backoff.get(name)
+        return entry is None or time.monotonic() >= entry[0]
 
     async def reload_all(self) -> None:
         """Reload every table of the repository in every worker (SIGHUP); failures keep the

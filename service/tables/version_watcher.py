@@ -54,7 +54,7 @@ class VersionWatcher:
         requests = await asyncio.to_thread(state.requests)
         for name, generation in sorted(requests.items()):
             answered = max(state.acks.get(name, 0), state.errors.get(name, (0, ""))[0])
-            if generation <= answered:
+            if generation <= answered or not self.registry.retry_due(name):
                 continue
             try:
                 await self.registry.reload_local(name, generation)
@@ -78,6 +78,8 @@ class VersionWatcher:
                 registry.attempted.get(name),
             ):
                 continue
+            if not registry.retry_due(name):
+                continue  # its last reload failed on a store error: tried again after a backoff
             log.info("table %s changed at its source (version %s): reloading", name, current)
             try:
                 await registry.reload_local(name)

@@ -10,11 +10,62 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.exceptions import TimeoutError as RedisTimeout
 
+from service.backends.redis_store import version_record
 from service.settings import ServiceSettings
 from service.tables import registry as registry_module
 from service.tables.registry import TableRegistry
+from service.tables.version_watcher import VersionWatcher
 from service.tables.worker_state import read_peers
+
+ROWS, DIM = 4, 3
+
+
+class FakeStore:
+    """The few commands a Redis table's load and version pointer use, in memory."""
+
+    def __init__(self) -> None:
+        self.current: str | None = None
+        self.versions: dict[str, str] = {}
+        self.timeouts = 0  # the next n reads of a version's meta time out
+        self.after_meta: Callable[[], None] = lambda: None
+
+    def push(self, version: str, flip: bool = True) -> None:
+        self.versions[version] = version_record(ROWS, DIM, "float32", 1, "complete")
+        if flip:
+            self.current = version
+
+    async def get(self, key: bytes | str) -> bytes | None:
+        return None if self.current is None else self.current.encode()
+
+    async def hget(self, key: bytes | str, version: str) -> str | None:
+        if self.timeouts:
+            self.timeouts -= 1
+            raise RedisTimeout("Timeout reading from socket")
+        raw = self.versions.get(version)
+        self.after_meta()
+        return raw
+
+    async def aclose(self) -> None:
+        pass
+
+
+def redis_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: FakeStore, **settings: Any
+) -> TableRegistry:
+    """A repository of one Redis table ``r`` whose store is ``store``."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "r.toml").write_text('redis = "redis://fake:6379"\n')
+
+    async def connect(url: str, timeout_s: float) -> FakeStore:
+        return store
+
+    monkeypatch.setattr(registry_module, "connect", connect)
+    monkeypatch.setattr(registry_module, "TRANSIENT_RETRY_FIRST_SECONDS", 0.0, raising=False)
+    monkeypatch.setattr(registry_module, "REDIS_RETRY_SECONDS", 0.0)
+    return make_registry(folder, tmp_path / "run", **settings)
 
 
 def make_registry(folder: Path, run_dir: Path | None = None, **settings: Any) -> TableRegistry:
@@ -38,3 +89,54 @@ def test_publish_writes_the_state_as_it_was_when_asked(
     asyncio.run(registry._publish())
     assert read_peers(tmp_path / "run")[0].tables == {"t": "v1"}
     assert read_peers(tmp_path / "run")[0].pid == os.getpid()
+
+
+def test_a_store_timeout_during_a_reload_is_retried_not_pinned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One timeout reading v2's meta must not leave the worker on v1 until the next push.
+    store = FakeStore()
+    store.push("v1")
+    registry = redis_repository(tmp_path, monkeypatch, store)
+
+    async def scenario() -> None:
+        await registry.load()
+        try:
+            assert registry.get("r").weights.version == "v1"
+            store.push("v2")
+            store.timeouts = 1
+            watcher = VersionWatcher(registry, 0.0, watch_files=True)
+            await watcher.poll()  # the reload times out: v1 keeps serving
+            assert registry.get("r").weights.version == "v1"
+            await watcher.poll()  # tried again (backoff 0 here)
+            assert registry.get("r").weights.version == "v2"
+        finally:
+            await registry.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_store_timeout_leaves_a_reload_request_pending_and_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A peer asked for a reload; a timeout here is not an answer (no 409): retried next poll.
+    store = FakeStore()
+    store.push("v1")
+    registry = redis_repository(tmp_path, monkeypatch, store)
+
+    async def scenario() -> None:
+        await registry.load()
+        try:
+            store.push("v2")
+            store.timeouts = 1
+            registry.state.request_reload("r", 2**62)
+            watcher = VersionWatcher(registry, 0.0, watch_files=False)
+            await watcher.poll()
+            assert registry.state.errors == {} and registry.state.outcome("r", 2**62).pending
+            await watcher.poll()
+            assert registry.get("r").weights.version == "v2"
+            assert registry.state.outcome("r", 2**62).complete
+        finally:
+            await registry.close()
+
+    asyncio.run(scenario())
