@@ -189,7 +189,7 @@ class TableRegistry:
         for name, source in sources.items():
             version = await self.source_version(source)
             try:
-                table = await self._build_any(source)
+                table, version = await self._build_any(source, version)
             except RedisNotReady as exc:
                 log.error("table %s not loaded yet (retrying): %s", name, exc)
                 self.failures[name] = str(exc)
@@ -259,10 +259,17 @@ class TableRegistry:
                 ):
                     metrics.HOT_ROWS.labels(table.name, stat).set(value)
 
-    async def _build_any(self, source: TableSource) -> ServedTable:
-        if source.format == "redis":
-            return await self._build_redis(source)
-        return await asyncio.to_thread(self._build, source)
+    async def _build_any(
+        self, source: TableSource, version: str | None
+    ) -> tuple[ServedTable, str | None]:
+        """The table and the source version it serves. ``version``: the file table's version
+        read before the build (files changed during it read as changed next poll); a Redis
+        table serves the version it pinned, whatever the pointer says by now."""
+        if source.format != "redis":
+            return await asyncio.to_thread(self._build, source), version
+        files = await asyncio.to_thread(_file_source_version, source)
+        table = await self._build_redis(source)
+        return table, _redis_source_version(table.weights.version, files)
 
     @staticmethod
     def _pad_and_vocabulary(
@@ -415,7 +422,7 @@ class TableRegistry:
             while True:
                 await asyncio.sleep(REDIS_RETRY_SECONDS)
                 try:
-                    table = await self._build_redis(source)
+                    table, version = await self._build_any(source, None)
                 except RedisNotReady as exc:
                     self.failures[source.name] = str(exc)
                     continue
@@ -427,7 +434,7 @@ class TableRegistry:
                     if source.name not in self._tables:
                         table.batcher.start()
                         self._tables[source.name] = table
-                        self.state.tables[source.name] = await self.source_version(source)
+                        self.state.tables[source.name] = version
                         self.failures.pop(source.name, None)
                         metrics.TABLES_LOADED.set(len(self._tables))
                         metrics.TABLES_FAILED.set(len(self.failures))
@@ -460,7 +467,7 @@ class TableRegistry:
                 pointer = await read_current(client, RedisLayout(source.name))
         except (TableLoadError, *STORE_ERRORS):
             return None
-        return None if pointer is None else f"{pointer}:{files}"
+        return None if pointer is None else _redis_source_version(pointer, files)
 
     def _batching(self, options: TableOptions, backend: GatherBackend) -> BatchingConfig:
         s = self.settings
@@ -556,14 +563,14 @@ class TableRegistry:
             )
         return new
 
-    async def _load_new_version(self, name: str) -> tuple[ServedTable, str]:
+    async def _load_new_version(self, name: str) -> tuple[ServedTable, str | None]:
         sources, problems = await asyncio.to_thread(discover_tables, Path(self.settings.models))
         if name not in sources:
             reason = problems.get(name, f"table {name!r} is no longer in the repository")
             raise TableLoadError(reason)
         version = await self.source_version(sources[name])
         try:
-            return await self._build_any(sources[name]), version
+            return await self._build_any(sources[name], version)
         except Exception as exc:
             self._note_failure(name, version, exc)
             if name not in self._tables:
@@ -625,6 +632,11 @@ class TableRegistry:
             except Exception as exc:  # closing a dead connection must not stop the shutdown
                 log.debug("closing a Redis client: %r", exc)
         self._redis_clients.clear()
+
+
+def _redis_source_version(pointer: str, files: str) -> str:
+    """A Redis table's source version: its store's version, then its options file's."""
+    return f"{pointer}:{files}"
 
 
 def _file_source_version(source: TableSource) -> str:

@@ -33,7 +33,7 @@ class PeerState:
     """One worker's published state."""
 
     pid: int
-    tables: dict[str, str]
+    tables: dict[str, str | None]
     acks: dict[str, int]
     errors: dict[str, tuple[int, str]]
 
@@ -92,7 +92,7 @@ class WorkerState:
         for folder in (self._workers, self._requests):
             if folder is not None:
                 folder.mkdir(parents=True, exist_ok=True)
-        self.tables: dict[str, str] = {}
+        self.tables: dict[str, str | None] = {}  # None: the version could not be read
         self.acks: dict[str, int] = {}
         self.errors: dict[str, tuple[int, str]] = {}
 

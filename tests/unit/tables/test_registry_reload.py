@@ -13,11 +13,13 @@ import pytest
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from service.backends.redis_store import version_record
+from service.repository.discovery import TableSource, discover_tables
 from service.settings import ServiceSettings
 from service.tables import registry as registry_module
 from service.tables.registry import TableRegistry
 from service.tables.version_watcher import VersionWatcher
 from service.tables.worker_state import read_peers
+from tests.support.polling import until
 
 ROWS, DIM = 4, 3
 
@@ -49,6 +51,10 @@ class FakeStore:
 
     async def aclose(self) -> None:
         pass
+
+
+def registry_sources(registry: TableRegistry) -> dict[str, TableSource]:
+    return discover_tables(Path(registry.settings.models))[0]
 
 
 def redis_repository(
@@ -136,6 +142,38 @@ def test_a_store_timeout_leaves_a_reload_request_pending_and_retried(
             await watcher.poll()
             assert registry.get("r").weights.version == "v2"
             assert registry.state.outcome("r", 2**62).complete
+        finally:
+            await registry.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_redis_table_records_the_version_it_pinned_not_a_later_pointer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The store answers only once the first load gave up (retried in the background); v2 is
+    # pushed between pinning v1 and any later read of the pointer.
+    store = FakeStore()
+    registry = redis_repository(tmp_path, monkeypatch, store)
+
+    def flip_once() -> None:
+        store.after_meta = lambda: None
+        store.push("v2")
+
+    async def scenario() -> None:
+        await registry.load()
+        try:
+            assert not registry.has("r")
+            store.push("v1")
+            store.after_meta = flip_once
+            await until(lambda: registry.has("r"), "the retried load of r")
+            assert registry.get("r").weights.version == "v1"
+            assert (registry.served_version("r") or "").startswith("v1:")
+            await VersionWatcher(registry, 0.0, watch_files=True).poll()
+            assert registry.get("r").weights.version == "v2"
+            assert registry.served_version("r") == await registry.source_version(
+                registry_sources(registry)["r"]
+            )
         finally:
             await registry.close()
 
