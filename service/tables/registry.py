@@ -179,49 +179,22 @@ class TableRegistry:
     async def load(self) -> None:
         """Load every table of the repository (file work off the event loop), then follow
         reload requests and changed sources (the version watcher)."""
-        # Requests asked before this worker started are answered by this very load.
+        # Requests asked before this worker started are answered by this very load (it reads
+        # every source after them). Published at once, and again as each table loads: this
+        # worker serves a table as soon as it has it, so a reload asked meanwhile must wait
+        # for it (it is pending until its watcher reloads), not answer 200 without it.
         self.state.acks = dict(await asyncio.to_thread(self.state.requests))
+        await self._publish()
         folder = Path(self.settings.models)
         sources, problems = await asyncio.to_thread(discover_tables, folder)
         for name, reason in problems.items():
             log.error("table %s not loaded: %s", name, reason)
             self.failures[name] = reason
         for name, source in sources.items():
-            version = await self.source_version(source)
-            try:
-                table, version = await self._build_any(source, version)
-            except RedisNotReady as exc:
-                log.error("table %s not loaded yet (retrying): %s", name, exc)
-                self.failures[name] = str(exc)
-                self._retry_redis_later(source)
-                continue
-            except TableLoadError as exc:
-                log.error("table %s not loaded: %s", name, exc)
-                self.failures[name] = str(exc)
-                self._note_failure(name, version, exc)
-                continue
-            except Exception as exc:  # a loader bug must not take the other tables down
-                log.exception("table %s not loaded", name)
-                self.failures[name] = f"{source.path}: unexpected error: {exc!r}"
-                self._note_failure(name, version, exc)
-                continue
-            table.batcher.start()
-            self._tables[name] = table
-            self.state.tables[name] = version
-            log.info(
-                "table %s: %d x %d %s from %s on %s/%s (%s)",
-                name,
-                table.rows,
-                table.dim,
-                table.weights.stored_dtype,
-                source.path.name,
-                table.backend.name,
-                table.backend.device,
-                table.placement.reason,
-            )
+            if await self._load_first(name, source):
+                await self._publish()
         self._count_tables()
         metrics.WORKERS.set(1)
-        await self._publish()
         self.loading = False
         watcher = VersionWatcher(
             self, self.settings.reload_poll_seconds, self.settings.reload_watch_files
@@ -229,6 +202,42 @@ class TableRegistry:
         self._watcher = asyncio.get_running_loop().create_task(
             watcher.run(), name="version-watcher"
         )
+
+    async def _load_first(self, name: str, source: TableSource) -> bool:
+        """Load and serve one table at start-up; False (reason in ``failures``) if it failed."""
+        version = await self.source_version(source)
+        try:
+            table, version = await self._build_any(source, version)
+        except RedisNotReady as exc:
+            log.error("table %s not loaded yet (retrying): %s", name, exc)
+            self.failures[name] = str(exc)
+            self._retry_redis_later(source)
+            return False
+        except TableLoadError as exc:
+            log.error("table %s not loaded: %s", name, exc)
+            self.failures[name] = str(exc)
+            self._note_failure(name, version, exc)
+            return False
+        except Exception as exc:  # a loader bug must not take the other tables down
+            log.exception("table %s not loaded", name)
+            self.failures[name] = f"{source.path}: unexpected error: {exc!r}"
+            self._note_failure(name, version, exc)
+            return False
+        table.batcher.start()
+        self._tables[name] = table
+        self.state.tables[name] = version
+        log.info(
+            "table %s: %d x %d %s from %s on %s/%s (%s)",
+            name,
+            table.rows,
+            table.dim,
+            table.weights.stored_dtype,
+            source.path.name,
+            table.backend.name,
+            table.backend.device,
+            table.placement.reason,
+        )
+        return True
 
     async def _publish(self) -> None:
         """Write this worker's state file: encoded here on the loop (which changes the dicts),
@@ -436,6 +445,7 @@ class TableRegistry:
                         self._tables[source.name] = table
                         self.state.tables[source.name] = version
                         self.failures.pop(source.name, None)
+                        await self._publish()  # the state file says what this worker serves
                         metrics.TABLES_LOADED.set(len(self._tables))
                         metrics.TABLES_FAILED.set(len(self.failures))
                         log.info("table %s loaded from Redis", source.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,9 @@ from service.settings import ServiceSettings
 from service.tables import registry as registry_module
 from service.tables.registry import TableRegistry
 from service.tables.version_watcher import VersionWatcher
-from service.tables.worker_state import read_peers
+from service.tables.worker_state import WorkerState, read_peers
 from tests.support.polling import until
+from tests.support.tables import random_table, write_npy
 
 ROWS, DIM = 4, 3
 
@@ -175,6 +177,52 @@ def test_a_redis_table_records_the_version_it_pinned_not_a_later_pointer(
                 registry_sources(registry)["r"]
             )
         finally:
+            await registry.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_starting_worker_counts_for_reloads_while_it_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A respawned worker serves table a while b still loads: a reload of a asked now by a
+    # peer must wait for it (pending), not answer 200 without it.
+    folder, run_dir = tmp_path / "models", tmp_path / "run"
+    for name in ("a", "b"):
+        write_npy(folder, name, random_table(ROWS, DIM))
+    asker = WorkerState(run_dir, os.getppid())
+    asker.request_reload("a", 5)  # asked before this worker started: answered by its load
+    registry = make_registry(folder, run_dir)
+    release_b = asyncio.Event()
+    real_build = registry._build_any
+
+    async def slow_b(source: TableSource, version: str | None) -> Any:
+        if source.name == "b":
+            await release_b.wait()
+        return await real_build(source, version)
+
+    monkeypatch.setattr(registry, "_build_any", slow_b)
+
+    async def scenario() -> None:
+        loader = asyncio.create_task(registry.load())
+        try:
+            await until(lambda: registry.has("a"), "table a served")
+            # published before its first table, so already there
+            assert [(peer.pid, peer.acks) for peer in read_peers(run_dir)] == [
+                (os.getpid(), {"a": 5})
+            ]
+            generation = time.time_ns()
+            asker.request_reload("a", generation)
+            asker.acks["a"] = generation
+            asker.publish()
+            assert asker.outcome("a", generation).pending == [os.getpid()]
+            release_b.set()
+            await loader
+            mine = [peer for peer in read_peers(run_dir) if peer.pid == os.getpid()]
+            assert sorted(mine[0].tables) == ["a", "b"]
+        finally:
+            release_b.set()
+            await loader
             await registry.close()
 
     asyncio.run(scenario())
