@@ -226,3 +226,31 @@ def test_a_starting_worker_counts_for_reloads_while_it_loads(
             await registry.close()
 
     asyncio.run(scenario())
+
+
+def test_a_file_table_reloads_once_its_files_held_still_for_a_poll(tmp_path: Path) -> None:
+    # Two files of one table change one after the other (codes, then options): no poll may
+    # load the first with the old second.
+    folder = tmp_path / "models"
+    write_npy(folder, "t", random_table(ROWS, DIM), options="")
+    registry = make_registry(folder)
+
+    async def scenario() -> None:
+        await registry.load()
+        try:
+            watcher = VersionWatcher(registry, 0.0, watch_files=True)
+            write_npy(folder, "t", random_table(ROWS + 1, DIM))  # first rename
+            await watcher.poll()
+            assert registry.get("t").rows == ROWS
+            (folder / "t.toml").write_text("# the second file of the change\n")
+            await watcher.poll()
+            assert registry.get("t").rows == ROWS
+            await watcher.poll()  # unchanged since the last poll: settled
+            assert registry.get("t").rows == ROWS + 1
+            assert registry.served_version("t") == await registry.source_version(
+                registry_sources(registry)["t"]
+            )
+        finally:
+            await registry.close()
+
+    asyncio.run(scenario())
