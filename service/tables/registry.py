@@ -117,6 +117,7 @@ class TableRegistry:
         self.loading = True
         self._reload_lock = asyncio.Lock()
         self._redis_clients: dict[tuple[str, int], RedisClient] = {}
+        self._redis_connecting: dict[tuple[str, int], asyncio.Lock] = {}
         self._redis_retries: dict[str, asyncio.Task[None]] = {}
         # What this worker serves (source versions), the reload requests it has answered,
         # published for the other workers of the server (settings.run_dir).
@@ -415,9 +416,15 @@ class TableRegistry:
         """One client (and connection pool) per store URL and timeout, shared by its tables."""
         key = (url, timeout_ms)
         client = self._redis_clients.get(key)
-        if client is None:
-            client = await connect(url, timeout_ms / 1000)
-            self._redis_clients[key] = client
+        if client is not None:
+            return client
+        # One connect per key at a time: two tables (or a load and the watcher) asking at
+        # once would each make a client and the first stored would leak.
+        async with self._redis_connecting.setdefault(key, asyncio.Lock()):
+            client = self._redis_clients.get(key)
+            if client is None:
+                client = await connect(url, timeout_ms / 1000)
+                self._redis_clients[key] = client
         return client
 
     def _retry_redis_later(self, source: TableSource) -> None:

@@ -254,3 +254,25 @@ def test_a_file_table_reloads_once_its_files_held_still_for_a_poll(tmp_path: Pat
             await registry.close()
 
     asyncio.run(scenario())
+
+
+def test_tables_of_one_store_asking_at_once_share_one_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[FakeStore] = []
+
+    async def slow_connect(url: str, timeout_s: float) -> FakeStore:
+        await asyncio.sleep(0)  # the other caller runs while this one connects
+        made.append(FakeStore())
+        return made[-1]
+
+    monkeypatch.setattr(registry_module, "connect", slow_connect)
+    registry = make_registry(tmp_path / "models")
+
+    async def scenario() -> list[Any]:
+        return await asyncio.gather(
+            *(registry._redis_client("redis://fake:6379", 100) for _ in range(3))
+        )
+
+    clients = asyncio.run(scenario())
+    assert len(made) == 1 and all(client is made[0] for client in clients)
