@@ -192,8 +192,20 @@ async def connect(url: str, timeout_s: float) -> RedisClient:
     if not info.get("cluster_enabled"):
         return aioredis.Redis.from_url(url, **options)
     cluster = RedisCluster.from_url(url, **options)
-    await cluster.initialize()
+    try:
+        await cluster.initialize()
+    except BaseException:
+        # Not handed to anyone: close it here, or each retry during an outage leaks one.
+        await _close_quietly(cluster)
+        raise
     return cluster
+
+
+async def _close_quietly(client: RedisClient) -> None:
+    try:
+        await client.aclose()
+    except Exception as exc:  # the store is failing already; the original error matters
+        logging.getLogger(__name__).debug("closing a Redis client that failed to start: %r", exc)
 
 
 async def read_current(client: RedisClient, layout: RedisLayout) -> str | None:

@@ -34,6 +34,7 @@ from service.backends.redis_store import (
 from service.batching.micro_batcher import BatchingConfig, MicroBatcher
 from service.encoding.row_text_cache import RowTextCache
 from service.errors import (
+    BackendUnavailable,
     ReloadFailed,
     ReloadIncomplete,
     TableLoadError,
@@ -58,10 +59,20 @@ log = logging.getLogger(__name__)
 REDIS_RETRY_SECONDS = 2.0
 # A Redis table's version cannot be read now: bad options, or the store cannot answer.
 _VERSION_ERRORS: tuple[type[BaseException], ...] = (TableLoadError, *STORE_ERRORS)
+# A reload that failed on a store error is tried again after this many seconds, doubling
+# up to the maximum (the watcher polls more often than a store needs to be asked).
+TRANSIENT_RETRY_FIRST_SECONDS = 1.0
+TRANSIENT_RETRY_MAX_SECONDS = 30.0
 
 
 class RedisNotReady(TableLoadError):
     """The store of a Redis table cannot be read yet (down, or nothing pushed): retried."""
+
+
+def transient(exc: BaseException) -> bool:
+    """True for a failure of the store rather than of the version (a timeout, a dropped
+    connection, nothing pushed yet): the same version is worth trying again."""
+    return isinstance(exc, (RedisNotReady, BackendUnavailable, *STORE_ERRORS))
 
 
 def redacted(url: str) -> str:
@@ -108,13 +119,17 @@ class TableRegistry:
         self.loading = True
         self._reload_lock = asyncio.Lock()
         self._redis_clients: dict[tuple[str, int], RedisClient] = {}
+        self._redis_connecting: dict[tuple[str, int], asyncio.Lock] = {}
         self._redis_retries: dict[str, asyncio.Task[None]] = {}
         # What this worker serves (source versions), the reload requests it has answered,
         # published for the other workers of the server (settings.run_dir).
         self.state = WorkerState(settings.run_dir)
         # Source versions a load failed at: not retried until the source changes again.
         self.attempted: dict[str, str | None] = {}
+        # Tables whose last reload failed on a store error: (monotonic retry time, delay).
+        self._backoff: dict[str, tuple[float, float]] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self._publish_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ queries
     def get(self, name: str) -> ServedTable:
@@ -167,49 +182,22 @@ class TableRegistry:
     async def load(self) -> None:
         """Load every table of the repository (file work off the event loop), then follow
         reload requests and changed sources (the version watcher)."""
-        # Requests asked before this worker started are answered by this very load.
+        # Requests asked before this worker started are answered by this very load (it reads
+        # every source after them). Published at once, and again as each table loads: this
+        # worker serves a table as soon as it has it, so a reload asked meanwhile must wait
+        # for it (it is pending until its watcher reloads), not answer 200 without it.
         self.state.acks = dict(await asyncio.to_thread(self.state.requests))
+        await self._publish()
         folder = Path(self.settings.models)
         sources, problems = await asyncio.to_thread(discover_tables, folder)
         for name, reason in problems.items():
             log.error("table %s not loaded: %s", name, reason)
             self.failures[name] = reason
         for name, source in sources.items():
-            version = await self.source_version(source)
-            try:
-                table = await self._build_any(source)
-            except RedisNotReady as exc:
-                log.error("table %s not loaded yet (retrying): %s", name, exc)
-                self.failures[name] = str(exc)
-                self._retry_redis_later(source)
-                continue
-            except TableLoadError as exc:
-                log.error("table %s not loaded: %s", name, exc)
-                self.failures[name] = str(exc)
-                self.attempted[name] = version
-                continue
-            except Exception as exc:  # a loader bug must not take the other tables down
-                log.exception("table %s not loaded", name)
-                self.failures[name] = f"{source.path}: unexpected error: {exc!r}"
-                self.attempted[name] = version
-                continue
-            table.batcher.start()
-            self._tables[name] = table
-            self.state.tables[name] = version
-            log.info(
-                "table %s: %d x %d %s from %s on %s/%s (%s)",
-                name,
-                table.rows,
-                table.dim,
-                table.weights.stored_dtype,
-                source.path.name,
-                table.backend.name,
-                table.backend.device,
-                table.placement.reason,
-            )
+            if await self._load_first(name, source):
+                await self._publish()
         self._count_tables()
         metrics.WORKERS.set(1)
-        await asyncio.to_thread(self.state.publish)
         self.loading = False
         watcher = VersionWatcher(
             self, self.settings.reload_poll_seconds, self.settings.reload_watch_files
@@ -217,6 +205,48 @@ class TableRegistry:
         self._watcher = asyncio.get_running_loop().create_task(
             watcher.run(), name="version-watcher"
         )
+
+    async def _load_first(self, name: str, source: TableSource) -> bool:
+        """Load and serve one table at start-up; False (reason in ``failures``) if it failed."""
+        version = await self.source_version(source)
+        try:
+            table, version = await self._build_any(source, version)
+        except RedisNotReady as exc:
+            log.error("table %s not loaded yet (retrying): %s", name, exc)
+            self.failures[name] = str(exc)
+            self._retry_redis_later(source)
+            return False
+        except TableLoadError as exc:
+            log.error("table %s not loaded: %s", name, exc)
+            self.failures[name] = str(exc)
+            self._note_failure(name, version, exc)
+            return False
+        except Exception as exc:  # a loader bug must not take the other tables down
+            log.exception("table %s not loaded", name)
+            self.failures[name] = f"{source.path}: unexpected error: {exc!r}"
+            self._note_failure(name, version, exc)
+            return False
+        table.batcher.start()
+        self._tables[name] = table
+        self.state.tables[name] = version
+        log.info(
+            "table %s: %d x %d %s from %s on %s/%s (%s)",
+            name,
+            table.rows,
+            table.dim,
+            table.weights.stored_dtype,
+            source.path.name,
+            table.backend.name,
+            table.backend.device,
+            table.placement.reason,
+        )
+        return True
+
+    async def _publish(self) -> None:
+        """Write this worker's state file: encoded here on the loop (which changes the dicts),
+        written on a thread; one write at a time, so an older state never lands last."""
+        async with self._publish_lock:
+            await asyncio.to_thread(self.state.write, self.state.encode())
 
     def _count_tables(self) -> None:
         metrics.TABLES_LOADED.set(len(self._tables))
@@ -241,10 +271,17 @@ class TableRegistry:
                 ):
                     metrics.HOT_ROWS.labels(table.name, stat).set(value)
 
-    async def _build_any(self, source: TableSource) -> ServedTable:
-        if source.format == "redis":
-            return await self._build_redis(source)
-        return await asyncio.to_thread(self._build, source)
+    async def _build_any(
+        self, source: TableSource, version: str | None
+    ) -> tuple[ServedTable, str | None]:
+        """The table and the source version it serves. ``version``: the file table's version
+        read before the build (files changed during it read as changed next poll); a Redis
+        table serves the version it pinned, whatever the pointer says by now."""
+        if source.format != "redis":
+            return await asyncio.to_thread(self._build, source), version
+        files = await asyncio.to_thread(_file_source_version, source)
+        table = await self._build_redis(source)
+        return table, _redis_source_version(table.weights.version, files)
 
     @staticmethod
     def _pad_and_vocabulary(
@@ -381,9 +418,15 @@ class TableRegistry:
         """One client (and connection pool) per store URL and timeout, shared by its tables."""
         key = (url, timeout_ms)
         client = self._redis_clients.get(key)
-        if client is None:
-            client = await connect(url, timeout_ms / 1000)
-            self._redis_clients[key] = client
+        if client is not None:
+            return client
+        # One connect per key at a time: two tables (or a load and the watcher) asking at
+        # once would each make a client and the first stored would leak.
+        async with self._redis_connecting.setdefault(key, asyncio.Lock()):
+            client = self._redis_clients.get(key)
+            if client is None:
+                client = await connect(url, timeout_ms / 1000)
+                self._redis_clients[key] = client
         return client
 
     def _retry_redis_later(self, source: TableSource) -> None:
@@ -397,7 +440,7 @@ class TableRegistry:
             while True:
                 await asyncio.sleep(REDIS_RETRY_SECONDS)
                 try:
-                    table = await self._build_redis(source)
+                    table, version = await self._build_any(source, None)
                 except RedisNotReady as exc:
                     self.failures[source.name] = str(exc)
                     continue
@@ -409,8 +452,9 @@ class TableRegistry:
                     if source.name not in self._tables:
                         table.batcher.start()
                         self._tables[source.name] = table
-                        self.state.tables[source.name] = await self.source_version(source)
+                        self.state.tables[source.name] = version
                         self.failures.pop(source.name, None)
+                        await self._publish()  # the state file says what this worker serves
                         metrics.TABLES_LOADED.set(len(self._tables))
                         metrics.TABLES_FAILED.set(len(self.failures))
                         log.info("table %s loaded from Redis", source.name)
@@ -442,7 +486,7 @@ class TableRegistry:
                 pointer = await read_current(client, RedisLayout(source.name))
         except _VERSION_ERRORS:
             return None
-        return None if pointer is None else f"{pointer}:{files}"
+        return None if pointer is None else _redis_source_version(pointer, files)
 
     def _batching(self, options: TableOptions, backend: GatherBackend) -> BatchingConfig:
         s = self.settings
@@ -508,21 +552,24 @@ class TableRegistry:
             try:
                 new, version = await self._load_new_version(name)
             except Exception as exc:
-                if generation is not None:
+                # A store error is no answer to the request: it stays pending (the asking
+                # worker says reload_incomplete) and the watcher tries it again.
+                if generation is not None and not transient(exc):
                     self.state.errors[name] = (generation, str(exc))
-                    await asyncio.to_thread(self.state.publish)
+                    await self._publish()
                 raise
             new.batcher.start()
             old = self._tables.get(name)
             self._tables[name] = new
             self.failures.pop(name, None)
             self.attempted.pop(name, None)
+            self._backoff.pop(name, None)
             self.state.tables[name] = version
             if generation is not None:
                 self.state.acks[name] = max(generation, self.state.acks.get(name, 0))
                 self.state.errors.pop(name, None)
             self._count_tables()
-            await asyncio.to_thread(self.state.publish)
+            await self._publish()
             log.info(
                 "table %s reloaded: version %s -> %s",
                 name,
@@ -542,12 +589,27 @@ class TableRegistry:
             raise TableLoadError(reason)
         version = await self.source_version(sources[name])
         try:
-            return await self._build_any(sources[name]), version
+            return await self._build_any(sources[name], version)
         except Exception as exc:
-            self.attempted[name] = version
+            self._note_failure(name, version, exc)
             if name not in self._tables:
                 self.failures[name] = str(exc)
             raise
+
+    def _note_failure(self, name: str, version: str | None, exc: BaseException) -> None:
+        """A store error is retried after a backoff; any other failure waits for the source to
+        change (a version that does not load will not load next poll either)."""
+        if transient(exc):
+            delay = self._backoff.get(name, (0.0, TRANSIENT_RETRY_FIRST_SECONDS / 2))[1] * 2
+            delay = min(delay, TRANSIENT_RETRY_MAX_SECONDS)
+            self._backoff[name] = (time.monotonic() + delay, delay)
+        else:
+            self.attempted[name] = version
+
+    def retry_due(self, name: str) -> bool:
+        """False while ``name`` waits out the backoff of a reload that failed on a store error."""
+        entry = self._backoff.get(name)
+        return entry is None or time.monotonic() >= entry[0]
 
     async def reload_all(self) -> None:
         """Reload every table of the repository in every worker (SIGHUP); failures keep the
@@ -589,6 +651,11 @@ class TableRegistry:
             except Exception as exc:  # closing a dead connection must not stop the shutdown
                 log.debug("closing a Redis client: %r", exc)
         self._redis_clients.clear()
+
+
+def _redis_source_version(pointer: str, files: str) -> str:
+    """A Redis table's source version: its store's version, then its options file's."""
+    return f"{pointer}:{files}"
 
 
 def _file_source_version(source: TableSource) -> str:

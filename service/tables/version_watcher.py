@@ -6,6 +6,11 @@ table's served version with its source's current version (``registry.source_vers
 place that knows how to read it: a stat of the files, or a version pointer in a remote store)
 and reloads the tables that changed. Reloads load the new version beside the old one and swap
 it in one step (``TableRegistry.reload_local``), so no response mixes versions.
+
+A file table is reloaded once its changed version has read the same two polls running: its
+files (int8 codes and scales, ``.toml``, ``.vocab``) are renamed one at a time, and a poll
+between two renames would load new codes with old scales. A Redis table's version flips in
+one ``SET``: reloaded at once.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ class VersionWatcher:
         self.registry = registry
         self.interval = interval
         self.watch_files = watch_files
+        # File tables whose source changed: the version last seen, reloaded once it holds.
+        self._settling: dict[str, str] = {}
 
     async def run(self) -> None:
         """Poll until cancelled; a failed poll is logged and the next one runs."""
@@ -54,7 +61,7 @@ class VersionWatcher:
         requests = await asyncio.to_thread(state.requests)
         for name, generation in sorted(requests.items()):
             answered = max(state.acks.get(name, 0), state.errors.get(name, (0, ""))[0])
-            if generation <= answered:
+            if generation <= answered or not self.registry.retry_due(name):
                 continue
             try:
                 await self.registry.reload_local(name, generation)
@@ -77,7 +84,13 @@ class VersionWatcher:
                 registry.served_version(name),
                 registry.attempted.get(name),
             ):
+                self._settling.pop(name, None)
                 continue
+            if source.format != "redis" and self._settling.get(name) != current:
+                self._settling[name] = current  # may be half renamed: wait one poll
+                continue
+            if not registry.retry_due(name):
+                continue  # its last reload failed on a store error: tried again after a backoff
             log.info("table %s changed at its source (version %s): reloading", name, current)
             try:
                 await registry.reload_local(name)

@@ -6,7 +6,8 @@ Layout of ``run_dir`` (created fresh by ``service.cli`` at each start, shared by
   "acks": {name: generation}, "errors": {name: [generation, reason]}}``, replaced atomically
   whenever it changes and removed when the worker stops.
 - ``reload/<name>``: the latest reload request for a table, a generation number (nanoseconds
-  since the epoch when it was asked, so later requests have larger numbers without a lock).
+  since the epoch when it was asked). Written under ``reload/.lock`` and never lowered: a
+  request that took its number earlier but wrote later must not hide a newer one.
 
 A reload asked of one worker (admin route, SIGHUP) writes a request; every worker's version
 watcher sees it, reloads, and acknowledges the generation in its state file; the asking worker
@@ -15,9 +16,12 @@ waits until every live worker has acknowledged it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,10 +61,25 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _write_atomically(path: Path, data: bytes) -> None:
+    # A temp name of its own per call (not per process): two writes of one worker (thread-pool
+    # publishes) must not replace each other's temp file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _read_generation(path: Path) -> int:
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return 0
 
 
 class WorkerState:
@@ -80,8 +99,13 @@ class WorkerState:
     # ------------------------------------------------------------------ requests
     def request_reload(self, name: str, generation: int) -> None:
         """Ask every worker to reload ``name`` (``generation``: ``time.time_ns()`` when asked)."""
-        if self._requests is not None:
-            _write_atomically(self._requests / name, str(generation))
+        if self._requests is None:
+            return
+        with open(self._requests / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # read-max-write is one step across workers
+            path = self._requests / name
+            latest = max(generation, _read_generation(path))
+            _write_atomically(path, str(latest).encode())
 
     def requests(self) -> dict[str, int]:
         """The latest reload request of every table that has one."""
@@ -98,17 +122,25 @@ class WorkerState:
         return found
 
     # ------------------------------------------------------------------ own state
-    def publish(self) -> None:
-        """Write this worker's state for its peers."""
-        if self._workers is None:
-            return
+    def encode(self) -> bytes:
+        """This worker's state as the JSON its peers read (taken on the event loop, which is
+        the one that changes the dicts: ``write`` may then run on a thread)."""
         state = {
             "pid": self.pid,
             "tables": self.tables,
             "acks": self.acks,
             "errors": {name: list(value) for name, value in self.errors.items()},
         }
-        _write_atomically(self._workers / f"{self.pid}.json", json.dumps(state))
+        return json.dumps(state).encode()
+
+    def write(self, encoded: bytes) -> None:
+        """Replace this worker's state file with ``encoded`` (from ``encode``)."""
+        if self._workers is not None:
+            _write_atomically(self._workers / f"{self.pid}.json", encoded)
+
+    def publish(self) -> None:
+        """Write this worker's state for its peers (in the calling thread)."""
+        self.write(self.encode())
 
     def withdraw(self) -> None:
         """Remove this worker's state (it stops serving)."""
