@@ -437,10 +437,13 @@ def save(report: str, path: Path) -> None:
     """Write the report between the bench markers of ``path`` (the whole file if it has none)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     text = path.read_text() if path.exists() else ""
-    if SAVE_BEGIN in text and SAVE_END in text:
-        head, rest = text.split(SAVE_BEGIN, 1)
-        tail = rest.split(SAVE_END, 1)[1]
-        text = f"{head}{SAVE_BEGIN}\n{report}{SAVE_END}{tail}"
+    # The markers on lines of their own (the docs also name them inline).
+    block = re.compile(f"^{re.escape(SAVE_BEGIN)}$.*?^{re.escape(SAVE_END)}$", re.M | re.S)
+    if block.search(text):
+        replacement = f"{SAVE_BEGIN}\n{report.rstrip()}\n{SAVE_END}"
+        text = block.sub(lambda _match: replacement, text, count=1)
+    elif text.strip():
+        raise SystemExit(f"{path} has no {SAVE_BEGIN} / {SAVE_END} lines: not overwriting it")
     else:
         text = report
     path.write_text(text)
