@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from service import metrics
-from service.errors import ReloadFailed, TableLoadError, TableNotFound
+from service.errors import BackendUnavailable, ReloadFailed, TableLoadError, TableNotFound
 from service.results import Document, RawBody
-from service.tables.registry import TableRegistry
+from service.tables.registry import TableRegistry, transient
 
 
 def liveness() -> Document:
@@ -44,7 +44,13 @@ async def reload_table(registry: TableRegistry, name: str) -> Document:
     previous = registry.get(name).weights.version if registry.has(name) else None
     try:
         served = await registry.reload(name)
-    except TableLoadError as exc:
+    except Exception as exc:
+        if transient(exc):  # the store, not the version: the same reload may work in a moment
+            raise BackendUnavailable(
+                f"the table's store cannot answer now; the previous version keeps serving: {exc}"
+            ) from None
+        if not isinstance(exc, TableLoadError):
+            raise
         if previous is None and "no longer in the repository" in str(exc):
             raise TableNotFound(f"no table named {name!r}", {"table": name}) from None
         raise ReloadFailed(f"reload failed, the previous version keeps serving: {exc}") from None
