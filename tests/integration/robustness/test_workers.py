@@ -47,7 +47,10 @@ def start(tmp_path: Path, workers: int = 2, env: dict[str, str] | None = None) -
     )
     server.run_dir = run_dir  # type: ignore[attr-defined]
     server.wait_ready(DEADLINE)
-    wait_for_workers(server, lambda peers: len(peers) == workers)
+    # Every worker has loaded the table (a starting worker publishes before it has).
+    wait_for_workers(
+        server, lambda peers: len(peers) == workers and all(p.tables.get("t") for p in peers)
+    )
     return server
 
 
