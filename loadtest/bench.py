@@ -280,21 +280,26 @@ def build_servers(args: argparse.Namespace, table: Path, repo: Path) -> dict[str
     ref_env = {"BENCH_TABLE": str(table), "PYTHONPATH": str(ROOT)}
     svc_env = {"PYTHONPATH": str(root)}
 
-    def ref(name: str, app: str, *extra: str) -> Server:
+    def ref(name: str, app: str, *extra: str, probe: str = "/docs") -> Server:
         cmd = [*reference, *extra, f"loadtest.reference_servers:{app}"]
-        return Server(name, cmd, ref_env, "/docs", cwd=ROOT, has_metrics=False)
+        return Server(name, cmd, ref_env, probe, cwd=ROOT, has_metrics=False)
 
-    def svc(name: str, *extra: str) -> Server:
-        return Server(name, [*service, *extra], svc_env, cwd=root)
+    def svc(name: str, *extra: str, env: dict[str, str] = svc_env, cwd: Path = root) -> Server:
+        return Server(name, [*service, *extra], env, cwd=cwd)
 
-    return {
+    servers = {
         "tuned": ref("tuned", "tuned_app"),
         "naive": ref("naive", "naive_app"),
+        "bare": ref("bare", "bare_app", probe="/ready"),
         "service": svc("service"),
         "service-nofast": svc("service-nofast", "--no-fast-path"),
         "service-2w": svc("service-2w", "--workers", "2"),
         "tuned-2w": ref("tuned-2w", "tuned_app", "--workers", "2"),
     }
+    if args.baseline_root is not None:
+        base = args.baseline_root.resolve()
+        servers["baseline"] = svc("baseline", env={"PYTHONPATH": str(base)}, cwd=base)
+    return servers
 
 
 def core_cases() -> list[Case]:
@@ -332,10 +337,25 @@ def extra_cases() -> list[Case]:
     return cases
 
 
+def same_cases(cases: list[Case], server: str) -> list[Case]:
+    """The service's core cases again, served by ``server`` (a baseline or the ceiling)."""
+    return [
+        Case(server, "/lookup_binary" if c.wire == "binary" else "/lookup", c.workload, c.wire)
+        if server == "bare"
+        else Case(server, c.route, c.workload, c.wire)
+        for c in cases
+        if c.server == "service" and not c.label
+    ]
+
+
 def selected_cases(args: argparse.Namespace, distribution: str) -> list[Case]:
     """Cases of one distribution after ``--only`` / ``--match``, comparisons back to back."""
     cases = core_cases() + (extra_cases() if args.extras and distribution == "uniform" else [])
     only = {name for name in args.only.split(",") if name}
+    if args.baseline_root is not None:
+        cases += same_cases(cases, "baseline")
+    if args.ceiling or "bare" in only:
+        cases += same_cases(cases, "bare")
     order = {w: i for i, w in enumerate(WORKLOADS)}
     wires = ["json", "base64", "binary", "v2binary", "bags", "neighbors"]
     chosen = [
@@ -472,6 +492,16 @@ def parse_args() -> argparse.Namespace:
         type=Path,
         default=ROOT,
         help="checkout to run the service from (before/after)",
+    )
+    parser.add_argument(
+        "--baseline-root",
+        type=Path,
+        help="also run the service from this checkout as server 'baseline' (before/after in one run)",
+    )
+    parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also run 'bare': raw ASGI + orjson + np.take on uvicorn, no framework, no cache",
     )
     parser.add_argument("--save", type=Path, help="also write the table (markdown) to this file")
     return parser.parse_args()

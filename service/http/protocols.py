@@ -20,6 +20,10 @@
   last request received says ``Connection: close`` and the connection closes after it. The
   head timeout still bounds a head that never completes, the server's drain timeout the rest.
 
+The head clock is a deadline per connection checked by one sweep per server (every
+``SWEEP_SECONDS`` at most), not a timer armed and cancelled for every request: a slow head
+is closed within ``head_timeout_seconds`` plus one sweep.
+
 Only this httptools protocol is used (``service.cli`` pins it); uvicorn's h11 protocol has
 none of these limits.
 
@@ -35,11 +39,14 @@ import functools
 import logging
 import os
 import socket
+import weakref
+from collections.abc import Set
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.server import ServerState
 
 from service import metrics
 from service.errors import HeadersTooLarge, Overloaded, ServiceError
@@ -51,6 +58,7 @@ log = logging.getLogger(__name__)
 # How long a refused connection is read and drained before it is closed for good.
 LINGER_SECONDS = 2.0
 RETRY_AFTER_SECONDS = 1
+SWEEP_SECONDS = 1.0  # the most a slow head outlives its deadline (a quarter of short ones)
 
 
 @dataclass(frozen=True)
@@ -90,7 +98,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_pending = True  # waiting for (the rest of) a request head
         self._head_bytes = 0  # bytes received since that wait began
         self._message_complete = True  # the parser has seen the whole previous request
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_deadline: float | None = None  # loop time the pending head is due by
         self._refused = False  # answered with a refusal: input is drained, then closed
         self._head_too_large = False  # a parsed head was over the limit: answer 431
         self._draining = False  # the server stops: close once nothing received is unanswered
@@ -112,9 +120,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             )
             return
         self._start_head_wait()
+        _sweeper_for(self).ensure_running()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_head_timer()
+        self._stop_head_clock()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -154,8 +163,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_too_large:
             return
         self._head_pending = False
-        self._stop_head_timer()
-        if self._parsed_head_bytes() > self.limits.max_head_bytes:
+        self._stop_head_clock()
+        if (
+            self._head_bytes > self.limits.max_head_bytes  # else the head cannot be over it
+            and self._parsed_head_bytes() > self.limits.max_head_bytes
+        ):
             # Arrived whole in one read (up to 256 KiB), so the running count missed it.
             self._head_too_large = True
             return
@@ -185,8 +197,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if next_head_parsed or not self._message_complete or self.transport.is_closing():
             return
         if self._head_pending:  # a pipelined head began during the response: time it from now
-            self._stop_head_timer()
-            self._arm_head_timer()
+            self._stop_head_clock()
+            self._arm_head_clock()
         else:
             self._start_head_wait()
 
@@ -260,21 +272,23 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _start_head_wait(self) -> None:
         self._head_pending = True
         self._head_bytes = 0
-        if self._head_timer is None:
-            self._arm_head_timer()
+        if self._head_deadline is None:
+            self._arm_head_clock()
 
-    def _arm_head_timer(self) -> None:
-        self._head_timer = self.loop.call_later(
-            self.limits.head_timeout_seconds, self._head_timed_out
-        )
+    def _arm_head_clock(self) -> None:
+        self._head_deadline = self.loop.time() + self.limits.head_timeout_seconds
 
-    def _stop_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def _stop_head_clock(self) -> None:
+        self._head_deadline = None
 
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
+    def head_overdue(self, now: float) -> bool:
+        """The pending head's deadline has passed (the sweep then calls ``head_timed_out``)."""
+        return self._head_deadline is not None and now >= self._head_deadline
+
+    def head_timed_out(self) -> None:
+        """Close the connection if its head is still incomplete (not while a response is
+        under way: the clock restarts when it ends)."""
+        self._head_deadline = None
         if self.cycle is not None and not self.cycle.response_complete:
             return  # a response is under way: the clock restarts when it ends
         if self._head_pending and not self.transport.is_closing():
@@ -289,7 +303,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, error: ServiceError) -> None:
         """Write ``error`` as a complete response, then close the connection lingering."""
         self._refused = True
-        self._stop_head_timer()
+        self._stop_head_clock()
         if self.cycle is not None and not self.cycle.response_complete:
             self.transport.close()  # a response is under way: no clean answer is possible
             return
@@ -319,3 +333,43 @@ def _unread_bytes(transport: asyncio.BaseTransport) -> bool:
             return bool(peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
     except OSError:  # BlockingIOError: nothing waiting; others: the connection is gone
         return False
+
+
+class HeadSweeper:
+    """One server's head clock: every ``interval`` seconds while it has connections, each
+    connection whose head is overdue is told so."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, connections: Set[Any], interval: float
+    ) -> None:
+        self.loop = loop
+        self.connections = connections
+        self.interval = interval
+        self._handle: asyncio.TimerHandle | None = None
+
+    def ensure_running(self) -> None:
+        """Schedule the next sweep unless one is scheduled."""
+        if self._handle is None:
+            self._handle = self.loop.call_later(self.interval, self._sweep)
+
+    def _sweep(self) -> None:
+        self._handle = None
+        now = self.loop.time()
+        for connection in list(self.connections):
+            if isinstance(connection, LimitedHttpToolsProtocol) and connection.head_overdue(now):
+                connection.head_timed_out()
+        if self.connections:  # else the next connection starts it again
+            self.ensure_running()
+
+
+_SWEEPERS: weakref.WeakKeyDictionary[ServerState, HeadSweeper] = weakref.WeakKeyDictionary()
+
+
+def _sweeper_for(protocol: LimitedHttpToolsProtocol) -> HeadSweeper:
+    """The sweeper of the protocol's server (made with its first connection)."""
+    sweeper = _SWEEPERS.get(protocol.server_state)
+    if sweeper is None or sweeper.loop is not protocol.loop:
+        interval = min(SWEEP_SECONDS, max(0.05, protocol.limits.head_timeout_seconds / 4))
+        sweeper = HeadSweeper(protocol.loop, protocol.connections, interval)
+        _SWEEPERS[protocol.server_state] = sweeper
+    return sweeper
