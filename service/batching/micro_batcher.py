@@ -103,10 +103,10 @@ class MicroBatcher:
         self._failure: BaseException | None = None
         self._closed = False
         self._m_queue = metrics.QUEUE_IDS.labels(table)
-        self._m_wait = metrics.QUEUE_SECONDS.labels(table)
-        self._m_backend = metrics.BACKEND_SECONDS.labels(table)
-        self._m_batch_ids = metrics.BATCH_IDS.labels(table)
-        self._m_batch_requests = metrics.BATCH_REQUESTS.labels(table)
+        self._m_wait = metrics.buffered(metrics.QUEUE_SECONDS.labels(table))
+        self._m_backend = metrics.buffered(metrics.BACKEND_SECONDS.labels(table))
+        self._m_batch_ids = metrics.buffered(metrics.BATCH_IDS.labels(table))
+        self._m_batch_requests = metrics.buffered(metrics.BATCH_REQUESTS.labels(table))
         self._m_events = {
             event: metrics.BATCHER_EVENTS.labels(table, event)
             for event in ("rejected", "timed_out", "cancelled", "failed")

@@ -551,7 +551,7 @@ def _bulk_plan(ids: np.ndarray) -> RowTextPlan:
 def _render_bulk(
     plan: RowTextPlan, fetched: np.ndarray, shape: tuple[int, ...], flat: bool
 ) -> bytes:
-    block = fetched if plan.inverse is None else np.take(fetched, plan.inverse, axis=0)
+    block = fetched if plan.inverse is None else fetched.take(plan.inverse, axis=0)
     if plan.zero is not None:
         if plan.inverse is None:  # the caller's rows (maybe the mapped table): never written
             block = block.copy()

@@ -12,7 +12,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 
-from service import __version__
+from service import __version__, metrics
 from service.http.asgi_front import FrontApp
 from service.http.auth import ApiKeyGuard
 from service.http.call import Services
@@ -27,13 +27,15 @@ log = logging.getLogger(__name__)
 
 
 def _lifespan(registry: TableRegistry) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """Load the tables in the background at start-up; close them at shutdown."""
+    """Load the tables in the background at start-up, flush metrics every second; close
+    the tables at shutdown."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Load in the background: /healthz answers at once, /readyz says "loading".
         loader = asyncio.create_task(registry.load(), name="table-loader")
         loader.add_done_callback(_log_loader_failure)
+        flusher = asyncio.create_task(metrics.flush_periodically(), name="metrics-flusher")
         _reload_on_sighup(registry)
         try:
             yield
@@ -41,6 +43,9 @@ def _lifespan(registry: TableRegistry) -> Callable[[FastAPI], AbstractAsyncConte
             if not loader.done():
                 loader.cancel()
             await registry.close()
+            flusher.cancel()  # after the drain: its last flush holds every request
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
 
     return lifespan
 

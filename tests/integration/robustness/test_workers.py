@@ -20,6 +20,7 @@ import orjson
 import pytest
 
 from service.tables.worker_state import PeerState, read_peers
+from tests.support.polling import wait_until
 from tests.support.server_process import ServerProcess
 
 ROWS, DIM = 200, 8
@@ -164,10 +165,19 @@ def test_metrics_sum_every_worker_whichever_answers(tmp_path: Path, workers: int
         for _ in range(requests):
             fresh_lookup(server)
         labels = 'route="lookup",status="200",table="t"'
-        for _ in range(20):  # scrapes on fresh connections: any worker answers each
-            text = httpx.get(
+
+        def scrape() -> str:  # on a fresh connection: any worker answers it
+            return httpx.get(
                 server.url + "/metrics", headers={"Connection": "close"}, timeout=30
             ).text
+
+        # Each worker writes its request metrics within metrics.FLUSH_SECONDS.
+        wait_until(
+            lambda: _sample(scrape(), "embedding_requests_total", labels) == requests,
+            "every worker's request counts in a scrape",
+        )
+        for _ in range(20):
+            text = scrape()
             assert _sample(text, "embedding_requests_total", labels) == requests
             assert _sample(text, "embedding_request_seconds_count", labels) == requests
             assert (

@@ -43,6 +43,7 @@ def _run(folder: Path, check: Check, **settings: Any) -> None:
 
 
 def _count(table: str, route: str, status: int) -> float:
+    metrics.flush_pending()  # as a scrape does
     value = metrics.REQUESTS.labels(table, route, str(status))._value.get()
     return float(value)
 
