@@ -14,7 +14,9 @@ over a large table) a cache only costs. So:
 * **Second-hit admission.** A row enters the cache the second time it is missed within
   the doorkeeper's reach (one byte per table row, cleared when too many are set, as
   TinyLFU resets its sketch): one-off rows never displace recurring ones.
-* **Sampled bypass.** Hits are counted per window of looked-up ids; below
+* **Sampled bypass.** Hits are counted per window of looked-up ids (or of
+  ``WINDOW_REQUESTS`` requests, whichever ends first: one-id requests would otherwise
+  pay the cache for 16k requests before the first decision); below
   ``min_hit_rate`` the cache steps aside (bulk orjson over ``np.take``, nothing else),
   except one request in ``sample_every``, so a shift to skewed traffic is noticed.
 * **Bounded memory.** Texts, per-entry overhead, index and doorkeeper stay under
@@ -51,6 +53,7 @@ _SPLICE_MIN_HITS = 8
 _EMPTY_IDS = np.empty(0, dtype=np.int64)
 # Up to this many ids, a plan is made in plain Python.
 _SCALAR = 16
+WINDOW_REQUESTS = 1024  # requests per hit-rate window at most (enough for a rate to ~1%)
 # Up to this many ids, de-duplicating in Python beats np.unique's fixed cost.
 _SMALL = 256
 
@@ -106,6 +109,7 @@ class RowTextCache:
         self._slot_of = np.empty(0, dtype=np.int32)  # row id -> slot, -1 when not cached
         self._door = np.empty(0, dtype=np.uint8)  # 1: missed once, not admitted yet
         self._door_set = 0
+        self._id_span = 0  # 1 + the largest id looked up
         self._texts = np.empty(0, dtype=object)  # slot -> Fragment (ring, FIFO)
         self._owner = np.empty(0, dtype=np.int64)  # slot -> row id, -1 when free
         self._sizes = np.empty(0, dtype=np.int64)  # slot -> accounted bytes
@@ -118,6 +122,7 @@ class RowTextCache:
         self._zero_rows: dict[int, np.ndarray] = {}
         self.bypass = False
         self._window_seen = 0
+        self._window_requests = 0
         self._window_hits = 0.0
         self._counts = {"hits": 0, "misses": 0, "admissions": 0, "evictions": 0, "bypassed": 0}
         self._published = dict.fromkeys(self._counts, 0)
@@ -225,12 +230,12 @@ class RowTextCache:
         if not self._index_covers(int(flat.max())):
             return
         door = self._door
-        chance = self._door_set / door.size  # how often a uniform id would find a mark
+        chance = self._chance()
         recurring = int(np.count_nonzero(door[flat]))
         door[flat] = 1
         self._door_set += flat.size - recurring
         self._reset_full_doorkeeper()
-        self._window(max(0.0, recurring - chance * flat.size), flat.size)
+        self._window(recurring - chance * flat.size, flat.size)  # signed: see _window
 
     def _reset_full_doorkeeper(self) -> None:
         if self._door_set > 2 * max(self._texts.size, self.capacity_bytes // 2048):
@@ -271,8 +276,15 @@ class RowTextCache:
             zero_at=zero_at or None,
         )
 
+    def _chance(self) -> float:
+        """How often an id drawn uniformly over the ids seen so far finds a doorkeeper mark
+        (over the ids' span, not the index: the index grows ahead, up to twice the table)."""
+        return self._door_set / max(1, self._id_span)
+
     def _index_covers(self, max_id: int) -> bool:
         """Grow the per-row index to ``max_id``; False (for good) if it would not fit."""
+        if max_id >= self._id_span:
+            self._id_span = max_id + 1
         if max_id < self._slot_of.size and self._slot_of.size:
             return True
         rows = max(max_id + 1, 2 * self._slot_of.size, 1024)
@@ -299,12 +311,16 @@ class RowTextCache:
         """Add to the hit-rate window; at its end, decide whether to bypass the cache.
 
         ``good``: hits, plus (while bypassed) rows recurring more often than chance would
-        make them: they would be hits if the cache admitted them.
+        make them: they would be hits if the cache admitted them. That excess is signed
+        and summed over the window: clipping it at zero per request would add noise's
+        positive half every time and end the bypass on ids that never recur.
         """
         self._window_hits += good
         self._window_seen += seen
-        if self._window_seen >= self.window_ids:
-            rate = self._window_hits / self._window_seen
+        self._window_requests += 1
+        if self._window_seen >= self.window_ids or self._window_requests >= WINDOW_REQUESTS:
+            rate = max(0.0, self._window_hits) / max(1, self._window_seen)
+            self._window_requests = 0
             self.bypass = rate < self.min_hit_rate
             self._window_seen, self._window_hits = 0, 0.0
             self.publish_metrics()
@@ -354,16 +370,23 @@ class RowTextCache:
     # -------------------------------------------------------------- admission
     def _admit(self, ids: np.ndarray, rows: np.ndarray) -> None:
         """Cache the texts of fetched rows that recur (all new ones without a doorkeeper)."""
-        if ids.size == 0 or not self._index_covers(int(ids.max())):
+        if ids.size == 0:
             return
-        at = self._recurring(ids)
-        if at.size:
-            self._store(ids[at].tolist(), rows_text(rows[at]))
+        if ids.size <= _SCALAR and self._doorkeeper:  # in Python: a numpy call costs more
+            keys = ids.tolist()
+            if self._index_covers(max(keys)):
+                at = self._recurring_small(keys)
+                if at:
+                    self._store([keys[i] for i in at], rows_text(rows[at]))
+            return
+        if not self._index_covers(int(ids.max())):
+            return
+        positions = self._recurring(ids)
+        if positions.size:
+            self._store(ids[positions].tolist(), rows_text(rows[positions]))
 
     def _recurring(self, ids: np.ndarray) -> np.ndarray:
         """Positions of uncached ``ids`` missed before; the doorkeeper notes the others."""
-        if ids.size <= _SCALAR and self._doorkeeper:
-            return self._recurring_small(ids.tolist())
         new = self._slot_of[ids] < 0  # a bulk block also holds rows already cached
         if not self._doorkeeper:
             return np.flatnonzero(new)
@@ -382,10 +405,10 @@ class RowTextCache:
     def _credit_recurrence(self, recurring: int, new: int) -> None:
         """Count missed rows that recur beyond chance as good for the window: they will hit
         once admitted (else a warming cache reads as a cold one and is bypassed again)."""
-        chance = self._door_set / max(1, self._door.size)
-        self._window_hits += max(0.0, recurring - chance * new)
+        chance = self._chance()
+        self._window_hits += recurring - chance * new  # signed: see _window
 
-    def _recurring_small(self, keys: list[int]) -> np.ndarray:
+    def _recurring_small(self, keys: list[int]) -> list[int]:
         """:meth:`_recurring` for a few ids, without a dozen numpy calls."""
         slot_of, door = self._slot_of, self._door
         recurring = []
@@ -403,7 +426,7 @@ class RowTextCache:
                 self._door_set += 1
         self._credit_recurrence(len(recurring), new)
         self._reset_full_doorkeeper()
-        return np.array(recurring, dtype=np.intp)
+        return recurring
 
     def _store(self, keys: list[int], texts: list[bytes]) -> None:
         """Put texts in the ring's next slots (evicting what was there)."""
@@ -507,7 +530,10 @@ class RowTextCache:
         """Remember bracketed texts of rows just encoded (admitted on their second miss)."""
         if not ids or self._legacy_skip or not self._index_covers(max(ids)):
             return
-        at = self._recurring(np.asarray(ids, dtype=np.int64)).tolist()
+        if len(ids) <= _SCALAR and self._doorkeeper:
+            at = self._recurring_small(ids)
+        else:
+            at = self._recurring(np.asarray(ids, dtype=np.int64)).tolist()
         if at:
             self._store([ids[i] for i in at], [texts[i] for i in at])
 

@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from service.encoding.responses import json_envelope, nest_texts, vectors_json
-from service.encoding.row_text_cache import RowTextCache, rows_text
+from service.encoding.row_text_cache import WINDOW_REQUESTS, RowTextCache, rows_text
 
 OPT = orjson.OPT_SERIALIZE_NUMPY
 
@@ -156,6 +156,17 @@ def test_low_hit_rate_bypasses_then_samples_back() -> None:
     for _ in range(200):  # the same rows again and again: sampled requests admit them
         _answer(cache, table, hot)
     assert not cache.bypass
+
+
+def test_one_id_requests_decide_within_a_window_of_requests() -> None:
+    """One-id requests never repeating: bypassed after WINDOW_REQUESTS requests, not after
+    window_ids of them (16k requests paying for a cache that cannot hit)."""
+    table = _table(rows=5000, dim=4)
+    cache = RowTextCache(1 << 20, window_ids=16384)
+    for row in range(WINDOW_REQUESTS):
+        assert not cache.bypass
+        _answer(cache, table, np.array([row]))
+    assert cache.bypass
 
 
 def test_metrics_published() -> None:
