@@ -2,6 +2,7 @@
 
     python3 dev.py bench [--duration 5] [--dists uniform,zipf1.1] [--only service,tuned]
                          [--match W3] [--extras] [--service-root ../baseline] [--save docs/benchmark.md]
+                         [--baseline-root ../before] [--ceiling]
 
 Makes a 1,000,000 x 128 float32 table, pins each server to core 0 and wrk to core 1 (where
 there are two), and for each id distribution (``repeated``: 64 bodies in rotation;
@@ -435,7 +436,13 @@ def render(rows: list[Row], args: argparse.Namespace) -> str:
         f"wrk on core 1 (2-worker rows unpinned); service at commit {service_commit(args.service_root)}. "
         "vs tuned (CPU): vectors per server CPU-second over tuned FastAPI's, same distribution, "
         "workload and wire family (JSON to JSON, binary to binary). cache hits: share of looked-up "
-        "rows the row-text cache answered during the row.",
+        "rows the row-text cache answered during the row."
+        + (
+            f" baseline: the service at commit {service_commit(args.baseline_root)}, same run."
+            if args.baseline_root is not None
+            else ""
+        )
+        + (" bare: raw ASGI + orjson + np.take on uvicorn, no framework." if args.ceiling else ""),
         "",
         HEADER,
     ]
