@@ -207,7 +207,17 @@ class TableRegistry:
         )
 
     async def _load_first(self, name: str, source: TableSource) -> bool:
-        """Load and serve one table at start-up; False (reason in ``failures``) if it failed."""
+        """Load and serve one table at start-up; False (reason in ``failures``) if it failed.
+
+        Under the reload lock: an admin reload asked during start-up either ran first (the
+        table is then served already, at that newer version, and is left as it is) or runs
+        after; it never installs its version only to have the start-up load replace it."""
+        async with self._reload_lock:
+            if name in self._tables:
+                return True
+            return await self._load_first_locked(name, source)
+
+    async def _load_first_locked(self, name: str, source: TableSource) -> bool:
         version = await self.source_version(source)
         try:
             table, version = await self._build_any(source, version)
@@ -604,6 +614,9 @@ class TableRegistry:
             delay = min(delay, TRANSIENT_RETRY_MAX_SECONDS)
             self._backoff[name] = (time.monotonic() + delay, delay)
         else:
+            # The store answered: no backoff left over from an earlier store error may hold
+            # back the next version.
+            self._backoff.pop(name, None)
             self.attempted[name] = version
 
     def retry_due(self, name: str) -> bool:

@@ -10,10 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from service.backends.redis_store import version_record
+from service.errors import TableLoadError
 from service.repository.discovery import TableSource, discover_tables
 from service.settings import ServiceSettings
 from service.tables import registry as registry_module
@@ -276,3 +278,58 @@ def test_tables_of_one_store_asking_at_once_share_one_client(
 
     clients = asyncio.run(scenario())
     assert len(made) == 1 and all(client is made[0] for client in clients)
+
+
+def test_a_reload_during_start_up_is_not_replaced_by_the_start_up_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Start-up reads table t's first version slowly; an admin reload asked meanwhile, after
+    # a new version was written, must end with the new version served (not the old one
+    # installed over it by the start-up load that finished later).
+    folder = tmp_path / "models"
+    write_npy(folder, "t", random_table(ROWS, DIM, seed=1))
+    registry = make_registry(folder, tmp_path / "run")
+    release, mapped = asyncio.Event(), asyncio.Event()
+    real_build = registry._build_any
+    builds = 0
+
+    async def slow_first(source: TableSource, version: str | None) -> Any:
+        nonlocal builds
+        builds += 1
+        first = builds == 1
+        built = await real_build(source, version)  # the first one maps the old file
+        if first:
+            mapped.set()
+            await release.wait()
+        return built
+
+    monkeypatch.setattr(registry, "_build_any", slow_first)
+
+    async def scenario() -> None:
+        loader = asyncio.create_task(registry.load())
+        try:
+            await mapped.wait()  # the start-up load has mapped the first version
+            new = random_table(ROWS, DIM, seed=2)
+            write_npy(folder, "t.new", new)
+            os.replace(folder / "t.new.npy", folder / "t.npy")
+            reload = asyncio.create_task(registry.reload("t"))
+            await asyncio.sleep(0.05)
+            release.set()
+            await loader
+            await reload
+            served = registry.get("t").weights
+            assert np.array_equal(np.asarray(served.array), new)
+        finally:
+            release.set()
+            await loader
+            await registry.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_load_error_after_a_store_error_leaves_no_backoff(tmp_path: Path) -> None:
+    registry = make_registry(tmp_path / "models")
+    registry._note_failure("t", "v1", RedisTimeout("timed out"))
+    assert not registry.retry_due("t")
+    registry._note_failure("t", "v2", TableLoadError("t: not an .npy file"))
+    assert registry.retry_due("t") and registry.attempted["t"] == "v2"
