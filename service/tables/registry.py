@@ -655,7 +655,7 @@ class TableRegistry:
             task.cancel()
         for table in self._tables.values():
             await table.batcher.close()
-            table.close_search()
+            table.close_search(cancel_queued=True)  # the server's drain is over
             table.backend.close()
         self._tables.clear()
         for client in self._redis_clients.values():

@@ -85,12 +85,15 @@ class ServedTable:
             await asyncio.sleep(0.005)
         return drained and not self._searches
 
-    def close_search(self) -> None:
-        """Stop taking searches; those already queued still run and are answered (after a
-        drain there are none, unless it timed out)."""
+    def close_search(self, cancel_queued: bool = False) -> None:
+        """Stop taking searches. Those already queued still run and are answered (after a
+        drain there are none, unless it timed out), unless ``cancel_queued``: at process
+        exit, where nobody is left to answer and the interpreter would wait for each of
+        them before exiting (the search running now still finishes: numpy cannot be
+        interrupted)."""
         self._search_closed = True
         if self._search_pool is not None:
-            self._search_pool.shutdown(wait=False, cancel_futures=False)
+            self._search_pool.shutdown(wait=False, cancel_futures=cancel_queued)
 
     @property
     def rows(self) -> int:

@@ -96,3 +96,27 @@ def test_search_on_a_retired_version_is_503_with_retry_after(tmp_path: Path, gat
         await registry.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_closing_the_registry_drops_queued_searches(tmp_path: Path, gated) -> None:
+    """At process exit nobody waits for queued searches: they are cancelled rather than run
+    one after another before the interpreter may exit; the running one finishes."""
+
+    async def scenario() -> None:
+        registry = registry_of(tmp_path)
+        await registry.load()
+        table = registry.get("t")
+        queries = np.asarray(table.local_weights("neighbors").array[:2])
+        running = asyncio.ensure_future(table.search(queries, 3, "cosine", None))
+        await asyncio.to_thread(gated.entered.wait, 60)
+        queued = [asyncio.ensure_future(table.search(queries, 3, "dot", None)) for _ in range(3)]
+        await until(lambda: table.searches == 4, "three searches queued behind the first")
+        await registry.close()
+        gated.gate.set()
+        ids, _ = await running
+        assert ids.shape == (2, 3)
+        for search in queued:
+            with pytest.raises(asyncio.CancelledError):
+                await search
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
