@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,13 +64,26 @@ def _incident_id() -> str:
     return f"{os.getpid():x}-b{next(_incidents):x}"
 
 
-class _Entry:
-    __slots__ = ("enqueued", "future", "ids", "timer")
+CLIENT_GONE: ContextVar[Callable[[], bool] | None] = ContextVar("client_gone", default=None)
+"""Set by the caller for the request its task serves: true once nobody waits for the answer
+(the HTTP client disconnected). A queued request for which it holds is dropped when its
+batch is built (its ``gather`` raises ``CancelledError``) instead of being computed."""
 
-    def __init__(self, ids: np.ndarray, future: asyncio.Future[GatherResult], enqueued: float):
+
+class _Entry:
+    __slots__ = ("enqueued", "future", "gone", "ids", "timer")
+
+    def __init__(
+        self,
+        ids: np.ndarray,
+        future: asyncio.Future[GatherResult],
+        enqueued: float,
+        gone: Callable[[], bool] | None = None,
+    ):
         self.ids = ids
         self.future = future
         self.enqueued = enqueued
+        self.gone = gone
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -180,7 +194,7 @@ class MicroBatcher:
             )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[GatherResult] = loop.create_future()
-        entry = _Entry(ids, future, self.clock())
+        entry = _Entry(ids, future, self.clock(), CLIENT_GONE.get())
         entry.timer = loop.call_later(self.config.timeout_ms / 1000, self._expire, entry)
         self._queue.append(entry)
         self._queued_ids += n
@@ -259,6 +273,8 @@ class MicroBatcher:
         while queue:
             entry = queue[0]
             n = int(entry.ids.size)
+            if not entry.future.done() and entry.gone is not None and entry.gone():
+                entry.future.cancel()  # its client left: nobody waits for these rows
             if entry.future.done():
                 queue.popleft()
                 self._queued_ids -= n

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from service import metrics
+from service.batching.micro_batcher import CLIENT_GONE
 from service.decoding.body import ACCEPTED_TYPES, JSON
 from service.encoding.responses import EncodedResponse
 from service.errors import NotFound, ServiceError, Unauthorized, UnsupportedMediaType
@@ -152,7 +153,7 @@ class Dispatcher:
             work = route.use_case(call, request)
             if decoders and self.services.registry.batched(call.table_label):
                 result = await _unless_client_leaves(work, receive)
-                if result is None:
+                if result is _CLIENT_LEFT:
                     return None
             else:
                 result = await work
@@ -168,13 +169,34 @@ class Dispatcher:
         return response
 
 
-async def _unless_client_leaves(work: Awaitable[Any], receive: Receive) -> Any:
-    """Run ``work`` but stop it if the client disconnects first (it is then skipped when
-    its batch is built instead of being computed for nobody); ``None`` then.
+_CLIENT_LEFT = object()
 
-    ``work`` runs in this task and one watcher task cancels it on a disconnect: a task
-    per request fewer than running both and waiting for the first (~38 µs against ~3 µs
-    per request, measured)."""
+
+async def _unless_client_leaves(work: Awaitable[Any], receive: Receive) -> Any:
+    """Run ``work``, but if the client disconnects while its rows are queued, skip them
+    when the batch is built (not computed for nobody) and return ``_CLIENT_LEFT``.
+
+    Served by uvicorn, ``receive`` belongs to the request's cycle, whose ``disconnected``
+    flag the batcher reads (``CLIENT_GONE``): no task per request. Otherwise (a wrapped
+    ``receive``) one watcher task cancels ``work`` on a disconnect (~18 µs per request;
+    two tasks and ``asyncio.wait`` cost ~40 µs)."""
+    cycle = getattr(receive, "__self__", None)
+    if isinstance(getattr(cycle, "disconnected", None), bool):
+        token = CLIENT_GONE.set(lambda: bool(cycle.disconnected))  # type: ignore[union-attr]
+        try:
+            return await work
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if cycle.disconnected and task is not None and task.cancelling() == 0:  # type: ignore[union-attr]
+                return _CLIENT_LEFT  # the batcher dropped its rows, nobody cancelled the task
+            raise
+        finally:
+            CLIENT_GONE.reset(token)
+    return await _watched(work, receive)
+
+
+async def _watched(work: Awaitable[Any], receive: Receive) -> Any:
+    """``work`` in this task; a watcher task cancels it if the client disconnects first."""
     task = asyncio.current_task()
     assert task is not None
     left = finished = False
@@ -193,7 +215,7 @@ async def _unless_client_leaves(work: Awaitable[Any], receive: Receive) -> Any:
         return result
     except asyncio.CancelledError:
         if left and task.uncancel() == 0:  # ours alone, not the server's: the client left
-            return None
+            return _CLIENT_LEFT
         raise
     finally:
         finished = True
