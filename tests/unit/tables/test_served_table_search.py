@@ -49,14 +49,22 @@ def registry_of(tmp_path: Path) -> TableRegistry:
     return TableRegistry(settings)
 
 
+async def _one_search_running(
+    table: ServedTable, gated: type[GatedIndex]
+) -> tuple[np.ndarray, asyncio.Future]:
+    """A search held on the table's search thread (the gate closed), and its queries."""
+    queries = np.asarray(table.local_weights("neighbors").array[:2])
+    running = asyncio.ensure_future(table.search(queries, 3, "cosine", None))
+    await asyncio.to_thread(gated.entered.wait, 60)
+    return queries, running
+
+
 def test_reload_answers_the_searches_of_the_old_version(tmp_path: Path, gated, monkeypatch) -> None:
     async def scenario() -> None:
         registry = registry_of(tmp_path)
         await registry.load()
         old = registry.get("t")
-        queries = np.asarray(old.local_weights("neighbors").array[:2])
-        running = asyncio.ensure_future(old.search(queries, 3, "cosine", None))
-        await asyncio.to_thread(gated.entered.wait, 60)
+        queries, running = await _one_search_running(old, gated)
         queued = asyncio.ensure_future(old.search(queries, 3, "dot", None))  # behind `running`
         await until(lambda: old.searches == 2, "the second search to be queued")
 
@@ -106,9 +114,7 @@ def test_closing_the_registry_drops_queued_searches(tmp_path: Path, gated) -> No
         registry = registry_of(tmp_path)
         await registry.load()
         table = registry.get("t")
-        queries = np.asarray(table.local_weights("neighbors").array[:2])
-        running = asyncio.ensure_future(table.search(queries, 3, "cosine", None))
-        await asyncio.to_thread(gated.entered.wait, 60)
+        queries, running = await _one_search_running(table, gated)
         queued = [asyncio.ensure_future(table.search(queries, 3, "dot", None)) for _ in range(3)]
         await until(lambda: table.searches == 4, "three searches queued behind the first")
         await registry.close()
