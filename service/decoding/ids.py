@@ -36,9 +36,20 @@ def _first_boolean(value: Any, path: list[int]) -> list[int] | None:
     return None
 
 
+def _holds_boolean(value: Any) -> bool:
+    """Whether ``value`` (an int or nested lists) holds a boolean: one C-level pass over the
+    types of each list (~20 ns an item) where :func:`_first_boolean` walks item by item."""
+    if type(value) is not list:
+        return value is True or value is False
+    types = set(map(type, value))
+    if bool in types:
+        return True
+    return list in types and any(_holds_boolean(item) for item in value if type(item) is list)
+
+
 def ids_array(value: Any, *, check_booleans: bool, what: str = "ids") -> np.ndarray:
     """``value`` (an int or rectangular nested lists of ints) as an int64 array of its shape."""
-    if check_booleans:
+    if check_booleans and _holds_boolean(value):
         where = _first_boolean(value, [])
         if where is not None:
             raise InvalidIds(

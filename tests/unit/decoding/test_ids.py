@@ -24,6 +24,8 @@ def test_valid_ids(value, shape) -> None:
     [
         ([1, True], InvalidIds, [1]),
         ([[1, 2], [3, False]], InvalidIds, [1, 1]),
+        ([[[1], [True]]], InvalidIds, [0, 1, 0]),  # found below lists of lists
+        (True, InvalidIds, []),
         ([1, 2.5], InvalidIds, [1]),
         ([1, None], InvalidIds, [1]),
         ([1, "2"], InvalidIds, [0]),
