@@ -162,10 +162,10 @@ def multiprocess_dir() -> Path | None:
 
 def exposition() -> tuple[bytes, str]:
     """The text exposition for ``/metrics`` and its content type: every worker's samples summed."""
+    flush_pending()  # this worker's buffered observations, in either mode
     folder = multiprocess_dir()
     if folder is None:  # in-process (tests, embedding the app): this process's own registry
         return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
-    flush_pending()
     registry = CollectorRegistry()
     # prometheus_client leaves its multiprocess functions unannotated.
     _multiprocess.MultiProcessCollector(registry, str(folder))  # type: ignore[no-untyped-call]

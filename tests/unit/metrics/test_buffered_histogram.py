@@ -68,3 +68,12 @@ def test_a_full_buffer_writes_itself() -> None:
     for _ in range(metrics._FLUSH_AT):
         buffer.observe(0.002)
     assert registry.get_sample_value("full_seconds_count", {"t": "a"}) == metrics._FLUSH_AT
+
+
+def test_an_in_process_scrape_shows_what_was_just_observed() -> None:
+    # No multiprocess folder (tests, an embedding app): exposition() flushes all the same.
+    before = metrics.exposition()[0].decode()
+    metrics.observe_request("scraped", "lookup", 200, 0.002)
+    text = metrics.exposition()[0].decode()
+    line = 'embedding_requests_total{route="lookup",status="200",table="scraped"}'
+    assert line not in before and f"{line} 1.0" in text
