@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from service.backends.redis_store import (
     DEFAULT_TAGS,
@@ -367,17 +367,26 @@ async def _wait_for_replicas(
 async def _replicated_masters(
     client: RedisClient, keys: RowKeys, rows: int
 ) -> list[tuple[str, int]]:
-    """``(master, row)`` for each master with replicas holding rows: ``row`` is one of them."""
+    """``(master, row)`` for each master with replicas holding rows: ``row`` is one of them.
+
+    Each master is asked for its own count of connected replicas: the client's slot map
+    can lag behind a replica that just attached (seen on a freshly created cluster), and
+    a push that trusted it skipped that master's wait."""
     if not isinstance(client, RedisCluster):
         info = await client.info("replication")
         return [("the server", 0)] if rows and int(info.get("connected_slaves", 0)) else []
     slots = client.nodes_manager.slots_cache
-    found: dict[str, int] = {}
+    owners: dict[str, tuple[ClusterNode, int]] = {}
     for tag in range(min(keys.tags, rows)):  # row ``tag`` has tag ``tag``
         nodes = slots.get(keys.slots[tag], [])
-        if len(nodes) > 1:
-            found.setdefault(nodes[0].name, tag)
-    return list(found.items())
+        if nodes:
+            owners.setdefault(nodes[0].name, (nodes[0], tag))
+    found = []
+    for name, (master, row) in owners.items():
+        info = await master.execute_command("INFO", "replication")
+        if int(info.get("connected_slaves", 0)):
+            found.append((name, row))
+    return found
 
 
 async def drop_old(url: str, name: str, grace_seconds: int = DROP_GRACE_SECONDS) -> list[str]:

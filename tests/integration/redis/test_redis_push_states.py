@@ -108,6 +108,13 @@ async def _beside_paused_push(
     return result, None
 
 
+def _the_other_version(node: RedisNode, name: str, known: str) -> str:
+    """The one version of ``name`` recorded besides ``known`` (the push under way)."""
+    versions = node.client().hkeys(RedisLayout(name).versions)
+    (other,) = [v.decode() for v in versions if v.decode() != known]
+    return other
+
+
 @pytest.mark.usefixtures("small_chunks")
 def test_scenario_a_a_long_push_with_a_fresh_heartbeat_is_not_dropped(
     tmp_path: Path, redis_single: RedisNode, monkeypatch: pytest.MonkeyPatch
@@ -120,8 +127,7 @@ def test_scenario_a_a_long_push_with_a_fresh_heartbeat_is_not_dropped(
 
     async def drop() -> list[str]:
         nonlocal v2
-        versions = redis_single.client().hkeys(RedisLayout("longpush").versions)
-        (v2,) = [v.decode() for v in versions if v.decode() != v1]
+        v2 = _the_other_version(redis_single, "longpush", v1)
         # Started an hour ago (what the old drop-old measured), heartbeat now.
         _set_times(redis_single, "longpush", v2, started_at=3600, heartbeat_at=0)
         return await drop_old(redis_single.url, "longpush", 30)
@@ -144,8 +150,7 @@ def test_scenario_a_a_stalled_push_loses_its_version_and_current_stays(
     gate = Gate(monkeypatch, "_write_chunk", _at_chunk(5))
 
     async def drop() -> list[str]:
-        versions = redis_single.client().hkeys(RedisLayout("stalled").versions)
-        (v2,) = [v.decode() for v in versions if v.decode() != v1]
+        v2 = _the_other_version(redis_single, "stalled", v1)
         _set_times(redis_single, "stalled", v2, started_at=3600, heartbeat_at=3600)
         return await drop_old(redis_single.url, "stalled", 30)
 
