@@ -234,3 +234,21 @@ def test_flat_planned_ids_render_to_the_callers_nested_shape() -> None:
             expected[ids >= 0] = table[ids[ids >= 0]]
             want = orjson.dumps(expected.reshape(shape), option=orjson.OPT_SERIALIZE_NUMPY)
             assert cache.render(plan, table[plan.fetch_ids], shape) == want
+
+
+def test_ids_that_never_recur_keep_the_cache_bypassed() -> None:
+    """Uniform 32-id requests over a large table: chance alone makes some ids meet their
+    doorkeeper mark; that must not read as recurrence and end the bypass (it did, after
+    ~6,000 requests, when the excess was clipped per request and chance was taken over the
+    index, which grows to twice the ids seen)."""
+    rows = 1_000_000
+    cache = RowTextCache(256 << 20)
+    rng = np.random.default_rng(11)
+    fetched = np.zeros((32, 4), np.float32)
+    bypassed = []
+    for request in range(8000):
+        plan = cache.plan(rng.integers(0, rows, 32))
+        cache.render(plan, fetched[: plan.fetch_ids.size], (32, 4))
+        if request % 500 == 499 and request > 1000:  # after the first window's decision
+            bypassed.append(cache.bypass)
+    assert all(bypassed), bypassed

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,25 @@ def registry_sources(registry: TableRegistry) -> dict[str, TableSource]:
     return discover_tables(Path(registry.settings.models))[0]
 
 
+def run_loaded(registry: TableRegistry, body: Callable[[], Awaitable[None]]) -> None:
+    """Load ``registry``, run ``body``, and close the registry whatever happens."""
+
+    async def run() -> None:
+        await registry.load()
+        try:
+            await body()
+        finally:
+            await registry.close()
+
+    asyncio.run(run())
+
+
+async def assert_serves_its_source(registry: TableRegistry, name: str) -> None:
+    """The version ``name`` is served at is its source's current one."""
+    source = registry_sources(registry)[name]
+    assert registry.served_version(name) == await registry.source_version(source)
+
+
 def redis_repository(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: FakeStore, **settings: Any
 ) -> TableRegistry:
@@ -110,20 +129,16 @@ def test_a_store_timeout_during_a_reload_is_retried_not_pinned(
     registry = redis_repository(tmp_path, monkeypatch, store)
 
     async def scenario() -> None:
-        await registry.load()
-        try:
-            assert registry.get("r").weights.version == "v1"
-            store.push("v2")
-            store.timeouts = 1
-            watcher = VersionWatcher(registry, 0.0, watch_files=True)
-            await watcher.poll()  # the reload times out: v1 keeps serving
-            assert registry.get("r").weights.version == "v1"
-            await watcher.poll()  # tried again (backoff 0 here)
-            assert registry.get("r").weights.version == "v2"
-        finally:
-            await registry.close()
+        assert registry.get("r").weights.version == "v1"
+        store.push("v2")
+        store.timeouts = 1
+        watcher = VersionWatcher(registry, 0.0, watch_files=True)
+        await watcher.poll()  # the reload times out: v1 keeps serving
+        assert registry.get("r").weights.version == "v1"
+        await watcher.poll()  # tried again (backoff 0 here)
+        assert registry.get("r").weights.version == "v2"
 
-    asyncio.run(scenario())
+    run_loaded(registry, scenario)
 
 
 def test_a_store_timeout_leaves_a_reload_request_pending_and_retried(
@@ -135,21 +150,17 @@ def test_a_store_timeout_leaves_a_reload_request_pending_and_retried(
     registry = redis_repository(tmp_path, monkeypatch, store)
 
     async def scenario() -> None:
-        await registry.load()
-        try:
-            store.push("v2")
-            store.timeouts = 1
-            registry.state.request_reload("r", 2**62)
-            watcher = VersionWatcher(registry, 0.0, watch_files=False)
-            await watcher.poll()
-            assert registry.state.errors == {} and registry.state.outcome("r", 2**62).pending
-            await watcher.poll()
-            assert registry.get("r").weights.version == "v2"
-            assert registry.state.outcome("r", 2**62).complete
-        finally:
-            await registry.close()
+        store.push("v2")
+        store.timeouts = 1
+        registry.state.request_reload("r", 2**62)
+        watcher = VersionWatcher(registry, 0.0, watch_files=False)
+        await watcher.poll()
+        assert registry.state.errors == {} and registry.state.outcome("r", 2**62).pending
+        await watcher.poll()
+        assert registry.get("r").weights.version == "v2"
+        assert registry.state.outcome("r", 2**62).complete
 
-    asyncio.run(scenario())
+    run_loaded(registry, scenario)
 
 
 def test_a_redis_table_records_the_version_it_pinned_not_a_later_pointer(
@@ -165,23 +176,17 @@ def test_a_redis_table_records_the_version_it_pinned_not_a_later_pointer(
         store.push("v2")
 
     async def scenario() -> None:
-        await registry.load()
-        try:
-            assert not registry.has("r")
-            store.push("v1")
-            store.after_meta = flip_once
-            await until(lambda: registry.has("r"), "the retried load of r")
-            assert registry.get("r").weights.version == "v1"
-            assert (registry.served_version("r") or "").startswith("v1:")
-            await VersionWatcher(registry, 0.0, watch_files=True).poll()
-            assert registry.get("r").weights.version == "v2"
-            assert registry.served_version("r") == await registry.source_version(
-                registry_sources(registry)["r"]
-            )
-        finally:
-            await registry.close()
+        assert not registry.has("r")
+        store.push("v1")
+        store.after_meta = flip_once
+        await until(lambda: registry.has("r"), "the retried load of r")
+        assert registry.get("r").weights.version == "v1"
+        assert (registry.served_version("r") or "").startswith("v1:")
+        await VersionWatcher(registry, 0.0, watch_files=True).poll()
+        assert registry.get("r").weights.version == "v2"
+        await assert_serves_its_source(registry, "r")
 
-    asyncio.run(scenario())
+    run_loaded(registry, scenario)
 
 
 def test_a_starting_worker_counts_for_reloads_while_it_loads(
@@ -238,24 +243,18 @@ def test_a_file_table_reloads_once_its_files_held_still_for_a_poll(tmp_path: Pat
     registry = make_registry(folder)
 
     async def scenario() -> None:
-        await registry.load()
-        try:
-            watcher = VersionWatcher(registry, 0.0, watch_files=True)
-            write_npy(folder, "t", random_table(ROWS + 1, DIM))  # first rename
-            await watcher.poll()
-            assert registry.get("t").rows == ROWS
-            (folder / "t.toml").write_text("# the second file of the change\n")
-            await watcher.poll()
-            assert registry.get("t").rows == ROWS
-            await watcher.poll()  # unchanged since the last poll: settled
-            assert registry.get("t").rows == ROWS + 1
-            assert registry.served_version("t") == await registry.source_version(
-                registry_sources(registry)["t"]
-            )
-        finally:
-            await registry.close()
+        watcher = VersionWatcher(registry, 0.0, watch_files=True)
+        write_npy(folder, "t", random_table(ROWS + 1, DIM))  # first rename
+        await watcher.poll()
+        assert registry.get("t").rows == ROWS
+        (folder / "t.toml").write_text("# the second file of the change\n")
+        await watcher.poll()
+        assert registry.get("t").rows == ROWS
+        await watcher.poll()  # unchanged since the last poll: settled
+        assert registry.get("t").rows == ROWS + 1
+        await assert_serves_its_source(registry, "t")
 
-    asyncio.run(scenario())
+    run_loaded(registry, scenario)
 
 
 def test_tables_of_one_store_asking_at_once_share_one_client(
