@@ -28,7 +28,8 @@ def itemsize(dtype: str) -> int:
 
 async def final_rows(table: ServedTable, ids: np.ndarray, dtype: str, timing: Timing) -> np.ndarray:
     """Final rows for 1-D ids: gathered, float32, renormalised when configured."""
-    result = await table.batcher.gather(ids)
+    batcher = table.batcher
+    result = batcher.gather_inline(ids) if batcher.inline else await batcher.gather(ids)
     timing.queue_seconds += result.queue_seconds
     timing.backend_seconds += result.backend_seconds
     rows = result.rows

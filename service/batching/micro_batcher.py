@@ -103,6 +103,9 @@ class MicroBatcher:
         )
         self.config = config
         self.table = table
+        # Unbatched rows the backend computes in microseconds: answered in the caller's
+        # stack (``gather_inline``), no coroutine to await.
+        self.inline = not config.enabled and bool(backend.inline_safe)
         self._queue: deque[_Entry] = deque()
         self._queued_ids = 0
         self._inflight_ids = 0  # direct (unbatched) executor calls in progress
@@ -176,13 +179,26 @@ class MicroBatcher:
         return bool(self._queue or self._inflight_ids or self._running or filling)
 
     # ------------------------------------------------------------------- requests
-    async def gather(self, ids: np.ndarray) -> GatherResult:
-        """Rows for ``ids`` (1-D int64, validated); raises ``ServiceError`` subclasses."""
+    def gather_inline(self, ids: np.ndarray) -> GatherResult:
+        """:meth:`gather` for an ``inline`` batcher, without awaiting: the backend's rows now."""
+        if self._closed or self._failure is not None:
+            self._check_open()
+        start = self.clock()
+        rows = self.backend.gather(ids)
+        elapsed = self.clock() - start
+        self._m_backend.observe(elapsed)
+        return GatherResult(rows, 0.0, elapsed, int(ids.size), 1)
+
+    def _check_open(self) -> None:
         if self._closed:
             # The table is being replaced or unloaded: a retry reaches the new version.
             raise self._unloading()
         if self._failure is not None:
             raise InternalError("the table's batch worker is not running")
+
+    async def gather(self, ids: np.ndarray) -> GatherResult:
+        """Rows for ``ids`` (1-D int64, validated); raises ``ServiceError`` subclasses."""
+        self._check_open()
         n = int(ids.size)
         if not self.config.enabled:
             return await self._gather_direct(ids, n)
@@ -206,38 +222,37 @@ class MicroBatcher:
             entry.timer.cancel()
 
     async def _gather_direct(self, ids: np.ndarray, n: int) -> GatherResult:
+        if self.inline:
+            return self.gather_inline(ids)
         start = self.clock()
-        if self.backend.inline_safe:
-            rows = self.backend.gather(ids)
-        else:
-            if self._inflight_ids + n > self.config.max_queue_ids and self._inflight_ids:
-                self._m_events["rejected"].inc()
-                raise Overloaded(
-                    f"table {self.table!r} has {self._inflight_ids} ids in flight; retry shortly",
-                    headers=self._retry(),
-                )
-            self._inflight_ids += n
-            try:
-                rows = await self._backend_call(asyncio.get_running_loop(), ids)
-            except ServiceError:
-                self._m_events["failed"].inc()
-                raise
-            except Exception as exc:
-                self._m_events["failed"].inc()
-                incident = _incident_id()
-                log.error(
-                    "backend failure on table %s [request %s]: %r",
-                    self.table,
-                    incident,
-                    exc,
-                    exc_info=exc,
-                )
-                raise InternalError(
-                    "the backend failed to compute this request; see the service log",
-                    {"request_id": incident},
-                ) from None
-            finally:
-                self._inflight_ids -= n
+        if self._inflight_ids + n > self.config.max_queue_ids and self._inflight_ids:
+            self._m_events["rejected"].inc()
+            raise Overloaded(
+                f"table {self.table!r} has {self._inflight_ids} ids in flight; retry shortly",
+                headers=self._retry(),
+            )
+        self._inflight_ids += n
+        try:
+            rows = await self._backend_call(asyncio.get_running_loop(), ids)
+        except ServiceError:
+            self._m_events["failed"].inc()
+            raise
+        except Exception as exc:
+            self._m_events["failed"].inc()
+            incident = _incident_id()
+            log.error(
+                "backend failure on table %s [request %s]: %r",
+                self.table,
+                incident,
+                exc,
+                exc_info=exc,
+            )
+            raise InternalError(
+                "the backend failed to compute this request; see the service log",
+                {"request_id": incident},
+            ) from None
+        finally:
+            self._inflight_ids -= n
         elapsed = self.clock() - start
         self._m_backend.observe(elapsed)
         return GatherResult(rows, 0.0, elapsed, n, 1)

@@ -63,6 +63,8 @@ def ids_array(value: Any, *, check_booleans: bool, what: str = "ids") -> np.ndar
             f"{what} must be an integer or rectangular nested lists of integers",
             {"reason": str(exc).split(".")[0]},
         ) from None
+    if array.dtype == np.int64:  # the common case (ids within int64), with no more calls
+        return array
     return as_int64_ids(array, what)
 
 

@@ -88,20 +88,22 @@ def decode_lookup(
         check_id_count(ids.size, max_ids)
         return LookupRequest(ids)
     fields = json_object(body, LOOKUP_FIELDS, ())
-    encoding = choice(fields.get("encoding"), "encoding", ENCODINGS, "float")
-    dtype = choice(fields.get("dtype"), "dtype", OUTPUT_DTYPES, "float32")
+    encoding = dtype = None
+    if len(fields) > 1:  # options beside ids or keys (most requests send none)
+        encoding = choice(fields.get("encoding"), "encoding", ENCODINGS, "float")
+        dtype = choice(fields.get("dtype"), "dtype", OUTPUT_DTYPES, "float32")
     if ("ids" in fields) == ("keys" in fields):
         raise InvalidRequest("give ids, or keys (tables with a vocabulary)", {"missing": ["ids"]})
     if "keys" in fields:
         keys, shape = keys_array(fields["keys"])
         check_id_count(len(keys), max_ids)
-        return LookupRequest(None, encoding, dtype, keys, shape)
+        return LookupRequest(None, encoding or "float", dtype or "float32", keys, shape)
     raw_ids = fields["ids"]
     if type(raw_ids) is list and len(raw_ids) > max_ids:
         check_id_count(len(raw_ids), max_ids)
     ids = ids_array(raw_ids, check_booleans=body_may_hold_booleans(body))
     check_id_count(ids.size, max_ids)
-    return LookupRequest(ids, encoding, dtype)
+    return LookupRequest(ids, encoding or "float", dtype or "float32")
 
 
 def binary_ids(

@@ -65,19 +65,31 @@ def vectors_base64(vectors: np.ndarray) -> bytes:
     return b'"' + base64.b64encode(np.ascontiguousarray(vectors).data) + b'"'
 
 
-@lru_cache(maxsize=1024)
-def _envelope_head(table: str, dtype: str) -> tuple[bytes, bytes]:
-    return b'{"table":' + orjson.dumps(
-        table
-    ) + b',"shape":[', b'],"dtype":"' + dtype.encode() + b'","vectors":'
+@lru_cache(maxsize=4096)
+def _envelope_head(table: str, dtype: str, shape: tuple[int, ...]) -> bytes:
+    """``{"table":..,"shape":[..],"dtype":"..","vectors":``: written once per table, dtype and
+    shape (requests of one workload share a shape)."""
+    return b"".join(
+        (
+            b'{"table":',
+            orjson.dumps(table),
+            b',"shape":',
+            orjson.dumps(shape, option=_NUMPY),
+            b',"dtype":',
+            orjson.dumps(dtype),
+            b',"vectors":',
+        )
+    )
 
 
 def json_envelope(
     table: str, shape: Sequence[int], dtype: str, vectors: bytes, **tail: bytes
 ) -> bytes:
     """``{"table", "shape", "dtype", "vectors", ...tail}`` with pre-encoded vectors/tail values."""
-    head, middle = _envelope_head(table, dtype)
-    parts = [head, b",".join(b"%d" % d for d in shape), middle, vectors]
+    head = _envelope_head(table, dtype, tuple(shape))
+    if not tail:
+        return b"".join((head, vectors, b"}"))
+    parts = [head, vectors]
     for key, value in tail.items():
         parts += [b',"', key.encode(), b'":', value]
     parts.append(b"}")

@@ -5,12 +5,14 @@ texts is cheaper than formatting 128 floats again. But on ids that do not recur 
 over a large table) a cache only costs. So:
 
 * **No per-id Python work.** Which rows are cached is a numpy index (row id -> slot,
-  int32) and the texts are orjson ``Fragment``s in a numpy object array: looking up a
-  1,024-id request is a few vector operations, not 1,024 hash probes.
-* **Bulk misses.** One orjson call writes the whole response: cached rows go in as
-  Fragments (copied as they are), missed rows as views of the gathered block (formatted
-  by orjson's numpy path, as in bulk). A request with fewer than 1 hit in
-  ``_SPLICE_MIN_HITS`` positions is answered by plain bulk orjson.
+  int32) and the texts (each row's numbers without its brackets) are ``bytes`` in a numpy
+  object array: looking up a 1,024-id request is a few vector operations, not 1,024
+  hash probes.
+* **Bulk misses, formatted once.** One orjson call formats all missed rows; its text is
+  split into rows, which both fill the answer and are admitted (never formatted twice).
+  The answer is then one ``bytes.join`` per level of nesting: ``[[`` + ``],[``-joined
+  rows + ``]]`` for 1-D ids, ``,``-joined for a flat (V2) list. A request with fewer than
+  1 hit in ``_SPLICE_MIN_HITS`` positions is answered by plain bulk orjson.
 * **Second-hit admission.** A row enters the cache the second time it is missed within
   the doorkeeper's reach (one byte per table row, cleared when too many are set, as
   TinyLFU resets its sketch): one-off rows never displace recurring ones.
@@ -43,7 +45,7 @@ from service import metrics
 if TYPE_CHECKING:
     from service.settings import ServiceSettings
 
-# Per entry beyond the text: bytes header, Fragment, slot in the object/owner/size arrays.
+# Per entry beyond the text: bytes header, slot in the object/owner/size/used arrays.
 _ENTRY_OVERHEAD = 96
 # Per table row: the slot index (int32) and the doorkeeper byte.
 _INDEX_BYTES_PER_ROW = 5
@@ -58,13 +60,34 @@ WINDOW_REQUESTS = 1024  # requests per hit-rate window at most (enough for a rat
 _SMALL = 256
 
 
-def rows_text(rows: np.ndarray) -> list[bytes]:
-    """orjson's text of each row of a 2-D float array, as orjson writes it inside a list."""
+def inner_texts(rows: np.ndarray) -> list[bytes]:
+    """orjson's text of each row of a 2-D float array without its brackets (``1.0,2.0``):
+    one orjson call for all rows."""
     if rows.shape[0] == 0:
         return []
     # Numbers never contain brackets, so "],[" separates rows exactly.
-    inner = orjson.dumps(rows, option=_NUMPY)[2:-2].split(b"],[")
-    return [b"[" + part + b"]" for part in inner]
+    return orjson.dumps(rows, option=_NUMPY)[2:-2].split(b"],[")
+
+
+def rows_text(rows: np.ndarray) -> list[bytes]:
+    """orjson's text of each row of a 2-D float array, as orjson writes it inside a list."""
+    return [b"[" + part + b"]" for part in inner_texts(rows)]
+
+
+def join_rows(texts: list[bytes], ids_shape: tuple[int, ...], flat: bool = False) -> bytes:
+    """The JSON of rows given as :func:`inner_texts`, nested to ``ids_shape`` (one list per
+    row inside), or one flat list of all their numbers; byte-identical to orjson's."""
+    if flat:
+        return b"[" + b",".join(texts) + b"]"
+    if not ids_shape:
+        return b"[" + texts[0] + b"]"
+    width = ids_shape[-1]
+    if len(ids_shape) == 1:
+        return b"[[" + b"],[".join(texts) + b"]]"
+    level = [b"[[" + b"],[".join(texts[i : i + width]) + b"]]" for i in range(0, len(texts), width)]
+    for size in reversed(ids_shape[1:-1]):
+        level = [b"[" + b",".join(level[i : i + size]) + b"]" for i in range(0, len(level), size)]
+    return b"[" + b",".join(level) + b"]"
 
 
 @dataclass(slots=True)
@@ -74,7 +97,7 @@ class RowTextPlan:
     ``fetch_ids``: distinct table ids whose final float32 rows the caller gathers, in this
     order. Bulk (``items is None``): every position reads ``fetched[inverse]`` (``inverse``
     None when positions and fetched rows agree), zero rows where ``zero``. Spliced:
-    ``items`` holds cached Fragments, and positions ``miss_at`` read ``fetched[miss_row]``.
+    ``items`` holds cached row texts, and positions ``miss_at`` read ``fetched[miss_row]``.
     """
 
     fetch_ids: np.ndarray
@@ -102,6 +125,8 @@ class RowTextCache:
         doorkeeper: bool = True,
     ) -> None:
         self.capacity_bytes = capacity_bytes
+        self.enabled = capacity_bytes > 0
+        """False when the budget is 0: callers then encode with plain orjson."""
         self.min_hit_rate = min_hit_rate
         self.window_ids = window_ids
         self.sample_every = max(1, sample_every)
@@ -110,7 +135,7 @@ class RowTextCache:
         self._door = np.empty(0, dtype=np.uint8)  # 1: missed once, not admitted yet
         self._door_set = 0
         self._id_span = 0  # 1 + the largest id looked up
-        self._texts = np.empty(0, dtype=object)  # slot -> Fragment (ring, FIFO)
+        self._texts = np.empty(0, dtype=object)  # slot -> inner text (ring, CLOCK)
         self._owner = np.empty(0, dtype=np.int64)  # slot -> row id, -1 when free
         self._sizes = np.empty(0, dtype=np.int64)  # slot -> accounted bytes
         self._used = np.empty(0, dtype=np.uint8)  # slot -> hit since the clock hand passed
@@ -119,7 +144,7 @@ class RowTextCache:
         self._text_bytes = 0
         self._too_large = False
         self._legacy_skip = False
-        self._zero_rows: dict[int, np.ndarray] = {}
+        self._zero_texts: dict[int, bytes] = {}
         self.bypass = False
         self._window_seen = 0
         self._window_requests = 0
@@ -141,11 +166,6 @@ class RowTextCache:
         )
 
     # ------------------------------------------------------------------ state
-    @property
-    def enabled(self) -> bool:
-        """False when the budget is 0: callers then encode with plain orjson."""
-        return self.capacity_bytes > 0
-
     @property
     def size_bytes(self) -> int:
         """Accounted memory: texts with their overhead, the index and the doorkeeper."""
@@ -175,8 +195,12 @@ class RowTextCache:
         """Decide how to answer ``ids`` (int64 table ids, any shape; -1 = zero vector)."""
         if not self.enabled or ids.size == 0 or self._too_large:
             return _bulk_plan(ids)
-        if self._skip_for_bypass():
-            self._watch(ids.reshape(-1))
+        # The bypass answers all but a random 1 in ``sample_every`` requests in bulk (at
+        # random: a fixed stride aliases with clients that rotate a set of bodies).
+        if self.bypass and random.random() * self.sample_every >= 1.0:
+            self._counts["bypassed"] += 1
+            if ids.size > _SCALAR:
+                self._watch(ids.reshape(-1))
             return _bulk_plan(ids)
         flat = ids.reshape(-1)
         if flat.size <= _SCALAR:
@@ -195,7 +219,7 @@ class RowTextCache:
             self._used[slots[hit]] = 1
         if hits == 0 or hits * _SPLICE_MIN_HITS < flat.size - zeros:
             return _learning_bulk_plan(ids)
-        items = self._texts[slots].tolist()  # Fragments at hits, placeholders elsewhere
+        items = self._texts[slots].tolist()  # texts at hits, placeholders elsewhere
         if hits == flat.size:
             return RowTextPlan(_EMPTY_IDS, ids.shape, items=items)
         miss_at = np.flatnonzero(~(hit | zero))
@@ -340,50 +364,54 @@ class RowTextCache:
                 self._admit(plan.fetch_ids, fetched)
             return _render_bulk(plan, fetched, shape, flat)
         items = plan.items
-        if plan.miss_at is not None or plan.zero_at is not None:
-            rows = list(fetched)
-            if plan.miss_at is None:
-                pass
-            elif plan.miss_row is None:
-                for at, row in zip(plan.miss_at, rows, strict=True):
-                    items[at] = row
+        if plan.miss_at is not None:
+            texts = inner_texts(fetched)
+            if plan.miss_row is None:
+                for at, text in zip(plan.miss_at, texts, strict=True):
+                    items[at] = text
             else:
                 for at, index in zip(plan.miss_at, plan.miss_row, strict=True):
-                    items[at] = rows[index]
-            if plan.zero_at is not None:
-                zero = self._zero_row(shape[-1])
-                for at in plan.zero_at:
-                    items[at] = zero
-            self._admit(plan.fetch_ids, fetched)
+                    items[at] = texts[index]
+            self._admit_texts(plan.fetch_ids, texts)
+        if plan.zero_at is not None:
+            zero = self._zero_text(shape[-1])
+            for at in plan.zero_at:
+                items[at] = zero
         # Nested to the caller's shape: the plan saw the ids flat (sequences pass [B*L] ids).
-        text = orjson.dumps(_nest(items, shape[:-1]), option=_NUMPY)
-        if flat:  # numbers hold no brackets: dropping the inner ones flattens the list
-            return b"[" + text.replace(b"[", b"").replace(b"]", b"") + b"]"
-        return text
+        return join_rows(items, shape[:-1], flat)
 
-    def _zero_row(self, dim: int) -> np.ndarray:
-        row = self._zero_rows.get(dim)
-        if row is None:
-            row = self._zero_rows[dim] = np.zeros(dim, np.float32)
-        return row
+    def _zero_text(self, dim: int) -> bytes:
+        text = self._zero_texts.get(dim)
+        if text is None:
+            text = self._zero_texts[dim] = inner_texts(np.zeros((1, dim), np.float32))[0]
+        return text
 
     # -------------------------------------------------------------- admission
     def _admit(self, ids: np.ndarray, rows: np.ndarray) -> None:
         """Cache the texts of fetched rows that recur (all new ones without a doorkeeper)."""
+        at = self._admissible(ids)
+        if at is not None:
+            self._store(ids[at].tolist(), inner_texts(rows[at]))
+
+    def _admit_texts(self, ids: np.ndarray, texts: list[bytes]) -> None:
+        """:meth:`_admit` for rows whose texts are already written."""
+        at = self._admissible(ids)
+        if at is not None:
+            self._store(ids[at].tolist(), [texts[i] for i in at])
+
+    def _admissible(self, ids: np.ndarray) -> list[int] | np.ndarray | None:
+        """Positions of ``ids`` to admit now (``None``: none); marks the doorkeeper."""
         if ids.size == 0:
-            return
+            return None
         if ids.size <= _SCALAR and self._doorkeeper:  # in Python: a numpy call costs more
             keys = ids.tolist()
-            if self._index_covers(max(keys)):
-                at = self._recurring_small(keys)
-                if at:
-                    self._store([keys[i] for i in at], rows_text(rows[at]))
-            return
+            if not self._index_covers(max(keys)):
+                return None
+            return self._recurring_small(keys) or None
         if not self._index_covers(int(ids.max())):
-            return
+            return None
         positions = self._recurring(ids)
-        if positions.size:
-            self._store(ids[positions].tolist(), rows_text(rows[positions]))
+        return positions if positions.size else None
 
     def _recurring(self, ids: np.ndarray) -> np.ndarray:
         """Positions of uncached ``ids`` missed before; the doorkeeper notes the others."""
@@ -449,7 +477,7 @@ class RowTextCache:
                 slot_of[old] = -1
                 self._text_bytes -= int(sizes[slot])
                 evicted += 1
-            store[slot] = orjson.Fragment(text)
+            store[slot] = text
             owner[slot] = key
             slot_of[key] = slot
             sizes[slot] = len(text) + _ENTRY_OVERHEAD
@@ -521,7 +549,7 @@ class RowTextCache:
         slot_of, texts = self._slot_of, self._texts
         small = len(ids) <= _SCALAR
         slots = [int(slot_of[key]) for key in ids] if small else slot_of[ids].tolist()
-        found = [None if s < 0 else orjson.dumps(texts[s]) for s in slots]
+        found = [None if s < 0 else b"[" + texts[s] + b"]" for s in slots]
         missing = [i for i, s in enumerate(slots) if s < 0]
         self._count(len(ids) - len(missing), len(missing))
         return found, missing
@@ -535,7 +563,7 @@ class RowTextCache:
         else:
             at = self._recurring(np.asarray(ids, dtype=np.int64)).tolist()
         if at:
-            self._store([ids[i] for i in at], [texts[i] for i in at])
+            self._store([ids[i] for i in at], [texts[i][1:-1] for i in at])
 
 
 def _distinct(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -583,13 +611,3 @@ def _render_bulk(
             block = block.copy()
         block[plan.zero] = 0
     return orjson.dumps(block.reshape(-1 if flat else shape), option=_NUMPY)
-
-
-def _nest(items: list[Any], ids_shape: tuple[int, ...]) -> Any:
-    """Row items (Fragments, row arrays) nested as lists to ``ids_shape``."""
-    if not ids_shape:
-        return items[0]
-    level: list[Any] = items
-    for size in reversed(ids_shape[1:]):
-        level = [level[i : i + size] for i in range(0, len(level), size)]
-    return level

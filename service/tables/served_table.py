@@ -42,6 +42,13 @@ class ServedTable:
     # retired version waits for them, as for its batcher, before its search thread stops.
     _searches: int = field(default=0, repr=False)
     _search_closed: bool = field(default=False, repr=False)
+    # Read by every request: plain attributes, not properties reaching into the weights.
+    rows: int = field(init=False, repr=False)
+    dim: int = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.rows = self.weights.rows
+        self.dim = self.weights.dim
 
     def local_weights(self, route: str) -> TableWeights:
         """The table's local rows, for routes that scan them; 422 for a Redis table."""
@@ -94,14 +101,6 @@ class ServedTable:
         self._search_closed = True
         if self._search_pool is not None:
             self._search_pool.shutdown(wait=False, cancel_futures=cancel_queued)
-
-    @property
-    def rows(self) -> int:
-        return self.weights.rows
-
-    @property
-    def dim(self) -> int:
-        return self.weights.dim
 
     def info(self) -> dict[str, Any]:
         """API.md's ``TableInfo`` plus the placement reason and the batching knobs."""

@@ -7,7 +7,13 @@ import orjson
 import pytest
 
 from service.encoding.responses import json_envelope, nest_texts, vectors_json
-from service.encoding.row_text_cache import WINDOW_REQUESTS, RowTextCache, rows_text
+from service.encoding.row_text_cache import (
+    WINDOW_REQUESTS,
+    RowTextCache,
+    inner_texts,
+    join_rows,
+    rows_text,
+)
 
 OPT = orjson.OPT_SERIALIZE_NUMPY
 
@@ -29,6 +35,17 @@ def test_joined_texts_equal_orjson(shape) -> None:
     )
     assert built == expected
     assert vectors_json(vectors) == orjson.dumps(vectors, option=OPT)
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (5,), (2, 3), (2, 2, 2), (3, 1, 2)])
+@pytest.mark.parametrize("flat", [False, True])
+def test_joined_inner_texts_equal_orjson(shape, flat) -> None:
+    table = np.random.default_rng(2).standard_normal((20, 3)).astype(np.float32)
+    ids = np.random.default_rng(3).integers(0, 20, size=shape)
+    texts = inner_texts(table)
+    joined = join_rows([texts[i] for i in ids.ravel().tolist()], ids.shape, flat)
+    vectors = table[ids]
+    assert joined == orjson.dumps(vectors.reshape(-1) if flat else vectors, option=OPT)
 
 
 def test_cache_is_bounded_and_reports_misses() -> None:
