@@ -17,6 +17,7 @@ import asyncio
 import cProfile
 import os
 import pstats
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -68,6 +69,14 @@ async def drive(app: Any, bodies: list[bytes], binary: bool) -> None:
 
 async def main_async(args: argparse.Namespace) -> None:
     repo = make_repository(make_table(1_000_000, 128))
+    try:
+        await profile(args, repo)
+    finally:
+        shutil.rmtree(repo, ignore_errors=True)  # links and .toml files: the table stays
+
+
+async def profile(args: argparse.Namespace, repo: Path) -> None:
+    """Warm up, time, then (unless ``--no-profile``) run under cProfile."""
     app = create_app(ServiceSettings(models=repo))
     await app.registry.load()  # type: ignore[attr-defined]
     sampler = IdSampler(args.distribution, 1_000_000, seed=3)
