@@ -76,18 +76,33 @@ def rows_text(rows: np.ndarray) -> list[bytes]:
 
 def join_rows(texts: list[bytes], ids_shape: tuple[int, ...], flat: bool = False) -> bytes:
     """The JSON of rows given as :func:`inner_texts`, nested to ``ids_shape`` (one list per
-    row inside), or one flat list of all their numbers; byte-identical to orjson's."""
-    if flat:
-        return b"[" + b",".join(texts) + b"]"
-    if not ids_shape:
+    row inside), or one flat list of all their numbers; byte-identical to orjson's.
+
+    Consumes ``texts`` (its end items are rewritten): the brackets go onto the first and
+    last rows, so the whole answer is copied once, by one ``bytes.join`` (as fast as
+    orjson pasting Fragments; ``b"[" + joined + b"]"`` would copy it twice more)."""
+    if not ids_shape and not flat:
         return b"[" + texts[0] + b"]"
-    width = ids_shape[-1]
+    if flat:
+        return _joined(texts, b"[", b",", b"]")
     if len(ids_shape) == 1:
-        return b"[[" + b"],[".join(texts) + b"]]"
-    level = [b"[[" + b"],[".join(texts[i : i + width]) + b"]]" for i in range(0, len(texts), width)]
+        return _joined(texts, b"[[", b"],[", b"]]")
+    width = ids_shape[-1]
+    level = [
+        _joined(texts[i : i + width], b"[[", b"],[", b"]]") for i in range(0, len(texts), width)
+    ]
     for size in reversed(ids_shape[1:-1]):
-        level = [b"[" + b",".join(level[i : i + size]) + b"]" for i in range(0, len(level), size)]
-    return b"[" + b",".join(level) + b"]"
+        level = [_joined(level[i : i + size], b"[", b",", b"]") for i in range(0, len(level), size)]
+    return _joined(level, b"[", b",", b"]")
+
+
+def _joined(parts: list[bytes], head: bytes, separator: bytes, tail: bytes) -> bytes:
+    """``head + separator.join(parts) + tail`` in one copy (``parts`` is rewritten)."""
+    if len(parts) == 1:
+        return head + parts[0] + tail
+    parts[0] = head + parts[0]
+    parts[-1] = parts[-1] + tail
+    return separator.join(parts)
 
 
 @dataclass(slots=True)
