@@ -304,3 +304,45 @@ def test_gather_on_a_closed_batcher_is_503_with_retry_after() -> None:
         assert unloading.value.headers["Retry-After"]
 
     run(scenario())
+
+
+class InlineBackend:
+    """A backend that computes in microseconds (numpy): safe to call on the event loop."""
+
+    name = "fake-inline"
+    device = "cpu"
+    inline_safe = True
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def gather(self, ids: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return TABLE[ids]
+
+    def close(self) -> None:
+        pass
+
+
+def test_unbatched_inline_backend_answers_without_awaiting_and_refuses_when_closed() -> None:
+    async def scenario() -> None:
+        backend = InlineBackend()
+        batcher = MicroBatcher(backend, BatchingConfig(enabled=False), "t")
+        assert batcher.inline
+        result = batcher.gather_inline(np.array([3, 1, 3]))
+        np.testing.assert_array_equal(result.rows, TABLE[[3, 1, 3]])
+        assert (result.batch_ids, result.batch_requests, result.queue_seconds) == (3, 1, 0.0)
+        awaited = await batcher.gather(np.array([2]))  # the awaitable form takes the same path
+        np.testing.assert_array_equal(awaited.rows, TABLE[[2]])
+        assert backend.calls == 2
+        await batcher.close()
+        with pytest.raises(Overloaded):
+            batcher.gather_inline(np.array([1]))
+        assert backend.calls == 2
+
+    run(scenario())
+
+
+def test_batched_or_executor_backends_are_never_inline() -> None:
+    assert not MicroBatcher(InlineBackend(), config(), "t").inline  # batching on: queued
+    assert not MicroBatcher(GatedBackend(), BatchingConfig(enabled=False), "t").inline
