@@ -33,6 +33,7 @@ The interface the use cases call is :meth:`RowTextCache.plan` then
 
 from __future__ import annotations
 
+import array
 import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -53,8 +54,15 @@ _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 # A request is spliced from cached texts when at least 1 in this many positions hit.
 _SPLICE_MIN_HITS = 8
 _EMPTY_IDS = np.empty(0, dtype=np.int64)
-# Up to this many ids, a plan is made in plain Python.
-_SCALAR = 16
+# Up to this many ids, a plan is made in plain Python (per-id loops over Python arrays
+# beat a dozen numpy calls' fixed cost).
+_SCALAR = 64
+# While bypassed, requests of more ids than this are watched for recurring rows (a
+# one-id request would pay more for it than its lookup costs), one in _WATCH_EVERY at
+# random: marks accumulate across windows, so hot rows still show; watching every
+# request cost a 32-id request 8% of its encoding.
+_WATCH_MIN = 16
+_WATCH_EVERY = 4
 WINDOW_REQUESTS = 1024  # requests per hit-rate window at most (enough for a rate to ~1%)
 # Up to this many ids, de-duplicating in Python beats np.unique's fixed cost.
 _SMALL = 256
@@ -146,14 +154,16 @@ class RowTextCache:
         self.window_ids = window_ids
         self.sample_every = max(1, sample_every)
         self._doorkeeper = doorkeeper
-        self._slot_of = np.empty(0, dtype=np.int32)  # row id -> slot, -1 when not cached
-        self._door = np.empty(0, dtype=np.uint8)  # 1: missed once, not admitted yet
+        # Each index is a Python array (``_..._py``: what per-id loops index, ~20 ns a read)
+        # and a numpy view of the same memory (what vector code indexes).
+        self._slot_py, self._slot_of = _shared("i", 0, -1)  # row id -> slot, -1: not cached
+        self._door_py, self._door = _shared("B", 0, 0)  # 1: missed once, not admitted yet
         self._door_set = 0
         self._id_span = 0  # 1 + the largest id looked up
         self._texts = np.empty(0, dtype=object)  # slot -> inner text (ring, CLOCK)
-        self._owner = np.empty(0, dtype=np.int64)  # slot -> row id, -1 when free
-        self._sizes = np.empty(0, dtype=np.int64)  # slot -> accounted bytes
-        self._used = np.empty(0, dtype=np.uint8)  # slot -> hit since the clock hand passed
+        self._owner_py, self._owner = _shared("q", 0, -1)  # slot -> row id, -1 when free
+        self._sizes_py, self._sizes = _shared("q", 0, 0)  # slot -> accounted bytes
+        self._used_py, self._used = _shared("B", 0, 0)  # slot -> hit since the hand passed
         self._next = 0
         self._entries = 0
         self._text_bytes = 0
@@ -214,7 +224,7 @@ class RowTextCache:
         # random: a fixed stride aliases with clients that rotate a set of bodies).
         if self.bypass and random.random() * self.sample_every >= 1.0:
             self._counts["bypassed"] += 1
-            if ids.size > _SCALAR:
+            if ids.size > _WATCH_MIN and random.random() * _WATCH_EVERY < 1.0:
                 self._watch(ids.reshape(-1))
             return _bulk_plan(ids)
         flat = ids.reshape(-1)
@@ -264,17 +274,39 @@ class RowTextCache:
         Cheap (a few vector operations) and what lets skewed traffic end the bypass: without
         it, a cold cache that went bulk would only learn from 1 request in ``sample_every``.
         """
-        if flat.size <= _SCALAR or not self._doorkeeper or int(flat.min()) < 0:
+        if flat.size <= _WATCH_MIN or not self._doorkeeper:
             return
-        if not self._index_covers(int(flat.max())):
-            return
-        door = self._door
         chance = self._chance()
+        marked = self._mark_small(flat) if flat.size <= _SCALAR else self._mark(flat)
+        if marked is None:
+            return
+        self._door_set += marked
+        self._reset_full_doorkeeper()
+        recurring = flat.size - marked
+        self._window(recurring - chance * flat.size, flat.size)  # signed: see _window
+
+    def _mark(self, flat: np.ndarray) -> int | None:
+        """Set the doorkeeper marks of ``flat``; how many were not set (None: ids the
+        index cannot cover)."""
+        if int(flat.min()) < 0 or not self._index_covers(int(flat.max())):
+            return None
+        door = self._door
         recurring = int(np.count_nonzero(door[flat]))
         door[flat] = 1
-        self._door_set += flat.size - recurring
-        self._reset_full_doorkeeper()
-        self._window(recurring - chance * flat.size, flat.size)  # signed: see _window
+        return flat.size - recurring
+
+    def _mark_small(self, flat: np.ndarray) -> int | None:
+        """:meth:`_mark` for a few ids, in Python."""
+        keys = flat.tolist()
+        if min(keys) < 0 or not self._index_covers(max(keys)):
+            return None
+        door = self._door_py
+        marked = 0
+        for key in keys:
+            if not door[key]:
+                door[key] = 1
+                marked += 1
+        return marked
 
     def _reset_full_doorkeeper(self) -> None:
         if self._door_set > 2 * max(self._texts.size, self.capacity_bytes // 2048):
@@ -286,19 +318,18 @@ class RowTextCache:
         keys: list[int] = flat.tolist()
         if max(keys) >= self._slot_of.size and not self._index_covers(max(keys)):
             return _bulk_plan(ids)
-        slot_of, texts, used = self._slot_of, self._texts, self._used
+        slot_of, texts, used = self._slot_py, self._texts, self._used_py
         items: list[Any] = []
         miss_at: list[int] = []
         zero_at: list[int] = []
         for at, key in enumerate(keys):
-            slot = int(slot_of[key]) if key >= 0 else -2
-            items.append(texts[slot] if slot >= 0 else None)
+            slot = slot_of[key] if key >= 0 else -2
             if slot >= 0:
                 used[slot] = 1
-            elif slot == -1:
-                miss_at.append(at)
-            elif slot == -2:
-                zero_at.append(at)
+                items.append(texts[slot])
+            else:
+                items.append(None)
+                (miss_at if slot == -1 else zero_at).append(at)
         hits = len(keys) - len(miss_at) - len(zero_at)
         self._count(hits, len(miss_at))
         if hits == 0 or hits * _SPLICE_MIN_HITS < len(keys) - len(zero_at):
@@ -332,11 +363,11 @@ class RowTextCache:
             if rows * _INDEX_BYTES_PER_ROW > self.capacity_bytes // 4:
                 self._too_large = True
                 return False
-        slot_of = np.full(rows, -1, dtype=np.int32)
+        slot_py, slot_of = _shared("i", rows, -1)
         slot_of[: self._slot_of.size] = self._slot_of
-        door = np.zeros(rows, dtype=np.uint8)
+        door_py, door = _shared("B", rows, 0)
         door[: self._door.size] = self._door
-        self._slot_of, self._door = slot_of, door
+        self._slot_py, self._slot_of, self._door_py, self._door = slot_py, slot_of, door_py, door
         self._evict_over_budget()
         return True
 
@@ -453,7 +484,7 @@ class RowTextCache:
 
     def _recurring_small(self, keys: list[int]) -> list[int]:
         """:meth:`_recurring` for a few ids, without a dozen numpy calls."""
-        slot_of, door = self._slot_of, self._door
+        slot_of, door = self._slot_py, self._door_py
         recurring = []
         new = 0
         for at, key in enumerate(keys):
@@ -475,28 +506,30 @@ class RowTextCache:
         """Put texts in the ring's next slots (evicting what was there)."""
         if self._texts.size == 0:
             self._allocate(len(texts[0]))
-        slot_of, owner, sizes, store = self._slot_of, self._owner, self._sizes, self._texts
-        used = self._used
+        slot_of, owner, sizes, store = self._slot_py, self._owner_py, self._sizes_py, self._texts
+        used = self._used_py
         capacity = store.size
         evicted = 0
+        hand = self._next
         for key, text in zip(keys, texts, strict=True):
-            slot = self._next
+            slot = hand
             for _ in range(capacity):  # CLOCK: a slot hit since the hand passed stays a round
                 if not used[slot]:
                     break
                 used[slot] = 0
                 slot = (slot + 1) % capacity
-            self._next = (slot + 1) % capacity
-            old = int(owner[slot])
+            hand = (slot + 1) % capacity
+            old = owner[slot]
             if old >= 0:
                 slot_of[old] = -1
-                self._text_bytes -= int(sizes[slot])
+                self._text_bytes -= sizes[slot]
                 evicted += 1
             store[slot] = text
             owner[slot] = key
             slot_of[key] = slot
-            sizes[slot] = len(text) + _ENTRY_OVERHEAD
-            self._text_bytes += int(sizes[slot])
+            size = sizes[slot] = len(text) + _ENTRY_OVERHEAD
+            self._text_bytes += size
+        self._next = hand
         self._entries += len(keys) - evicted
         self._counts["admissions"] += len(keys)
         self._counts["evictions"] += evicted
@@ -507,9 +540,9 @@ class RowTextCache:
         budget = self.capacity_bytes - self._slot_of.size * _INDEX_BYTES_PER_ROW
         slots = max(1, budget // (text_length + _ENTRY_OVERHEAD))
         self._texts = np.empty(slots, dtype=object)
-        self._owner = np.full(slots, -1, dtype=np.int64)
-        self._sizes = np.zeros(slots, dtype=np.int64)
-        self._used = np.zeros(slots, dtype=np.uint8)
+        self._owner_py, self._owner = _shared("q", slots, -1)
+        self._sizes_py, self._sizes = _shared("q", slots, 0)
+        self._used_py, self._used = _shared("B", slots, 0)
 
     def _evict_over_budget(self) -> None:
         """Free the oldest slots while longer-than-first texts or a grown index overflow."""
@@ -556,7 +589,7 @@ class RowTextCache:
         While bypassed, everything misses at once and the following :meth:`store` is skipped.
         """
         self._legacy_skip = not ids or self._too_large or self._skip_for_bypass()
-        if self._legacy_skip and self.bypass and len(ids) > _SCALAR:
+        if self._legacy_skip and self.bypass and len(ids) > _WATCH_MIN:
             self._watch(np.asarray(ids, dtype=np.int64))
         if self._legacy_skip or not self._index_covers(max(ids)):
             self._legacy_skip = True
@@ -579,6 +612,12 @@ class RowTextCache:
             at = self._recurring(np.asarray(ids, dtype=np.int64)).tolist()
         if at:
             self._store([ids[i] for i in at], [texts[i][1:-1] for i in at])
+
+
+def _shared(typecode: str, size: int, fill: int) -> tuple[array.array[int], np.ndarray]:
+    """``size`` values ``fill`` as a Python array and a numpy view of the same memory."""
+    values = array.array(typecode, [fill]) * size
+    return values, np.frombuffer(values, dtype=np.dtype(typecode))
 
 
 def _distinct(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -607,6 +646,10 @@ def _bulk_plan(ids: np.ndarray) -> RowTextPlan:
     flat = ids.reshape(-1)
     if flat.size == 1 and flat[0] >= 0:
         return RowTextPlan(flat, ids.shape)
+    if 0 < flat.size <= _SCALAR:  # the common case, checked in Python: no numpy call's cost
+        keys = flat.tolist()
+        if min(keys) >= 0 and len(set(keys)) == len(keys):
+            return RowTextPlan(flat, ids.shape)
     zero = flat < 0
     if zero.any():
         unique, inverse = _distinct(np.where(zero, 0, flat))
