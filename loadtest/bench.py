@@ -397,7 +397,7 @@ def run_distribution(
 # --------------------------------------------------------------- reporting
 HEADER = (
     "| distribution | server | variant | workload | wire | conns | req/s | p50 ms | p99 ms | errors "
-    "| server CPU s | vectors / CPU-s | vs tuned (CPU) | vs tuned (req/s) | cache hits | RSS MiB |\n"
+    "| server CPU s | vectors / CPU-s | vs tuned (CPU) | vs tuned (req/s) | cache hits | PSS MiB |\n"
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
@@ -419,7 +419,7 @@ def format_row(row: Row, tuned: Row | None) -> str:
         f"| {row.distribution} | {case.server} | {case.label or '-'} | {case.workload} ({size} ids) "
         f"| {case.wire} | {case.connections or conns} | {r['rps']:,.0f} | {r['p50_us'] / 1000:.2f} "
         f"| {r['p99_us'] / 1000:.2f} | {r['errors']:.0f} | {row.cpu:.2f} | {row.vectors_per_cpu:,.0f} "
-        f"| {cpu_ratio} | {rps_ratio} | {hits} | {row.memory[0]:,.0f} |"
+        f"| {cpu_ratio} | {rps_ratio} | {hits} | {row.memory[1]:,.0f} |"
     )
 
 
