@@ -4,10 +4,12 @@ Tables are read-only, so the text orjson writes for a row never changes: pasting
 texts is cheaper than formatting 128 floats again. But on ids that do not recur (uniform
 over a large table) a cache only costs. So:
 
-* **No per-id Python work.** Which rows are cached is a numpy index (row id -> slot,
-  int32) and the texts (each row's numbers without its brackets) are ``bytes`` in a numpy
-  object array: looking up a 1,024-id request is a few vector operations, not 1,024
-  hash probes.
+* **An index, two ways in.** Which rows are cached is a per-row index (row id -> slot,
+  int32) held as a Python array with a numpy view of the same memory, and the texts
+  (each row's numbers without its brackets) are ``bytes`` in a numpy object array. A
+  request of up to ``_SCALAR`` ids is planned and admitted by plain Python loops over the
+  arrays (~0.2 us an id; a dozen numpy calls would cost more than the loop); a larger one
+  by a few vector operations over the views, not one hash probe per id.
 * **Bulk misses, formatted once.** One orjson call formats all missed rows; its text is
   split into rows, which both fill the answer and are admitted (never formatted twice).
   The answer is then one ``bytes.join`` per level of nesting: ``[[`` + ``],[``-joined
@@ -20,7 +22,9 @@ over a large table) a cache only costs. So:
   ``WINDOW_REQUESTS`` requests, whichever ends first: one-id requests would otherwise
   pay the cache for 16k requests before the first decision); below
   ``min_hit_rate`` the cache steps aside (bulk orjson over ``np.take``, nothing else),
-  except one request in ``sample_every``, so a shift to skewed traffic is noticed.
+  except one request in ``sample_every``, and one in ``_WATCH_EVERY`` of more than
+  ``_WATCH_MIN`` ids marks its rows in the doorkeeper, so a shift to skewed traffic is
+  noticed.
 * **Bounded memory.** Texts, per-entry overhead, index and doorkeeper stay under
   ``capacity_bytes``. Slots form a ring swept by a CLOCK hand: a row hit since the hand
   last passed gets another round, the others are overwritten in admission order. A table

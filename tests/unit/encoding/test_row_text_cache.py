@@ -269,3 +269,27 @@ def test_ids_that_never_recur_keep_the_cache_bypassed() -> None:
         if request % 500 == 499 and request > 1000:  # after the first window's decision
             bypassed.append(cache.bypass)
     assert all(bypassed), bypassed
+
+
+def test_python_and_vector_paths_share_one_index() -> None:
+    """Requests of a few ids go through per-id Python loops over the index, larger ones
+    through numpy views of the same memory: rows one path admits, the other must hit, and
+    the two views must never disagree."""
+    table = _table(rows=2000, dim=8)
+    cache = RowTextCache(1 << 20, min_hit_rate=0.0)
+    small = np.arange(10, 40)  # <= _SCALAR ids: the Python path
+    large = np.arange(1000, 1200)  # > _SCALAR ids: the vector path
+    for ids in (small, small, large, large):
+        assert _answer(cache, table, ids) == orjson.dumps(table[ids], option=OPT)
+    assert cache.plan(np.concatenate([small, large])).fetch_ids.size == 0  # all cached
+    assert cache.plan(large[:20]).fetch_ids.size == 0 and cache.plan(small).fetch_ids.size == 0
+    assert np.array_equal(np.asarray(cache._slot_py), cache._slot_of)
+    assert np.array_equal(np.asarray(cache._owner_py), cache._owner)
+    rng = np.random.default_rng(12)
+    for _ in range(300):
+        size = int(rng.choice([1, 7, 33, 64, 65, 150]))
+        ids = rng.integers(-1, 2000, size=size)
+        assert _answer(cache, table, ids) == orjson.dumps(_expected(table, ids), option=OPT)
+        assert cache.size_bytes <= cache.capacity_bytes
+    stats = cache.stats()
+    assert stats["entries"] == int((cache._owner >= 0).sum()) == int((cache._slot_of >= 0).sum())
