@@ -20,8 +20,10 @@ class Timing:
 
     def headers(self) -> dict[str, str]:
         """The two timing headers, in milliseconds."""
+        queue = self.queue_seconds
         return {
-            "x-queue-time-ms": "%.3f" % (self.queue_seconds * 1000),
+            # Tables that gather inline never queue: no formatting for the common zero.
+            "x-queue-time-ms": "%.3f" % (queue * 1000) if queue else "0.000",
             "x-backend-time-ms": "%.3f" % (self.backend_seconds * 1000),
         }
 

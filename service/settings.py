@@ -206,3 +206,9 @@ class ServiceSettings(BaseSettings):
         description="Serve lookup and sequences through the lean ASGI handler instead of FastAPI's "
         "routing machinery (same code, same answers; off only to measure what it saves).",
     )
+    direct_lane: bool = Field(
+        True,
+        description="Answer small lookup, sequences and bags requests to tables that gather "
+        "inline (numpy, batching off) from the HTTP protocol, without an ASGI task (same "
+        "dispatcher, same answers; needs the fast path, off with an access log).",
+    )

@@ -65,11 +65,13 @@ async def rows_text(
     ids_per_item = ids.size // shape[0]
     parts: list[memoryview] = []
     for start in range(0, shape[0], items):
+        # The event loop's turn before each slice, the first too: a caller that runs this
+        # without a loop turn (the direct lane) sees the wait before any rendering is done.
+        await asyncio.sleep(0)
         stop = min(shape[0], start + items)
         part_ids = ids[start * ids_per_item : stop * ids_per_item]
         part = await _rows_text(table, part_ids, (stop - start, *shape[1:]), timing, flat)
         parts.append(memoryview(part)[1:-1])  # "[a,b]" -> "a,b" (a view: no copy)
-        await asyncio.sleep(0)  # the event loop's turn between slices
     return b"[" + b",".join(parts) + b"]"
 
 

@@ -64,9 +64,10 @@ def json_object(body: bytes, allowed: frozenset[str], required: Iterable[str]) -
             f"unknown field(s): {', '.join(sorted(unknown))}",
             {"unknown": sorted(unknown), "allowed": sorted(allowed)},
         )
-    missing = [key for key in required if key not in value]
-    if missing:
-        raise InvalidRequest(f"missing field(s): {', '.join(missing)}", {"missing": missing})
+    if required:
+        missing = [key for key in required if key not in value]
+        if missing:
+            raise InvalidRequest(f"missing field(s): {', '.join(missing)}", {"missing": missing})
     return value
 
 

@@ -16,8 +16,10 @@ from service import __version__, metrics
 from service.http.asgi_front import FrontApp
 from service.http.auth import ApiKeyGuard
 from service.http.call import Services
+from service.http.direct_lane import DirectLane
 from service.http.dispatcher import Dispatcher, RouteMatcher
 from service.http.fastapi_app import add_body_schemas, add_routes, install_error_handlers
+from service.http.protocols import DIRECT_MAX_BODY
 from service.http.route_table import ROUTES
 from service.logs import configure_logging
 from service.settings import ServiceSettings
@@ -70,7 +72,11 @@ def create_app(settings: ServiceSettings, registry: TableRegistry | None = None)
     add_body_schemas(app, ROUTES)
     services.openapi = app.openapi
     app.state.registry = registry
-    return FrontApp(app, dispatcher, RouteMatcher(ROUTES), settings.fast_path)
+    matcher = RouteMatcher(ROUTES)
+    lane = None
+    if settings.fast_path and settings.direct_lane:
+        lane = DirectLane(dispatcher, matcher, DIRECT_MAX_BODY)
+    return FrontApp(app, dispatcher, matcher, settings.fast_path, lane)
 
 
 def _reload_on_sighup(registry: TableRegistry) -> None:

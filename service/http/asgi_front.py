@@ -11,6 +11,7 @@ from service.encoding.responses import EncodedResponse
 from service.errors import ServiceError
 from service.http.admission import SCOPE_KEY, Admission
 from service.http.body_reader import too_large
+from service.http.direct_lane import DirectLane
 from service.http.dispatcher import Dispatcher, Receive, RouteMatcher, Scope
 from service.http.error_responses import error_response_for
 
@@ -54,12 +55,19 @@ class FrontApp:
     """ASGI app: the route table's routes served directly, everything else by ``app``."""
 
     def __init__(
-        self, app: ASGIApp, dispatcher: Dispatcher, matcher: RouteMatcher, fast_path: bool = True
+        self,
+        app: ASGIApp,
+        dispatcher: Dispatcher,
+        matcher: RouteMatcher,
+        fast_path: bool = True,
+        direct_lane: DirectLane | None = None,
     ) -> None:
         self.app = app
         self.dispatcher = dispatcher
         self.matcher = matcher
         self.fast_path = fast_path
+        self.direct_lane = direct_lane
+        """What the HTTP protocol answers itself, before this app (``None``: nothing)."""
         self.registry = dispatcher.services.registry
         self.max_body_bytes = dispatcher.max_body_bytes
         self.budget = dispatcher.budget

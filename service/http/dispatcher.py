@@ -16,7 +16,12 @@ from service.encoding.responses import EncodedResponse
 from service.errors import NotFound, ServiceError, Unauthorized, UnsupportedMediaType
 from service.http.admission import SCOPE_KEY, IdsInFlight, ids_in
 from service.http.auth import ApiKeyGuard, bearer_token, token_matches
-from service.http.body_reader import ClientDisconnected, check_declared_length, read_body
+from service.http.body_reader import (
+    ClientDisconnected,
+    check_declared_length,
+    read_body,
+    too_large,
+)
 from service.http.call import Call, Services
 from service.http.error_responses import error_response_for, unexpected_error_response
 from service.http.route_table import ANY_TYPE, Route
@@ -34,11 +39,18 @@ class _Node:
     routes: dict[str, Route] = field(default_factory=dict)
 
 
+MATCH_CACHE_SIZE = 4096
+"""Matched (method, path) pairs remembered: a request to a path seen before costs one dict
+lookup instead of a split and a walk (paths name tables, so the working set is small; the
+cache is emptied when full, so unmatched or random paths cannot grow it)."""
+
+
 class RouteMatcher:
     """Path -> route by splitting the path once and walking dicts (no per-request regex)."""
 
     def __init__(self, routes: Iterable[Route]) -> None:
         self._root = _Node()
+        self._seen: dict[tuple[str, str], tuple[Route, dict[str, str]]] = {}
         for route in routes:
             node = self._root
             for segment in route.path.strip("/").split("/"):
@@ -53,7 +65,20 @@ class RouteMatcher:
                 node.routes[method] = route
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
-        """The route and path parameters, or ``None`` (no such path, or not this method)."""
+        """The route and path parameters, or ``None`` (no such path, or not this method).
+
+        The parameters dict is shared by every request to the same path: read it, never
+        write it."""
+        found = self._seen.get((method, path))
+        if found is None:
+            found = self._walk(method, path)
+            if found is not None:
+                if len(self._seen) >= MATCH_CACHE_SIZE:
+                    self._seen.clear()
+                self._seen[method, path] = found
+        return found
+
+    def _walk(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         node: _Node | None = self._root
         params: dict[str, str] = {}
         for segment in path[1:].split("/"):
@@ -76,6 +101,8 @@ def scope_headers(scope: Scope) -> dict[str, str]:
 
 def _media_type(content_type: str | None, accepted: Mapping[str, Any]) -> str:
     """The body's media type if the route has a decoder for it (no Content-Type: JSON)."""
+    if content_type in accepted:  # the common case, an exact media type, without parsing
+        return content_type  # type: ignore[return-value]  # a key of accepted: a str
     if ANY_TYPE in accepted:
         return ANY_TYPE
     media = content_type.split(";", 1)[0].strip().lower() if content_type else JSON
@@ -116,9 +143,17 @@ class Dispatcher:
             self.guard.check(scope["headers"])
 
     async def serve(
-        self, route: Route, params: Mapping[str, str], scope: Scope, receive: Receive
+        self,
+        route: Route,
+        params: Mapping[str, str],
+        scope: Scope,
+        receive: Receive,
+        body: bytes | None = None,
     ) -> EncodedResponse | None:
         """The response to one request (``None``: the client left before it was ready).
+
+        ``body``: the whole body when the caller has it already (the direct lane); else it
+        is read from ``receive``.
 
         A request with ids is admitted into the worker's ids-in-flight budget after it is
         decoded (``503 overloaded`` when full) by the ``Admission`` that ``FrontApp`` put in
@@ -134,15 +169,14 @@ class Dispatcher:
                 self.authorise(route, scope)
             request = None
             if decoders:
-                check_declared_length(call.headers.get("content-length"), self.max_body_bytes)
-                call.body = await read_body(receive, self.max_body_bytes)
-                content_type = call.headers.get("content-type")
-                # The common case, an exact media type the route decodes, without parsing.
-                call.media_type = (
-                    content_type  # type: ignore[assignment]  # a key of decoders: a str
-                    if content_type in decoders
-                    else _media_type(content_type, decoders)
-                )
+                limit = self.max_body_bytes
+                check_declared_length(call.headers.get("content-length"), limit)
+                if body is None:
+                    body = await read_body(receive, limit)
+                elif len(body) > limit:
+                    raise too_large(limit)
+                call.body = body
+                call.media_type = _media_type(call.headers.get("content-type"), decoders)
             if route.resolve is not None:
                 route.resolve(call)
             if decoders:

@@ -70,6 +70,9 @@ class Route:
     doc: RouteDoc
     decoders: Mapping[str, Decoder] = field(default_factory=dict)
     resolve: Resolver | None = None
+    direct: bool = False
+    """May be answered by the direct lane (``service.http.direct_lane``) when its
+    ``{table}`` gathers inline: the use case then never waits on the event loop."""
 
 
 # ----------------------------------------------------------------------------- resolvers
@@ -243,6 +246,7 @@ def _v1_table_route(
         doc,
         decoders,
         _table,
+        direct=word != "neighbors",  # a search runs in a thread: it always waits
     )
 
 

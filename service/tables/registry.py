@@ -512,6 +512,12 @@ class TableRegistry:
             timeout_ms=options.timeout_ms or s.timeout_ms,
         )
 
+    def gathers_inline(self, name: str) -> bool:
+        """True when ``name`` is loaded and gathers in the caller's stack (numpy, batching
+        off): a request to it can be answered without waiting on the event loop."""
+        table = self._tables.get(name)
+        return table is not None and table.batcher.inline
+
     def batched(self, name: str) -> bool:
         """True when the table queues requests (so a client that leaves can be skipped)."""
         table = self._tables.get(name)

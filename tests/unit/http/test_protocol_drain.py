@@ -13,13 +13,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from uvicorn.config import Config
-from uvicorn.server import ServerState
 
-from service.http.protocols import ConnectionLimits, LimitedHttpToolsProtocol, _unread_bytes
+from service.http.protocols import LimitedHttpToolsProtocol, _unread_bytes
 from tests.support.polling import until
-
-DEADLINE = 60.0
+from tests.support.protocol_server import ProtocolServer, closed, protocol_server, response
 
 
 def request(body: bytes) -> bytes:
@@ -55,55 +52,22 @@ class Echo:
 
 
 class Harness:
-    """The server side: its connections, and the app."""
+    """The server side and the app."""
 
-    def __init__(self, state: ServerState, app: Echo, port: int) -> None:
-        self.state, self.app, self.port = state, app, port
+    def __init__(self, server: ProtocolServer, app: Echo) -> None:
+        self.server, self.app, self.state = server, app, server.state
 
     async def connect(
         self,
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, LimitedHttpToolsProtocol]:
-        before = set(self.state.connections)
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        await until(lambda: len(self.state.connections - before) == 1, "the connection accepted")
-        (protocol,) = self.state.connections - before
-        assert isinstance(protocol, LimitedHttpToolsProtocol)
-        return reader, writer, protocol
+        return await self.server.connect()
 
 
 @contextlib.asynccontextmanager
 async def serving() -> AsyncIterator[Harness]:
     app = Echo()
-    config = Config(app=app, lifespan="off", log_level="warning")
-    config.load()
-    state = ServerState()
-    loop = asyncio.get_running_loop()
-    limits = ConnectionLimits(max_head_bytes=65536, head_timeout_seconds=300.0, max_connections=100)
-    server = await loop.create_server(
-        lambda: LimitedHttpToolsProtocol(config, state, {}, _loop=loop, limits=limits),
-        "127.0.0.1",
-        0,
-    )
-    try:
-        yield Harness(state, app, server.sockets[0].getsockname()[1])
-    finally:
-        server.close()
-        for connection in list(state.connections):
-            connection.transport.close()
-
-
-async def response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
-    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-    return head, await asyncio.wait_for(reader.readexactly(length), DEADLINE)
-
-
-async def closed(reader: asyncio.StreamReader) -> bool:
-    """True when the server closed the connection (EOF, or a reset) with nothing more sent."""
-    try:
-        return await asyncio.wait_for(reader.read(1), DEADLINE) == b""
-    except ConnectionResetError:
-        return True
+    async with protocol_server(app) as server:
+        yield Harness(server, app)
 
 
 def read_all(protocol: LimitedHttpToolsProtocol) -> bool:
