@@ -294,6 +294,7 @@ def build_servers(args: argparse.Namespace, table: Path, repo: Path) -> dict[str
         "bare": ref("bare", "bare_app", probe="/ready"),
         "service": svc("service"),
         "service-nofast": svc("service-nofast", "--no-fast-path"),
+        "service-nolane": svc("service-nolane", "--no-direct-lane"),
         "service-2w": svc("service-2w", "--workers", "2"),
         "tuned-2w": ref("tuned-2w", "tuned_app", "--workers", "2"),
     }
@@ -328,6 +329,11 @@ def extra_cases() -> list[Case]:
     cases += [
         Case("service-nofast", lookup.format(t="big"), w, "json", label="FastAPI routing")
         for w in ("W1", "W3")
+    ]
+    cases += [
+        Case("service-nolane", lookup.format(t="big"), w, wire, label="direct lane off")
+        for w in ("W1", "W2")
+        for wire in ("json", "binary")
     ]
     cases += [
         Case("service-2w", lookup.format(t="big"), w, wire, label="2 workers")

@@ -1,9 +1,11 @@
-"""Where a lookup's server time goes: the ASGI app driven in-process, timed, then under cProfile.
+"""Where a lookup's server time goes: the app driven in-process, timed, then under cProfile.
 
     python3 loadtest/profile_w1.py [--requests 20000] [--ids 1] [--binary] [--distribution uniform]
-                                   [--top 30] [--no-profile]
+                                   [--top 30] [--no-profile] [--asgi]
 
-W1 by default (1 id, JSON); ``--ids 1024 --binary`` is W3 binary.
+W1 by default (1 id, JSON); ``--ids 1024 --binary`` is W3 binary. Each request goes where the
+server sends it: the direct lane when it claims the request, else the ASGI app (``--asgi``:
+always the ASGI app).
 
 No sockets and no uvicorn: what is left is what the app itself pays per request (header
 dict, decode, validation, gather, encode, metrics, response headers). Prints cProfile's
@@ -36,7 +38,9 @@ from loadtest.id_distributions import IdSampler  # noqa: E402
 # The service itself comes from PYTHONPATH (e.g. another checkout, for before/after figures).
 if _INSERTED and os.environ.get("PYTHONPATH"):
     sys.path.remove(str(ROOT))
+from service.http.admission import SCOPE_KEY, Admission  # noqa: E402
 from service.http.app import create_app  # noqa: E402
+from service.http.direct_lane import DirectLane  # noqa: E402
 from service.settings import ServiceSettings  # noqa: E402
 
 
@@ -52,10 +56,14 @@ def scope_for(body: bytes, binary: bool) -> dict[str, Any]:
     return {"type": "http", "method": "POST", "path": "/v1/tables/big/lookup", "headers": headers}
 
 
-async def drive(app: Any, bodies: list[bytes], binary: bool) -> None:
-    """One request per body, each answered completely before the next."""
+async def drive(app: Any, bodies: list[bytes], binary: bool, asgi: bool = False) -> None:
+    """One request per body, each answered completely before the next: by the direct lane
+    where it claims the request (as the server's protocol would), else by the ASGI app."""
+    lane = None if asgi else getattr(app, "direct_lane", None)
     for body in bodies:
         scope = scope_for(body, binary)
+        if lane is not None and answer_directly(lane, scope, body):
+            continue
         messages = [{"type": "http.request", "body": body, "more_body": False}]
 
         async def receive(messages: list[dict[str, Any]] = messages) -> dict[str, Any]:
@@ -65,6 +73,24 @@ async def drive(app: Any, bodies: list[bytes], binary: bool) -> None:
             pass
 
         await app(scope, receive, send)
+
+
+def answer_directly(lane: DirectLane, scope: dict[str, Any], body: bytes) -> bool:
+    """What the protocol does with a claimed request: admit, answer, release (the response
+    is dropped where the protocol would write it). False when the lane does not claim it."""
+    claim = lane.claim(scope["method"], scope["path"], scope["headers"], None)
+    if claim is None:
+        return False
+    admission = scope[SCOPE_KEY] = Admission(lane.budget)
+    try:
+        lane.answer(claim, scope, _no_receive, body)
+    finally:
+        admission.release()
+    return True
+
+
+async def _no_receive() -> dict[str, Any]:
+    return {"type": "http.disconnect"}
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -89,10 +115,10 @@ async def profile(args: argparse.Namespace, repo: Path) -> None:
             return [ids.astype("<i8").tobytes() for ids in draws]
         return [orjson.dumps({"ids": ids.tolist()}) for ids in draws]
 
-    await drive(app, bodies(args.requests // 4), args.binary)  # warm-up
+    await drive(app, bodies(args.requests // 4), args.binary, args.asgi)  # warm-up
     timed = bodies(args.requests)
     started = time.process_time()
-    await drive(app, timed, args.binary)
+    await drive(app, timed, args.binary, args.asgi)
     mean = (time.process_time() - started) / len(timed) * 1e6
     print(f"mean CPU per request without the profiler: {mean:.1f} us")
     if args.no_profile:
@@ -100,7 +126,7 @@ async def profile(args: argparse.Namespace, repo: Path) -> None:
     profiled = bodies(args.requests)
     profile = cProfile.Profile()
     profile.enable()
-    await drive(app, profiled, args.binary)
+    await drive(app, profiled, args.binary, args.asgi)
     profile.disable()
     pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
 
@@ -113,6 +139,9 @@ def main() -> None:
     parser.add_argument("--ids", type=int, default=1, help="ids per request")
     parser.add_argument("--binary", action="store_true", help="octet-stream in and out")
     parser.add_argument("--no-profile", action="store_true", help="only the mean CPU time")
+    parser.add_argument(
+        "--asgi", action="store_true", help="through the ASGI app even where the lane claims"
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 
