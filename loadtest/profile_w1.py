@@ -40,7 +40,7 @@ if _INSERTED and os.environ.get("PYTHONPATH"):
     sys.path.remove(str(ROOT))
 from service.http.admission import SCOPE_KEY, Admission  # noqa: E402
 from service.http.app import create_app  # noqa: E402
-from service.http.direct_lane import DirectLane  # noqa: E402
+from service.http.direct_lane import WOULD_WAIT, DirectLane  # noqa: E402
 from service.settings import ServiceSettings  # noqa: E402
 
 
@@ -77,16 +77,16 @@ async def drive(app: Any, bodies: list[bytes], binary: bool, asgi: bool = False)
 
 def answer_directly(lane: DirectLane, scope: dict[str, Any], body: bytes) -> bool:
     """What the protocol does with a claimed request: admit, answer, release (the response
-    is dropped where the protocol would write it). False when the lane does not claim it."""
+    is dropped where the protocol would write it). False when the lane does not claim the
+    request or hands it back: the ASGI app serves it then, as in the server."""
     claim = lane.claim(scope["method"], scope["path"], scope["headers"], None)
     if claim is None:
         return False
     admission = scope[SCOPE_KEY] = Admission(lane.budget)
     try:
-        lane.answer(claim, scope, _no_receive, body)
+        return lane.answer(claim, scope, _no_receive, body) is not WOULD_WAIT
     finally:
         admission.release()
-    return True
 
 
 async def _no_receive() -> dict[str, Any]:

@@ -327,9 +327,6 @@ def _serve_in_run_dir(settings: ServiceSettings) -> int:
         workers=settings.workers,
         log_level=settings.log_level,
         access_log=settings.access_log,
-        # Client addresses from X-Forwarded-For are read only by the access log: without it,
-        # uvicorn's proxy-headers middleware would be a layer per request for nothing.
-        proxy_headers=settings.access_log,
         log_config=uvicorn_log_config(),  # query strings redacted in the access log
         timeout_graceful_shutdown=settings.drain_seconds,
         timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,

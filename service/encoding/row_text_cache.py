@@ -122,7 +122,7 @@ class RowTextPlan:
     """What :meth:`RowTextCache.plan` decided for one request.
 
     ``fetch_ids``: table ids whose final float32 rows the caller gathers, in this order
-    (distinct, except in a bulk plan that admits nothing). Bulk (``items is None``): every position reads ``fetched[inverse]`` (``inverse``
+    (distinct, except in a bulk plan of a cache whose repeats are cheap). Bulk (``items is None``): every position reads ``fetched[inverse]`` (``inverse``
     None when positions and fetched rows agree), zero rows where ``zero``. Spliced:
     ``items`` holds cached row texts, and positions ``miss_at`` read ``fetched[miss_row]``.
     """
@@ -150,8 +150,12 @@ class RowTextCache:
         window_ids: int = 16384,
         sample_every: int = 64,
         doorkeeper: bool = True,
+        repeats_cheap: bool = False,
     ) -> None:
         self.capacity_bytes = capacity_bytes
+        # True where a repeated id costs only a row copy (numpy): bulk plans then gather ids
+        # as they are; elsewhere each distinct row once (an ORT transfer, a queue slot).
+        self._bulk = _bulk_plan if repeats_cheap else _distinct_bulk_plan
         self.enabled = capacity_bytes > 0
         """False when the budget is 0: callers then encode with plain orjson."""
         self.min_hit_rate = min_hit_rate
@@ -184,7 +188,9 @@ class RowTextCache:
         self._children: dict[str, Any] | None = None
 
     @classmethod
-    def from_settings(cls, settings: ServiceSettings, table: str) -> RowTextCache:
+    def from_settings(
+        cls, settings: ServiceSettings, table: str, repeats_cheap: bool = False
+    ) -> RowTextCache:
         """The cache of one table, sized and tuned by the service settings."""
         return cls(
             settings.row_cache_bytes,
@@ -192,6 +198,7 @@ class RowTextCache:
             min_hit_rate=settings.row_cache_min_hit_rate,
             window_ids=settings.row_cache_window_ids,
             sample_every=settings.row_cache_sample_every,
+            repeats_cheap=repeats_cheap,
         )
 
     # ------------------------------------------------------------------ state
@@ -223,19 +230,19 @@ class RowTextCache:
     def plan(self, ids: np.ndarray) -> RowTextPlan:
         """Decide how to answer ``ids`` (int64 table ids, any shape; -1 = zero vector)."""
         if not self.enabled or ids.size == 0 or self._too_large:
-            return _bulk_plan(ids)
+            return self._bulk(ids)
         # The bypass answers all but a random 1 in ``sample_every`` requests in bulk (at
         # random: a fixed stride aliases with clients that rotate a set of bodies).
         if self.bypass and random.random() * self.sample_every >= 1.0:
             self._counts["bypassed"] += 1
             if ids.size > _WATCH_MIN and random.random() * _WATCH_EVERY < 1.0:
                 self._watch(ids.reshape(-1))
-            return _bulk_plan(ids)
+            return self._bulk(ids)
         flat = ids.reshape(-1)
         if flat.size <= _SCALAR:
             return self._plan_small(ids, flat)
         if not self._index_covers(int(flat.max())):
-            return _bulk_plan(ids)
+            return self._bulk(ids)
         slots = self._slot_of[flat]
         zero = flat < 0
         zeros = int(np.count_nonzero(zero))
@@ -321,7 +328,7 @@ class RowTextCache:
         """:meth:`plan` for a few ids: plain Python beats a dozen numpy calls' fixed cost."""
         keys: list[int] = flat.tolist()
         if max(keys) >= self._slot_of.size and not self._index_covers(max(keys)):
-            return _bulk_plan(ids)
+            return self._bulk(ids)
         slot_of, texts, used = self._slot_py, self._texts, self._used_py
         items: list[Any] = []
         miss_at: list[int] = []
@@ -640,19 +647,25 @@ def _distinct(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
 
 def _learning_bulk_plan(ids: np.ndarray) -> RowTextPlan:
     """Too few hits to beat one orjson call over the block: bulk, but admit recurring rows
-    (admission needs each row once: distinct ids, and where each position reads)."""
+    (admission needs each row once)."""
+    plan = _distinct_bulk_plan(ids)
+    plan.admit = True
+    return plan
+
+
+def _distinct_bulk_plan(ids: np.ndarray) -> RowTextPlan:
+    """Every position from one gathered block of distinct ids, and where each position reads."""
     flat = ids.reshape(-1)
+    if flat.size == 1 and flat[0] >= 0:
+        return RowTextPlan(flat, ids.shape)
     zero = flat < 0
     if zero.any():
         unique, inverse = _distinct(np.where(zero, 0, flat))
         if inverse is None:
             inverse = np.arange(flat.size)
-        plan = RowTextPlan(unique, ids.shape, inverse=inverse, zero=zero)
-    else:
-        unique, inverse = _distinct(flat)
-        plan = RowTextPlan(unique, ids.shape, inverse=inverse)
-    plan.admit = True
-    return plan
+        return RowTextPlan(unique, ids.shape, inverse=inverse, zero=zero)
+    unique, inverse = _distinct(flat)
+    return RowTextPlan(unique, ids.shape, inverse=inverse)
 
 
 def _bulk_plan(ids: np.ndarray) -> RowTextPlan:

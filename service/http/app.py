@@ -19,7 +19,6 @@ from service.http.call import Services
 from service.http.direct_lane import DirectLane
 from service.http.dispatcher import Dispatcher, RouteMatcher
 from service.http.fastapi_app import add_body_schemas, add_routes, install_error_handlers
-from service.http.protocols import DIRECT_MAX_BODY
 from service.http.route_table import ROUTES
 from service.logs import configure_logging
 from service.settings import ServiceSettings
@@ -75,7 +74,7 @@ def create_app(settings: ServiceSettings, registry: TableRegistry | None = None)
     matcher = RouteMatcher(ROUTES)
     lane = None
     if settings.fast_path and settings.direct_lane:
-        lane = DirectLane(dispatcher, matcher, DIRECT_MAX_BODY)
+        lane = DirectLane(dispatcher, matcher)
     return FrontApp(app, dispatcher, matcher, settings.fast_path, lane)
 
 

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, cast
 
-from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
     HttpToolsProtocol,
@@ -263,6 +263,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             admission.release()
             if response is WOULD_WAIT:
                 super()._start_asgi_task(cycle, self.app)
+            else:  # the client left: nothing to answer, nothing to keep the connection for
+                self.transport.close()
             return
         assert isinstance(response, EncodedResponse)
         if self.flow.write_paused or len(response.body) > CHUNK_BYTES:
@@ -305,6 +307,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         async def send() -> None:
             try:
                 await send_response(cast(Send, cycle.send), response)
+            except BaseException:
+                self.transport.close()  # as uvicorn's run_asgi: never a half-sent answer kept open
+                raise
             finally:
                 admission.release()
 
@@ -431,23 +436,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
 
-DIRECT_MAX_BODY = min(4096, HIGH_WATER_LIMIT)
-"""The largest body the direct lane claims. Small requests are where uvicorn's per-request
-machinery is a large share of the cost; a large one costs its rows, and large ones answered
-back to back in one callback hold the event loop for all of them (1,024-id JSON lookups on
-Zipf ids measured 1.9 ms of server CPU a request through the lane, 1.35 ms as tasks). And
-uvicorn buffers at most ``HIGH_WATER_LIMIT`` of a body before it pauses reading for an
-app to take it: no app reads a claimed request's body."""
-
 DIRECT_COPY_BYTES = 64 * 1024
 """A direct answer's head and body up to this size are joined into one write (one send
 system call, ~5 us less per request); a larger body is written on its own, not copied."""
 
 
 def direct_lane_of(app: Any, access_log: bool) -> DirectLane | None:
-    """The direct lane of the app uvicorn serves, if it offers one and nothing wraps it:
-    a middleware (proxy headers), or the access log uvicorn writes from ASGI ``send``,
-    must see every request, so the lane then stays off."""
+    """The direct lane of the app uvicorn serves, if it offers one. Off with the access log
+    (uvicorn writes it from ASGI ``send``) or a middleware around the app, which must see
+    every request; except uvicorn's proxy-headers middleware, which only rewrites the
+    client address and scheme, and nothing the lane answers reads them."""
+    while isinstance(app, ProxyHeadersMiddleware):
+        app = app.app
     lane = None if access_log else getattr(app, "direct_lane", None)
     return lane if isinstance(lane, DirectLane) else None
 
@@ -466,7 +466,10 @@ def http_head(
         b"\r\ncontent-length: %d\r\n" % len(response.body),
     ]
     for key, text in response.headers.items():
-        content += [key.encode("latin-1"), b": ", text.encode("latin-1"), b"\r\n"]
+        value = text.encode("latin-1")
+        if b"\r" in value or b"\n" in value:  # uvicorn's send refuses them too
+            raise ValueError(f"invalid value of response header {key!r}")
+        content += [key.encode("latin-1"), b": ", value, b"\r\n"]
     if not keep_alive:
         content.append(b"connection: close\r\n")
     content.append(b"\r\n")

@@ -372,7 +372,10 @@ class TableRegistry:
             placement=placement,
             backend=backend,
             batcher=MicroBatcher(backend, self._batching(options, backend), source.name),
-            row_cache=RowTextCache.from_settings(self.settings, source.name),
+            # A numpy gather copies a repeated row again; other backends pay more for it.
+            row_cache=RowTextCache.from_settings(
+                self.settings, source.name, repeats_cheap=backend.inline_safe
+            ),
             pad_id=pad_id,
             vocabulary=vocabulary,
         )

@@ -7,9 +7,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+
+from service.tables.worker_state import PeerState, read_peers
 
 
 def free_port() -> int:
@@ -101,3 +104,25 @@ class ServerProcess:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def wait_for_workers(
+    server: ServerProcess,
+    run_dir: Path,
+    done: Callable[[list[PeerState]], bool],
+    timeout: float = 60.0,
+) -> list[PeerState]:
+    """Poll the workers' published state (``EMBED_RUN_DIR``) until ``done`` holds for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        peers = read_peers(run_dir)
+        if done(peers):
+            return peers
+        assert time.monotonic() < deadline, f"workers never got there: {peers}\n{server.log()}"
+        time.sleep(0.05)
+
+
+def every_worker_serves(table: str, workers: int) -> Callable[[list[PeerState]], bool]:
+    """``done`` for :func:`wait_for_workers`: ``workers`` workers, each serving ``table`` (a
+    starting worker publishes itself before it has loaded its tables)."""
+    return lambda peers: len(peers) == workers and all(peer.tables.get(table) for peer in peers)

@@ -25,9 +25,8 @@ import numpy as np
 import orjson
 import pytest
 
-from service.tables.worker_state import read_peers
-from tests.support.polling import until, wait_until
-from tests.support.server_process import ServerProcess
+from tests.support.polling import until
+from tests.support.server_process import ServerProcess, every_worker_serves, wait_for_workers
 from tests.support.server_sockets import server_sides
 
 ROWS, DIM = 1000, 16
@@ -183,10 +182,7 @@ def test_burst_at_sigterm_answers_every_accepted_request(tmp_path: Path, workers
     }
     with ServerProcess(folder, "--workers", str(workers), env=env) as server:
         server.wait_ready(DEADLINE)
-        wait_until(
-            lambda: sum("t" in peer.tables for peer in read_peers(tmp_path / "run")) == workers,
-            f"{workers} worker(s) serving the table",
-        )
+        wait_for_workers(server, tmp_path / "run", every_worker_serves("t", workers), DEADLINE)
         busy = asyncio.run(burst_at_sigterm(server, table, workers))
         exit_code = server.process.wait(DEADLINE)
         log = server.log()

@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.polling import until, wait_until
 from tests.support.raw_http import RawConnection
-from tests.support.server_process import ServerProcess
+from tests.support.server_process import ServerProcess, every_worker_serves, wait_for_workers
 
 ROWS, DIM = 200, 8
 
@@ -41,11 +41,13 @@ def write_version(folder: Path, version: int, options: str) -> None:
 def test_reload_under_load_serves_whole_versions(
     tmp_path: Path, options: str, workers: str
 ) -> None:
-    folder = tmp_path / "models"
+    folder, run_dir = tmp_path / "models", tmp_path / "run"
     folder.mkdir()
     write_version(folder, 1, options)
-    with ServerProcess(folder, "--workers", workers, env={"EMBED_ADMIN_KEY": "adm"}) as server:
-        server.wait_ready()
+    env = {"EMBED_ADMIN_KEY": "adm", "EMBED_RUN_DIR": str(run_dir)}
+    with ServerProcess(folder, "--workers", workers, env=env) as server:
+        server.wait_ready()  # one worker's answer: the load below reaches every worker
+        wait_for_workers(server, run_dir, every_worker_serves("t", int(workers)))
         stop = False
         seen: dict[float, int] = {}
         errors: list[str] = []

@@ -21,7 +21,8 @@ import pytest
 
 from service.tables.worker_state import PeerState, read_peers
 from tests.support.polling import wait_until
-from tests.support.server_process import ServerProcess
+from tests.support.server_process import ServerProcess, every_worker_serves
+from tests.support.server_process import wait_for_workers as wait_for_peers
 
 ROWS, DIM = 200, 8
 ADMIN = {"Authorization": "Bearer adm"}
@@ -48,10 +49,7 @@ def start(tmp_path: Path, workers: int = 2, env: dict[str, str] | None = None) -
     )
     server.run_dir = run_dir  # type: ignore[attr-defined]
     server.wait_ready(DEADLINE)
-    # Every worker has loaded the table (a starting worker publishes before it has).
-    wait_for_workers(
-        server, lambda peers: len(peers) == workers and all(p.tables.get("t") for p in peers)
-    )
+    wait_for_workers(server, every_worker_serves("t", workers))
     return server
 
 
@@ -59,13 +57,7 @@ def wait_for_workers(
     server: ServerProcess, done: Callable[[list[PeerState]], bool]
 ) -> list[PeerState]:
     """Poll the workers' published state until ``done`` holds for it."""
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        peers = read_peers(server.run_dir)  # type: ignore[attr-defined]
-        if done(peers):
-            return peers
-        assert time.monotonic() < deadline, f"workers never got there: {peers}\n{server.log()}"
-        time.sleep(0.05)
+    return wait_for_peers(server, server.run_dir, done, DEADLINE)  # type: ignore[attr-defined]
 
 
 def fresh_lookup(server: ServerProcess) -> float:

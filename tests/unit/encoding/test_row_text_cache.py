@@ -10,6 +10,7 @@ from service.encoding.responses import json_envelope, nest_texts, vectors_json
 from service.encoding.row_text_cache import (
     WINDOW_REQUESTS,
     RowTextCache,
+    _bulk_plan,
     inner_texts,
     join_rows,
     rows_text,
@@ -77,19 +78,25 @@ def _expected(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
 def _answer(cache: RowTextCache, table: np.ndarray, ids: np.ndarray, flat: bool = False) -> bytes:
     plan = cache.plan(ids)
     assert plan.fetch_ids.dtype == np.int64 and plan.fetch_ids.ndim == 1
-    if plan.admit or plan.items is not None:  # admitted or spliced rows: each once
-        assert len(set(plan.fetch_ids.tolist())) == plan.fetch_ids.size
+    if cache._bulk is not _bulk_plan or plan.admit or plan.items is not None:
+        assert len(set(plan.fetch_ids.tolist())) == plan.fetch_ids.size  # each row once
     assert (plan.fetch_ids >= 0).all()
     return cache.render(plan, table[plan.fetch_ids], (*ids.shape, table.shape[1]), flat)
 
 
 def _caches() -> list[RowTextCache]:
-    """An off cache, a bypassed one, a normal one and one that admits on first sight."""
-    bypassed = RowTextCache(1 << 20, min_hit_rate=1.0, window_ids=1)
-    bypassed.bypass = True
+    """Off caches and bypassed ones (bulk plans of distinct ids, and of ids as they are where
+    repeats are cheap), a normal one and one that admits on first sight."""
+    bypassed = [
+        RowTextCache(1 << 20, min_hit_rate=1.0, window_ids=1, repeats_cheap=cheap)
+        for cheap in (False, True)
+    ]
+    for cache in bypassed:
+        cache.bypass = True
     return [
         RowTextCache(0),
-        bypassed,
+        RowTextCache(0, repeats_cheap=True),
+        *bypassed,
         RowTextCache(1 << 20),
         RowTextCache(1 << 20, doorkeeper=False),
     ]

@@ -23,8 +23,8 @@ import pytest
 from service.app.gather import SLICE_NUMBERS
 from service.http.app import create_app
 from service.http.asgi_front import CHUNK_BYTES, FrontApp
-from service.http.direct_lane import DirectLane
-from service.http.protocols import DIRECT_MAX_BODY, LimitedHttpToolsProtocol, direct_lane_of
+from service.http.direct_lane import DIRECT_MAX_BODY, DirectLane
+from service.http.protocols import LimitedHttpToolsProtocol, direct_lane_of
 from service.settings import ServiceSettings
 from tests.support.polling import until
 from tests.support.protocol_server import (
@@ -62,6 +62,7 @@ def lookup(ids: Any, table: str = "small", *headers: bytes) -> bytes:
 class Harness:
     app: FrontApp
     server: ProtocolServer
+    folder: Path
 
     @property
     def lane(self) -> DirectLane:
@@ -84,7 +85,7 @@ async def serving(folder: Path) -> AsyncIterator[Harness]:
     try:
         # As the service runs uvicorn: no access log, no proxy-headers middleware.
         async with protocol_server(app, proxy_headers=False, access_log=False) as server:
-            yield Harness(app, server)
+            yield Harness(app, server, folder)
     finally:
         await app.registry.close()
 
@@ -95,6 +96,14 @@ def run(tmp_path: Path, test: Callable[[Harness], Awaitable[None]]) -> None:
             await test(harness)
 
     asyncio.run(main())
+
+
+def hold_claims(lane: DirectLane) -> list[Any]:
+    """From now on the lane keeps the claims handed in, unanswered, in the list returned
+    (the test answers one itself, at the moment it chooses)."""
+    held: list[Any] = []
+    lane.hand_in = lambda connection, claim, loop: held.append(claim)  # type: ignore[method-assign]
+    return held
 
 
 def status(head: bytes) -> int:
@@ -124,6 +133,7 @@ CLAIMED = [
     post("/v1/tables/small/lookup", b"{not json"),  # 400
     post("/v1/tables/small/lookup", b"{}", b"Content-Type: text/plain"),  # 415
     lookup([True]),  # a boolean is not an id: 422
+    post("/v1/tables/small/lookup", b""),  # Content-Length: 0, no JSON: 400
 ]
 
 
@@ -134,6 +144,8 @@ def test_small_requests_to_inline_tables_are_answered_by_the_lane_as_the_asgi_pa
         lane_reader, lane_writer, _ = await harness.connect()
         asgi_reader, asgi_writer, asgi_protocol = await harness.connect()
         asgi_protocol._lane = None  # this connection takes the ASGI path
+        # As uvicorn's Server sets them (a date header, updated every second).
+        harness.server.state.default_headers = [(b"date", b"Mon, 07 Dec 2026 12:00:00 GMT")]
         statuses = []
         for request in CLAIMED:
             lane_writer.write(request)
@@ -144,7 +156,7 @@ def test_small_requests_to_inline_tables_are_answered_by_the_lane_as_the_asgi_pa
             assert lane_body == asgi_body, request
             statuses.append(status(lane_head))
         assert harness.lane.answered == len(CLAIMED) and harness.lane.handed_back == 0
-        assert statuses == [200] * 7 + [422, 400, 415, 422]
+        assert statuses == [200] * 7 + [422, 400, 415, 422, 400]
 
     run(tmp_path, test)
 
@@ -170,6 +182,10 @@ def test_what_the_lane_does_not_claim_takes_the_asgi_path(tmp_path: Path) -> Non
         lookup([1], "missing"),  # no such table: 404 from the ASGI path
         lookup(list(range(DIRECT_MAX_BODY // 2))),  # a body over DIRECT_MAX_BODY
         post("/v1/tables/small/neighbors", orjson.dumps({"ids": [1], "k": 2})),  # a search
+        # A Content-Length of leading zeros past what int() reads: the ASGI path's JSON 400.
+        post("/v1/tables/small/lookup", b"{}").replace(
+            b"Length: 2", b"Length: " + b"0" * 5000 + b"2"
+        ),
     ]
 
     async def test(harness: Harness) -> None:
@@ -179,7 +195,7 @@ def test_what_the_lane_does_not_claim_takes_the_asgi_path(tmp_path: Path) -> Non
             writer.write(request)
             head, _ = await response(reader)
             statuses.append(status(head))
-        assert statuses == [200, 200, 404, 422, 200]  # 422: ids past the table's rows
+        assert statuses == [200, 200, 404, 422, 200, 400]  # 422: ids past the table's rows
         assert harness.lane.answered == 0
 
     run(tmp_path, test)
@@ -236,7 +252,7 @@ def test_an_answer_that_would_wait_is_served_from_the_start_by_the_asgi_path(
         reader, writer, _ = await harness.connect()
         request = lookup(ids, "wide")
         assert len(request) < DIRECT_MAX_BODY
-        writer.write(request)
+        writer.write(request + lookup([7]))  # and one pipelined behind it, for the lane
         head, body = await response(reader)
         assert status(head) == 200
         assert body == orjson.dumps(
@@ -248,7 +264,11 @@ def test_an_answer_that_would_wait_is_served_from_the_start_by_the_asgi_path(
             },
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
-        assert harness.lane.handed_back == 1 and harness.lane.answered == 0
+        _, behind = await response(reader)
+        assert np.array_equal(
+            np.array(orjson.loads(behind)["vectors"], np.float32), TABLES["small"][[7]]
+        )
+        assert harness.lane.handed_back == 1 and harness.lane.answered == 1
         assert harness.lane.budget.in_flight == 0
 
     run(tmp_path, test)
@@ -330,9 +350,8 @@ def test_a_drain_answers_a_claimed_request_whose_body_is_arriving_then_closes(
 def test_a_client_gone_before_its_turn_gets_nothing_and_holds_nothing(tmp_path: Path) -> None:
     async def test(harness: Harness) -> None:
         _, writer, protocol = await harness.connect()
-        handed_in: list[Any] = []
         lane = harness.lane
-        lane.hand_in = lambda connection, claim, loop: handed_in.append(claim)  # type: ignore[method-assign]
+        handed_in = hold_claims(lane)
         writer.write(lookup([1]))
         await until(lambda: bool(handed_in), "the request claimed and handed in")
         writer.transport.abort()
@@ -364,6 +383,7 @@ def test_a_fault_in_the_lane_closes_only_its_connection(
         head, _ = await response(good_reader)
         assert status(head) == 200
         assert "the direct lane could not answer a request" in caplog.text
+        assert lane.budget.in_flight == 0
 
     run(tmp_path, test)
 
@@ -376,3 +396,27 @@ def test_the_lane_is_off_where_something_must_see_every_request(tmp_path: Path) 
     assert direct_lane_of(object(), access_log=False) is None  # a middleware around the app
     for off in ({"direct_lane": False}, {"fast_path": False}):
         assert create_app(ServiceSettings(models=tmp_path, **off)).direct_lane is None
+
+
+def test_a_table_swapped_before_its_turn_is_served_by_the_asgi_path(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def test(harness: Harness) -> None:
+        reader, writer, protocol = await harness.connect()
+        lane = harness.lane
+        held = hold_claims(lane)
+        writer.write(lookup([3]))
+        await until(lambda: bool(held), "the request claimed and handed in")
+        # A reload makes the table batched between the claim and the answer.
+        (harness.folder / "small.toml").write_text('backend = "onnxruntime"\nbatching = true\n')
+        await harness.app.registry.reload_local("small")
+        assert not harness.app.registry.gathers_inline("small")
+        protocol.answer_claim(held[0])
+        head, body = await response(reader)
+        assert status(head) == 200
+        vectors = np.array(orjson.loads(body)["vectors"], np.float32)
+        assert np.array_equal(vectors, TABLES["small"][[3]])
+        assert lane.handed_back == 1 and lane.answered == 0 and lane.budget.in_flight == 0
+        assert "waited on" not in caplog.text  # handed back before any work was queued
+
+    run(tmp_path, test)
