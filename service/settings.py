@@ -210,7 +210,7 @@ class ServiceSettings(BaseSettings):
     )
     direct_lane: bool = Field(
         True,
-        description="Answer small lookup, sequences and bags requests to tables that gather "
-        "inline (numpy, batching off) from the HTTP protocol, without an ASGI task (same "
+        description="Answer small lookup, sequences, bags and V2 infer requests to tables that "
+        "gather inline (numpy, batching off) from the HTTP protocol, without an ASGI task (same "
         "dispatcher, same answers; needs the fast path, off with an access log).",
     )

@@ -6,10 +6,10 @@ and the body in two socket writes) costs about as much CPU as a one-id lookup it
 the requests that need none of it, the protocol (``protocols.LimitedHttpToolsProtocol``)
 asks this lane at the request head:
 
-* **claim**: the route may be answered directly (``Route.direct``), its table gathers inline
-  (numpy, batching off), the body declares a length the protocol buffers whole without
-  pausing (``max_body``: nothing waits for an app to read it), and there is no
-  ``Expect: 100-continue``. Anything else takes the ASGI path, unchanged.
+* **claim**: the route may be answered directly and its table gathers inline (numpy,
+  batching off: ``Route.direct`` says both), the body declares a length the protocol
+  buffers whole without pausing (``max_body``: nothing waits for an app to read it), and
+  there is no ``Expect: 100-continue``. Anything else takes the ASGI path, unchanged.
 * **answer**: once its body is complete, the claim joins the lane's ready list; every claim
   made ready in one event-loop turn is answered in one callback, back to back, as tasks
   would run. (Answering each one inside its socket's read callback measured slower than the
@@ -102,16 +102,17 @@ class DirectLane:
         if found is None:
             return None
         route, params = found
-        if not route.direct or not self.gathers_inline(params):
+        if route.direct is None or not route.direct(params, self._registry):
             return None
         if not _declares_small_body(headers, self.max_body):
             return None
         return Claim(route, params, handle)
 
-    def gathers_inline(self, params: Mapping[str, str]) -> bool:
-        """The request's table gathers in the caller's stack (checked at the claim, and
-        again at the answer: a reload may have swapped the table in between)."""
-        return self._registry.gathers_inline(params.get("table", ""))
+    def gathers_inline(self, claim: Claim) -> bool:
+        """The claimed request's table still gathers in the caller's stack (checked at the
+        claim, and again at the answer: a reload may have swapped the table in between)."""
+        direct = claim.route.direct
+        return direct is not None and direct(claim.params, self._registry)
 
     def hand_in(
         self, connection: DirectConnection, claim: Claim, loop: asyncio.AbstractEventLoop
@@ -137,7 +138,7 @@ class DirectLane:
         """The dispatcher's answer, run to completion now: the response, ``None`` (the client
         left), or ``WOULD_WAIT`` (its table no longer gathers inline, or it was closed at its
         first wait, a bare loop turn before any rendering)."""
-        if not self.gathers_inline(claim.params):
+        if not self.gathers_inline(claim):
             self.handed_back += 1
             return WOULD_WAIT
         served = self.dispatcher.serve(claim.route, claim.params, scope, receive, body)

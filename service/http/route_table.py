@@ -28,10 +28,12 @@ from service.encoding.responses import (
     encode_vectors,
 )
 from service.encoding.v2_response import encode_inference
+from service.errors import ServiceError
 from service.http import docs_pages, schemas
 from service.http.call import Call
 from service.metrics import UNKNOWN_TABLE
 from service.results import Document
+from service.tables.registry import TableRegistry
 
 Auth = Literal["public", "probe", "key", "admin"]
 """public: never a key; probe: a key only with EMBED_AUTH_HEALTH; key: an API key when keys
@@ -43,6 +45,7 @@ Decoder = Callable[[Call], Any]
 UseCase = Callable[[Call, Any], Awaitable[Any]]
 Encoder = Callable[[Any], EncodedResponse]
 Resolver = Callable[[Call], None]
+DirectCheck = Callable[[Mapping[str, str], TableRegistry], bool]
 
 
 @dataclass(frozen=True)
@@ -70,9 +73,10 @@ class Route:
     doc: RouteDoc
     decoders: Mapping[str, Decoder] = field(default_factory=dict)
     resolve: Resolver | None = None
-    direct: bool = False
-    """May be answered by the direct lane (``service.http.direct_lane``) when its
-    ``{table}`` gathers inline: the use case then never waits on the event loop."""
+    direct: DirectCheck | None = None
+    """Whether the direct lane (``service.http.direct_lane``) may answer a request of these
+    path parameters: its table gathers inline, so the use case never waits on the event
+    loop. ``None``: never (a route whose work always waits, or is not worth it)."""
 
 
 # ----------------------------------------------------------------------------- resolvers
@@ -89,6 +93,19 @@ def _model(call: Call) -> None:
         call.services.registry, call.params["model"], call.params.get("version")
     )
     call.table_label = call.target[0].name
+
+
+# ------------------------------------------------------------------------- direct lane
+def _table_inline(params: Mapping[str, str], registry: TableRegistry) -> bool:
+    return registry.gathers_inline(params["table"])
+
+
+def _model_inline(params: Mapping[str, str], registry: TableRegistry) -> bool:
+    try:
+        table, _ = infer.resolve_model(registry, params["model"], params.get("version"))
+    except ServiceError:
+        return False  # the ASGI path answers the error
+    return table.batcher.inline
 
 
 # ------------------------------------------------------------------------------ decoders
@@ -246,7 +263,7 @@ def _v1_table_route(
         doc,
         decoders,
         _table,
-        direct=word != "neighbors",  # a search runs in a thread: it always waits
+        direct=None if word == "neighbors" else _table_inline,  # a search always waits
     )
 
 
@@ -453,6 +470,7 @@ ROUTES: list[Route] = [
         ),
         decoders={ANY_TYPE: _infer_body},
         resolve=_model,
+        direct=_model_inline,
     ),
     Route(
         "/openapi.json",

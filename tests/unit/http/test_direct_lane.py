@@ -115,6 +115,8 @@ def comparable(head: bytes) -> bytes:
     return re.sub(rb"x-backend-time-ms: [0-9.]+", b"x-backend-time-ms: *", head)
 
 
+V2_IDS = {"name": "ids", "datatype": "INT64", "shape": [1, 3], "data": [4, 0, 2]}
+
 # Requests the lane claims: every small request to a table that gathers inline, whatever
 # its answer (errors included), in each body format.
 CLAIMED = [
@@ -134,6 +136,8 @@ CLAIMED = [
     post("/v1/tables/small/lookup", b"{}", b"Content-Type: text/plain"),  # 415
     lookup([True]),  # a boolean is not an id: 422
     post("/v1/tables/small/lookup", b""),  # Content-Length: 0, no JSON: 400
+    post("/v2/models/small/infer", orjson.dumps({"inputs": [V2_IDS]})),  # V2, the table
+    post("/v2/models/small.sequences/versions/1/infer", orjson.dumps({"inputs": [V2_IDS]})),
 ]
 
 
@@ -156,7 +160,7 @@ def test_small_requests_to_inline_tables_are_answered_by_the_lane_as_the_asgi_pa
             assert lane_body == asgi_body, request
             statuses.append(status(lane_head))
         assert harness.lane.answered == len(CLAIMED) and harness.lane.handed_back == 0
-        assert statuses == [200] * 7 + [422, 400, 415, 422, 400]
+        assert statuses == [200] * 7 + [422, 400, 415, 422, 400, 200, 200]
 
     run(tmp_path, test)
 
@@ -179,6 +183,8 @@ def test_what_the_lane_does_not_claim_takes_the_asgi_path(tmp_path: Path) -> Non
     unclaimed = [
         get("/healthz"),  # not a lane route
         lookup([1], "batched"),  # a table that queues: its answer waits
+        post("/v2/models/batched/infer", orjson.dumps({"inputs": [V2_IDS]})),  # V2, the same
+        post("/v2/models/missing/infer", orjson.dumps({"inputs": [V2_IDS]})),  # V2 404
         lookup([1], "missing"),  # no such table: 404 from the ASGI path
         lookup(list(range(DIRECT_MAX_BODY // 2))),  # a body over DIRECT_MAX_BODY
         post("/v1/tables/small/neighbors", orjson.dumps({"ids": [1], "k": 2})),  # a search
@@ -195,7 +201,7 @@ def test_what_the_lane_does_not_claim_takes_the_asgi_path(tmp_path: Path) -> Non
             writer.write(request)
             head, _ = await response(reader)
             statuses.append(status(head))
-        assert statuses == [200, 200, 404, 422, 200, 400]  # 422: ids past the table's rows
+        assert statuses == [200, 200, 200, 404, 404, 422, 200, 400]  # 422: ids past the rows
         assert harness.lane.answered == 0
 
     run(tmp_path, test)
