@@ -83,8 +83,8 @@ async def serving(folder: Path) -> AsyncIterator[Harness]:
     app = create_app(ServiceSettings(models=folder))
     await app.registry.load()
     try:
-        # As the service runs uvicorn: no access log, no proxy-headers middleware.
-        async with protocol_server(app, proxy_headers=False, access_log=False) as server:
+        # As the service runs uvicorn: no access log, uvicorn's proxy-headers middleware.
+        async with protocol_server(app, access_log=False) as server:
             yield Harness(app, server, folder)
     finally:
         await app.registry.close()
