@@ -32,41 +32,20 @@ def check_declared_length(content_length: str | None, limit: int) -> None:
         raise too_large(limit)
 
 
-def whole_body(message: MutableMapping[str, Any], limit: int) -> bytes | None:
-    """The body when ``message`` (the first ``receive()``) holds all of it, else ``None``:
-    most bodies arrive in one message, and this reads them without another coroutine."""
-    if message["type"] == "http.disconnect":
-        raise ClientDisconnected
-    if message.get("more_body", False):
-        return None
-    body: bytes = message.get("body", b"")  # ASGI: http.request bodies are bytes
-    if len(body) > limit:
-        raise too_large(limit)
-    return body
-
-
-async def read_body(
-    receive: Receive, limit: int, first: MutableMapping[str, Any] | None = None
-) -> bytes:
-    """The whole body, or ``PayloadTooLarge`` as soon as the chunks pass ``limit``.
-
-    ``first``: the first message, when the caller has received it already."""
-    message = first if first is not None else await receive()
-    body = whole_body(message, limit)
-    if body is not None:
-        return body
-    chunks = [message.get("body", b"")]
-    size = len(chunks[0])
-    if size > limit:
-        raise too_large(limit)
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole body, or ``PayloadTooLarge`` as soon as the chunks pass ``limit``."""
+    chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnected
-        chunk = message.get("body", b"")
+        chunk: bytes = message.get("body", b"")  # ASGI: http.request bodies are bytes
         size += len(chunk)
         if size > limit:
             raise too_large(limit)
+        if not chunks and not message.get("more_body", False):
+            return chunk  # the common case, one message: no copy
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)

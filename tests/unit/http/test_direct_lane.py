@@ -21,8 +21,9 @@ import orjson
 import pytest
 
 from service.app.gather import SLICE_NUMBERS
+from service.http import protocols
 from service.http.app import create_app
-from service.http.asgi_front import CHUNK_BYTES, FrontApp
+from service.http.asgi_front import CHUNK_BYTES, FrontApp, send_response
 from service.http.direct_lane import DIRECT_MAX_BODY, DirectLane
 from service.http.protocols import LimitedHttpToolsProtocol, direct_lane_of
 from service.settings import ServiceSettings
@@ -280,10 +281,21 @@ def test_an_answer_that_would_wait_is_served_from_the_start_by_the_asgi_path(
     run(tmp_path, test)
 
 
-def test_a_large_answer_is_sent_paced_and_its_ids_released_once_sent(tmp_path: Path) -> None:
+def test_a_large_answer_is_sent_paced_and_its_ids_released_once_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ids = list(range(1000))  # 1,000 x 256 numbers: one render, over CHUNK_BYTES of JSON
+    held_while_sending: list[int] = []
+
+    async def spied_send(send: Any, response: Any, head: bool = False) -> None:
+        held_while_sending.append(budget.in_flight)
+        await send_response(send, response, head)
+
+    monkeypatch.setattr(protocols, "send_response", spied_send)
 
     async def test(harness: Harness) -> None:
+        nonlocal budget
+        budget = harness.lane.budget
         reader, writer, _ = await harness.connect()
         writer.write(lookup(ids, "wide"))
         _, body = await response(reader)
@@ -291,8 +303,10 @@ def test_a_large_answer_is_sent_paced_and_its_ids_released_once_sent(tmp_path: P
         vectors = np.array(orjson.loads(body)["vectors"], np.float32)
         assert np.array_equal(vectors, TABLES["wide"][ids])
         assert harness.lane.answered == 1
+        assert held_while_sending == [len(ids)]  # paced, the ids admitted while it is sent
         await until(lambda: harness.lane.budget.in_flight == 0, "the ids released")
 
+    budget: Any = None
     run(tmp_path, test)
 
 
