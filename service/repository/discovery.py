@@ -1,16 +1,28 @@
-"""Finds the tables of a model repository folder (API.md's layout)."""
+"""Finds the flat tables of a model repository folder (API.md's layout), and tells folders apart.
+
+Versioned tables and groups (numbered version folders) are read by ``discover_repository``
+(service/repository/layout.py); ``discover_tables`` returns the flat tables only, as it always
+has, and names a folder mixing a table file with numbered version folders.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from service.repository.compact import SCALES_SUFFIX, scales_path
 
 TABLE_SUFFIXES = (".npy", ".onnx")
 # Names are identifiers, never paths: no separators, no leading dot.
 TABLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# A folder named by digits inside a table folder is a version folder (Triton's layout); only
+# ``[1-9][0-9]*`` names a version (up to 18 digits: an int64), "0" and "07" are named problems.
+NUMBERED = re.compile(r"^[0-9]+$")
+VERSION_NUMBER = re.compile(r"^[1-9][0-9]{0,17}$")
+GROUP_FILE = "group.toml"
+FolderKind = Literal["flat", "versioned", "group", "mixed"]
 
 
 @dataclass(frozen=True)
@@ -22,6 +34,8 @@ class TableSource:
     format: str  # "npy" | "onnx" | "redis" (path is then the .toml itself)
     options_path: Path | None
     vocab_path: Path | None = None
+    # The version folder's number, for a version of a versioned table or group; None when flat.
+    version: int | None = None
 
 
 def outside_reason(path: Path, root: Path) -> str | None:
@@ -64,17 +78,57 @@ def _file_table(entry: Path) -> TableSource:
     )
 
 
-def _folder_table(entry: Path) -> TableSource | str | None:
-    """The table of a folder, a problem (str), or None when the folder holds no table file."""
-    files = sorted(
+def table_files(folder: Path) -> list[Path]:
+    """The table files directly in ``folder`` (int8 scales and hidden files are not tables)."""
+    return sorted(
         p
-        for p in entry.iterdir()
+        for p in folder.iterdir()
         if (p.is_file() or p.is_symlink())
         and p.suffix in TABLE_SUFFIXES
         and not p.name.endswith(SCALES_SUFFIX)
+        and not p.name.startswith(".")
     )
-    if not files:
-        return None  # a folder without a table file is not a table (e.g. notes, exports)
+
+
+def numbered_folders(folder: Path) -> list[Path]:
+    """The folders in ``folder`` named by digits (version folders, or problems if not canonical)."""
+    return sorted(
+        p for p in folder.iterdir() if NUMBERED.match(p.name) and (p.is_dir() or p.is_symlink())
+    )
+
+
+def folder_kind(folder: Path) -> FolderKind | None:
+    """What a folder of the repository is; None: no table (notes, exports, an empty folder).
+
+    ``group.toml`` makes a group; numbered folders a versioned table; a table file directly in
+    it a flat table; a table file AND numbered folders (or ``group.toml``) is ``mixed``, a
+    problem: which one the operator meant cannot be told.
+    """
+    files = table_files(folder)
+    if (folder / GROUP_FILE).is_file() or (folder / GROUP_FILE).is_symlink():
+        return "mixed" if files else "group"
+    if numbered_folders(folder):
+        return "mixed" if files else "versioned"
+    return "flat" if files else None
+
+
+def mixed_folder_reason(folder: Path) -> str:
+    """The problem of a folder that ``folder_kind`` calls ``mixed``."""
+    return (
+        f"{folder}: holds a table file directly and numbered version folders (or a "
+        f"{GROUP_FILE}); a table folder holds one or the other: move the file into a "
+        "version folder <N>/, or the numbered folders out"
+    )
+
+
+def _folder_table(entry: Path) -> TableSource | str | None:
+    """The table of a flat table folder, a problem (str), or None when it is no flat table."""
+    kind = folder_kind(entry)
+    if kind == "mixed":
+        return mixed_folder_reason(entry)
+    if kind != "flat":
+        return None  # a folder without a table file is not a flat table (e.g. notes, exports)
+    files = table_files(entry)
     if len(files) > 1:
         return f"{entry}: holds {len(files)} table files, expected one"
     options = entry / "table.toml"
@@ -146,8 +200,17 @@ def _has_weights_beside(options: Path) -> bool:
 
 
 def has_tables(folder: Path) -> bool:
-    """True when ``folder`` holds at least one table file or table folder (even a broken one)."""
+    """True when ``folder`` holds at least one table, versioned table or group (even a broken one)."""
     if not folder.is_dir():
         return False
     sources, problems = discover_tables(folder)
-    return bool(sources or problems)
+    if sources or problems:
+        return True
+    root = folder.resolve()
+    return any(
+        entry.is_dir()
+        and not entry.name.startswith(".")
+        and outside_reason(entry, root) is None  # an outside folder is a problem above already
+        and folder_kind(entry) is not None
+        for entry in folder.iterdir()
+    )

@@ -6,8 +6,9 @@ import difflib
 import math
 import re
 import tomllib
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -18,6 +19,7 @@ REDIS_URL = re.compile(r"^rediss?://[^/\s]+(/\d+)?/?$")
 # 100,000 rows of dim 128 float32 = 51 MB per process (docs/redis.md: sizing).
 DEFAULT_CACHE_ROWS = 100_000
 DEFAULT_REDIS_TIMEOUT_MS = 1000
+Keys = TypeVar("Keys", bound=BaseModel)
 
 
 class TableOptions(BaseModel):
@@ -127,26 +129,60 @@ class TableOptions(BaseModel):
         return pad
 
 
-def read_table_options(path: Path | None) -> TableOptions:
-    """Read and validate an options file; ``None`` (no file) gives the defaults."""
-    if path is None:
-        return TableOptions()
+# Keys of a versioned table's ``table.toml`` and of a ``group.toml`` (service/repository/
+# version_policy.py); a flat table's or a group member's options file may not hold them.
+VERSIONING_KEYS = ("versions", "labels")
+
+
+def read_options_file(path: Path) -> dict[str, Any]:
+    """The TOML table of an options file, or ``TableLoadError`` naming the file."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise TableLoadError(f"{path}: cannot read options: {exc}") from exc
+
+
+def read_table_options(path: Path | None, *, versioned: bool = False) -> TableOptions:
+    """Read and validate an options file; ``None`` (no file) gives the defaults.
+
+    ``versioned``: the file is the ``table.toml`` of a versioned table, whose ``versions``
+    and ``[labels]`` keys are the version policy's (read_version_policy), not options.
+    """
+    if path is None:
+        return TableOptions()
+    raw = read_options_file(path)
+    if versioned:
+        raw = {key: value for key, value in raw.items() if key not in VERSIONING_KEYS}
+    return validate_table_options(raw, path)
+
+
+def validate_table_options(raw: dict[str, Any], path: Path) -> TableOptions:
+    """``raw`` (an options file's keys) as ``TableOptions``, or ``TableLoadError`` naming ``path``."""
+    return validate_keys(TableOptions, raw, path, "options", TableOptions.model_fields)
+
+
+def validate_keys(
+    model: type[Keys], raw: dict[str, Any], path: Path, what: str, known: Collection[str]
+) -> Keys:
+    """``raw`` as ``model``, or ``TableLoadError`` naming ``path`` and every bad key (a "did
+    you mean" out of ``known`` for an unknown one)."""
     try:
-        return TableOptions.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(_describe_error(err) for err in exc.errors())
-        raise TableLoadError(f"{path}: bad options: {problems}") from exc
+        problems = "; ".join(_describe_error(err, known) for err in exc.errors())
+        raise TableLoadError(f"{path}: bad {what}: {problems}") from exc
 
 
-def _describe_error(error: Any) -> str:
+def _describe_error(error: Any, known: Collection[str]) -> str:
     """``key: message (got value)``, with a "did you mean" for an unknown key."""
     key = ".".join(str(part) for part in error["loc"]) or "options"
     if error["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(key, TableOptions.model_fields, n=1)
+        if key in VERSIONING_KEYS:
+            return (
+                f"{key}: only the table.toml of a versioned table (numbered version folders "
+                "<name>/<N>/) or a group.toml takes it; here it has no version to apply to"
+            )
+        close = difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return f"{key}: unknown option{hint}"
     return f"{key}: {error['msg']} (got {repr(error.get('input'))[:80]})"
