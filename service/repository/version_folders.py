@@ -111,13 +111,18 @@ def version_entries(version: Path, root: Path) -> list[Path] | str:
     """The entries of a version folder (hidden ones skipped), or why one may not be read.
 
     Every entry must resolve inside the repository, used by the table or not: a version folder
-    is one unit, and its identity stats every entry.
+    is one unit, and its identity stats every entry. An options file in it is refused.
     """
     entries = sorted(p for p in version.iterdir() if not p.name.startswith("."))
     for entry in entries:
         reason = outside_reason(entry, root)
         if reason is not None:
             return reason
+        if entry.suffix == ".toml":  # never read: refused rather than silently ignored
+            return (
+                f"{entry}: a version folder holds no options; they go in the folder above "
+                "(table.toml, or <member>.toml in a group) and apply to every version"
+            )
     return entries
 
 

@@ -43,7 +43,8 @@ served set in at once and retire what left it (after its in-flight requests).
 - The default version is the label ``default`` when bound, else the highest served.
 - Failure keys: ``"<name>/<N>"`` a held-back version in the policy (one out of the policy is
   not named); ``"<name>@<label>"`` a label; ``"<name>"`` nothing served at all (the table or
-  group is then unavailable); ``"<group>.<stem>"`` member options for no member.
+  group is then unavailable); ``"<name>/07"`` a digit folder that is no version number and
+  ``"<group>.<stem>"`` member options for no member (both stop nothing).
 - Groups resolve the same way, a group version being held back when it lacks a member (see
   ``Group``: the member set is that of the newest version holding every member of the older
   ones) or when a member failed to load: it flips, and retires, for all its members at once.
@@ -52,6 +53,18 @@ Change detection: ``TableVersion.identity`` / ``GroupVersion.identity`` hash the
 of every file of the version folder plus the options (their parsed value, so editing labels or
 the policy does not reload versions) and the shared vocabulary. ``version_changes`` compares
 the identities seen at two polls: versions appeared, disappeared, changed.
+
+Wiring notes (for the registry and the watcher)
+-----------------------------------------------
+- Build a version from ``TableVersion.source`` (``version`` set, ``name`` the table's) with
+  ``VersionedTable.options``; a member from ``GroupVersion.members[stem]`` with
+  ``Group.member_options[stem]``. Do not re-read a versioned table's ``options_path`` with plain
+  ``read_table_options``: ``table.toml`` holds the policy too (``versioned=True`` skips it).
+- Load a new or changed identity after it stayed the same for one poll (a copy in progress),
+  as the watcher does for flat tables; key held-back failures by identity (``HeldBack``).
+- A name in ``Repository.problems`` (or a ``"<name>"`` failure) that serves already is like a
+  failed reload today: keep serving what serves and name it; resolve again on the next poll.
+- Versions are integers here; the HTTP layer writes them as strings (``Resolution.detail``).
 """
 
 from __future__ import annotations
@@ -99,8 +112,9 @@ def resolve(
     ``failed`` (number -> reason) are held back; only those the policy would have served are
     named (``"<name>/<N>"``). Pure: call it again whenever anything changes.
     """
-    failed = failed or {}
     present = sorted(set(present))
+    # A failure of a folder no longer present is moot (the registry may hold it a while).
+    failed = {number: reason for number, reason in (failed or {}).items() if number in present}
     candidates = [number for number in present if number not in failed]
     selection = policy.versions
     served = tuple(selection.select(candidates))

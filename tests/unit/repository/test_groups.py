@@ -124,6 +124,7 @@ def test_options_for_no_member_are_named_and_stop_nothing(models: Path) -> None:
         (["user.npy", "user.onnx", "item.npy"], "member user is both"),
         (["user.v2.npy", "user.npy", "item.npy"], "not a valid member name"),
         ([], "lacks member item, user"),
+        (["user.npy", "item.npy", "user.toml"], "a version folder holds no options"),
     ],
 )
 def test_bad_version_folders_are_held_back(models: Path, files: list[str], reason: str) -> None:

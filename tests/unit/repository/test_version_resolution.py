@@ -48,6 +48,11 @@ def test_only_held_back_versions_in_the_policy_are_named() -> None:
     assert specific.served == (5,) and set(specific.failures) == {"emb/9"}
 
 
+def test_failures_of_folders_no_longer_present_are_moot() -> None:
+    resolution = resolve("emb", policy(all=True), [1, 2], {3: "gone since"})
+    assert resolution.served == (1, 2) and resolution.failures == {}
+
+
 def test_a_specific_version_without_its_folder_is_named() -> None:
     resolution = resolve("emb", policy(specific=[3, 5]), [3])
     assert resolution.served == (3,)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ import pytest
 from service.repository.compact import quantize_int8
 from service.repository.discovery import discover_tables, has_tables
 from service.repository.layout import discover_repository
-from service.repository.versions import version_changes
+from service.repository.versioned_tables import VersionedTable
+from service.repository.versions import HeldBack, version_changes
 from tests.support.tables import random_table, write_npy
 
 
@@ -102,7 +104,11 @@ def test_identities_follow_files_and_options_not_labels(models: Path) -> None:
 
 @pytest.mark.parametrize(
     ("files", "reason"),
-    [([], "holds no table file"), (["a.npy", "b.onnx"], "holds 2 table files")],
+    [
+        ([], "holds no table file"),
+        (["a.npy", "b.onnx"], "holds 2 table files"),
+        (["a.npy", "table.toml"], "a version folder holds no options"),
+    ],
 )
 def test_a_bad_version_folder_is_held_back_not_the_table(
     models: Path, files: list[str], reason: str
@@ -210,3 +216,27 @@ def test_missing_repository(tmp_path: Path) -> None:
     repository = discover_repository(tmp_path / "nope")
     assert not repository.flat and not repository.tables
     assert "not found" in next(iter(repository.problems.values()))
+
+
+def test_the_registry_loop_holds_back_a_failing_version_until_it_changes(models: Path) -> None:
+    """What the registry will do: resolve, load, hold back what failed, resolve again."""
+    (models / "emb" / "table.toml").write_text("versions = {latest = 1}\n")
+    version(models, "emb", 4)
+    held = HeldBack()
+
+    def settle(table: VersionedTable, loads: Callable[[int], bool]) -> tuple[int, ...]:
+        while True:
+            resolution = table.resolve(held.reasons(table.identities))
+            failing = [n for n in resolution.served if not loads(n)]
+            if not failing:
+                return resolution.served
+            for number in failing:
+                held.note(number, table.identities[number], "not an .npy file")
+
+    table = discover_repository(models).tables["emb"]
+    assert settle(table, lambda n: n != 4) == (3,)  # 4 fails: 3 serves on
+    assert "emb/4" in table.resolve(held.reasons(table.identities)).failures
+    assert settle(table, lambda n: True) == (3,)  # unchanged, 4 is not tried again
+    np.save(models / "emb" / "4" / "table.npy", random_table(12, 4))  # fixed
+    table = discover_repository(models).tables["emb"]
+    assert settle(table, lambda n: True) == (4,)
