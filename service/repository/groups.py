@@ -79,7 +79,7 @@ def read_group(folder: Path, root: Path) -> Group | str:
     made = {
         number: _incomplete(readable[number], set(files), members, newest_whole)
         if not files or set(files) != members
-        else _group_version(name, (number, readable[number]), root, entries, files, options)
+        else _group_version(name, number, readable[number], root, entries, files, options)
         for number, (entries, files) in listed.items()
     }
     versions = folders.without_broken(made, broken)
@@ -151,28 +151,32 @@ def _member_options(
 
 
 def _incomplete(folder: Path, stems: set[str], members: set[str], newest: int | None) -> str:
+    """Why a version folder holding ``stems`` is not whole (the members are ``newest``'s)."""
     missing, extra = sorted(members - stems), sorted(stems - members)
     parts = []
     if missing:
-        parts.append(f"lacks member {', '.join(missing)}, which version {newest} has")
+        parts.append(
+            f"lacks member {', '.join(missing)}, which version {newest} has (to drop a member, "
+            "remove it from the older version folders too)"
+        )
     if extra:
         parts.append(
-            f"has {', '.join(extra)}, no member of the group (the members are those of version "
-            f"{newest}: {', '.join(sorted(members))}; drop a member from the older versions too)"
+            f"has {', '.join(extra)}, no member of the group (its members are those of version "
+            f"{newest}, the newest holding every older member: {', '.join(sorted(members))})"
         )
     return f"{folder}: " + "; ".join(parts or ["holds no member file (.npy or .onnx)"])
 
 
 def _group_version(
     name: str,
-    version: tuple[int, Path],
+    number: int,
+    folder: Path,
     root: Path,
     entries: list[Path],
     files: Mapping[str, Path],
     options: Mapping[str, TableOptions],
 ) -> GroupVersion | str:
     """The whole version ``number`` in ``folder``: each member's source, and its identity."""
-    number, folder = version
     members: dict[str, TableSource] = {}
     used: list[Path] = []
     try:
