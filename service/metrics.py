@@ -191,11 +191,11 @@ _FLUSH_AT = 1024  # observations a buffer holds before it writes them itself
 # tests/unit/dependencies/test_prometheus_internals.py fails, naming the field, when one
 # changes, and docs/upgrading.md ("Upgrading prometheus-client") says how to move the pin.
 
-PROMETHEUS_RELIED_ON: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    # (class, attribute of its label children, parameters passed by keyword)
-    ("prometheus_client.Histogram", "_upper_bounds", ()),  # bucket bounds, ascending, +Inf last
-    ("prometheus_client.Histogram", "_sum", ()),  # a value with inc(amount)
-    ("prometheus_client.Histogram", "_buckets", ()),  # one value with inc(amount) per bound
+# (class, attribute of its label children, arguments it is called with: None, read only)
+PROMETHEUS_RELIED_ON: tuple[tuple[str, str, str | None], ...] = (
+    ("prometheus_client.Histogram", "_upper_bounds", None),  # ascending, +Inf last
+    ("prometheus_client.Histogram", "_sum", None),  # a value: _sum.inc(total)
+    ("prometheus_client.Histogram", "_buckets", None),  # one per bound: _buckets[i].inc(count)
 )
 
 

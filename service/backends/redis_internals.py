@@ -5,8 +5,8 @@ slot hashing or argument packing in the client): that needs the cluster client's
 (``nodes_manager``) and the connections' ``send_packed_command`` / ``read_response``,
 undocumented names that any release may change. So redis-py is pinned to the minor release
 they were checked on (pyproject.toml), every such name is listed in ``RELIED_ON``, and
-tests/unit/dependencies/test_redis_internals.py fails, naming it, when one is gone or its
-signature lost a parameter used here. docs/upgrading.md ("Upgrading redis-py") says how to
+tests/unit/dependencies/test_redis_internals.py fails, naming it, when one is gone or no
+longer takes the arguments passed here. docs/upgrading.md ("Upgrading redis-py") says how to
 move the pin. Nothing else in service/ reaches past redis-py's documented API.
 """
 
@@ -17,22 +17,23 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-ReliedOn = tuple[str, str, tuple[str, ...]]
-"""``(class, attribute, parameters passed by keyword)``: one name this module relies on."""
+ReliedOn = tuple[str, str, str | None]
+"""``(class, attribute, arguments)``: a name this module uses, and the arguments it passes
+when it calls it, as written in the call (``None``: read, not called)."""
 
 RELIED_ON: tuple[ReliedOn, ...] = (
-    ("redis.asyncio.cluster.RedisCluster", "nodes_manager", ()),
-    ("redis.asyncio.cluster.NodesManager", "get_node_from_slot", ()),
-    ("redis.asyncio.cluster.NodesManager", "initialize", ()),
-    ("redis.asyncio.cluster.ClusterNode", "name", ()),
-    ("redis.asyncio.cluster.ClusterNode", "acquire_connection", ()),
-    ("redis.asyncio.cluster.ClusterNode", "release", ()),
-    ("redis.asyncio.cluster.ClusterNode", "execute_command", ()),
-    ("redis.asyncio.connection.ConnectionPool", "get_connection", ()),
-    ("redis.asyncio.connection.ConnectionPool", "release", ()),
-    ("redis.asyncio.connection.Connection", "send_packed_command", ("check_health",)),
-    ("redis.asyncio.connection.Connection", "read_response", ("disable_decoding",)),
-    ("redis.asyncio.connection.Connection", "disconnect", ("nowait",)),
+    ("redis.asyncio.cluster.RedisCluster", "nodes_manager", None),
+    ("redis.asyncio.cluster.NodesManager", "get_node_from_slot", "slot"),
+    ("redis.asyncio.cluster.NodesManager", "initialize", ""),
+    ("redis.asyncio.cluster.ClusterNode", "name", None),
+    ("redis.asyncio.cluster.ClusterNode", "acquire_connection", ""),
+    ("redis.asyncio.cluster.ClusterNode", "release", "conn"),
+    ("redis.asyncio.cluster.ClusterNode", "execute_command", "'INFO', section"),
+    ("redis.asyncio.connection.ConnectionPool", "get_connection", ""),
+    ("redis.asyncio.connection.ConnectionPool", "release", "conn"),
+    ("redis.asyncio.connection.Connection", "send_packed_command", "packed, check_health=False"),
+    ("redis.asyncio.connection.Connection", "read_response", "disable_decoding=True"),
+    ("redis.asyncio.connection.Connection", "disconnect", "nowait=True"),
 )
 
 
@@ -42,6 +43,12 @@ def slot_owner(cluster: RedisCluster, slot: int) -> ClusterNode:
     Raises ``SlotNotCoveredError`` (a ``RedisClusterException``) when the map has none.
     """
     return cluster.nodes_manager.get_node_from_slot(slot)
+
+
+async def node_info(node: ClusterNode, section: str) -> dict[str, Any]:
+    """``INFO section`` of one cluster node itself (not routed by the slot map)."""
+    info: dict[str, Any] = await node.execute_command("INFO", section)
+    return info
 
 
 async def refresh_slot_map(cluster: RedisCluster) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import SlotNotCoveredError
 
-from service.backends.redis_internals import slot_owner
+from service.backends.redis_internals import node_info, slot_owner
 from service.backends.redis_store import PackedCommands, RedisClient, RowKeys
 from service.publishing.source import RowBlock
 
@@ -71,7 +71,7 @@ async def _replicated_masters(
         owners.setdefault(master.name, (master, tag))
     found = []
     for name, (master, row) in owners.items():
-        info = await master.execute_command("INFO", "replication")
+        info = await node_info(master, "replication")
         if int(info.get("connected_slaves", 0)):
             found.append((name, row))
     return found
