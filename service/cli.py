@@ -15,6 +15,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import SecretStr, ValidationError
 
+from service.publishing.states import DROP_GRACE_SECONDS, MIN_GRACE_SECONDS
 from service.repository.compact import COMPACT_DTYPES, convert_table
 from service.repository.discovery import has_tables
 from service.settings import ENV_PREFIX, ServiceSettings
@@ -96,20 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=_grace_seconds,
         default=None,
         help="--drop-old keeps versions replaced, written or deleted less than this long ago"
-        " [default 60, at least 30]",
+        f" [default {DROP_GRACE_SECONDS}, at least {MIN_GRACE_SECONDS}]",
     )
     return parser
 
 
 def _grace_seconds(text: str) -> int:
-    """``--grace-seconds``: an integer of at least 30 (requests on the old version finish)."""
-    # The same figure as redis_push.MIN_GRACE_SECONDS (not imported: the parser stays light).
+    """``--grace-seconds``: an integer of at least ``MIN_GRACE_SECONDS`` (requests on the
+    old version finish)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 30:
-        raise argparse.ArgumentTypeError(f"must be at least 30 (got {value})")
+    if value < MIN_GRACE_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_GRACE_SECONDS} (got {value})")
     return value
 
 
@@ -146,13 +147,9 @@ def push(args: argparse.Namespace) -> int:
 
     from service.backends.redis_store import STORE_ERRORS
     from service.errors import TableLoadError
+    from service.publishing.drop import drop_old
+    from service.publishing.push import PushConflict, push_table
     from service.repository.discovery import TABLE_NAME
-    from service.repository.redis_push import (
-        DROP_GRACE_SECONDS,
-        PushConflict,
-        drop_old,
-        push_table,
-    )
 
     name = args.name or (args.file.stem if args.file else None)
     if name is None or not TABLE_NAME.match(name):

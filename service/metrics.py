@@ -185,13 +185,44 @@ FLUSH_SECONDS = 1.0  # how stale another worker's request metrics may be at a sc
 _FLUSH_AT = 1024  # observations a buffer holds before it writes them itself
 
 
+# --- prometheus-client's private histogram fields: used in this section, nowhere else -------
+# A bulk write of observations goes through fields prometheus-client keeps private. It is
+# pinned to the minor release they were checked on (pyproject.toml);
+# tests/unit/dependencies/test_prometheus_internals.py fails, naming the field, when one
+# changes, and docs/upgrading.md ("Upgrading prometheus-client") says how to move the pin.
+
+# (class, attribute of its label children, arguments it is called with: None, read only)
+PROMETHEUS_RELIED_ON: tuple[tuple[str, str, str | None], ...] = (
+    ("prometheus_client.Histogram", "_upper_bounds", None),  # ascending, +Inf last
+    ("prometheus_client.Histogram", "_sum", None),  # a value: _sum.inc(total)
+    ("prometheus_client.Histogram", "_buckets", None),  # one per bound: _buckets[i].inc(count)
+)
+
+
+def _upper_bounds(histogram_child: Any) -> list[float]:
+    """The child's bucket upper bounds, ascending, ``+Inf`` last."""
+    return list(histogram_child._upper_bounds)
+
+
+def _add_to_histogram(histogram_child: Any, total: float, per_bucket: Tally[int]) -> None:
+    """What ``observe`` of each value would write: the values' ``total`` into the sum, and
+    ``per_bucket`` (bucket index -> values in it) into the buckets (not cumulative: the
+    exposition sums them)."""
+    histogram_child._sum.inc(total)
+    buckets = histogram_child._buckets
+    for index, count in per_bucket.items():
+        buckets[index].inc(count)
+
+
+# --- end of prometheus-client's private fields -----------------------------------------------
+
+
 class BufferedHistogram:
     """A histogram child (and a counter child counting the same events, if given) fed by
     list appends and written in bulk by :meth:`flush`: one sum, one increment per bucket.
 
-    Event-loop thread only, like every observation in the service. The bulk write uses the
-    child's ``_sum`` / ``_buckets`` / ``_upper_bounds`` (prometheus-client's own histogram
-    fields; the pinned range keeps them, and tests compare against ``observe``).
+    Event-loop thread only, like every observation in the service. Tests compare the bulk
+    write against ``observe``.
     """
 
     __slots__ = ("_bounds", "_counter", "_histogram", "_values")
@@ -200,7 +231,7 @@ class BufferedHistogram:
         self._histogram = histogram
         self._counter = counter
         self._values: list[float] = []
-        self._bounds: list[float] = list(histogram._upper_bounds)
+        self._bounds = _upper_bounds(histogram)
         _BUFFERS.append(self)
 
     def observe(self, value: float) -> None:
@@ -218,12 +249,10 @@ class BufferedHistogram:
         self._values = []
         if self._counter is not None:
             self._counter.inc(len(values))
-        histogram = self._histogram
-        histogram._sum.inc(sum(values))
         bounds = self._bounds
         # Histogram.observe's bucket: the first upper bound >= the value.
-        for index, count in Tally(bisect_left(bounds, value) for value in values).items():
-            histogram._buckets[index].inc(count)
+        per_bucket = Tally(bisect_left(bounds, value) for value in values)
+        _add_to_histogram(self._histogram, sum(values), per_bucket)
 
 
 _BUFFERS: list[BufferedHistogram] = []

@@ -26,6 +26,12 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import AskError, MovedError, RedisClusterException, RedisError
 
+from service.backends.redis_internals import (
+    exchange_on_node,
+    exchange_on_server,
+    refresh_slot_map,
+    slot_owner,
+)
 from service.errors import BackendUnavailable
 
 RedisClient = aioredis.Redis | RedisCluster
@@ -241,16 +247,16 @@ class PackedCommands:
     async def run(self, commands: Sequence[tuple[int, bytes]]) -> list[Any]:
         """Replies of ``(slot, packed command)`` pairs, in order; one round trip per node."""
         if self.cluster is None:
-            return await self._single([c for _, c in commands])
+            client = cast(aioredis.Redis, self.client)
+            return await exchange_on_server(client, [c for _, c in commands])
         by_node: dict[str, tuple[Any, list[int]]] = {}
         try:
-            nodes = self.cluster.nodes_manager
             for n, (slot, _) in enumerate(commands):
-                node = nodes.get_node_from_slot(slot)
+                node = slot_owner(self.cluster, slot)
                 by_node.setdefault(node.name, (node, []))[1].append(n)
             results = await asyncio.gather(
                 *(
-                    self._on_node(node, [commands[n][1] for n in members])
+                    exchange_on_node(node, [commands[n][1] for n in members])
                     for node, members in by_node.values()
                 )
             )
@@ -263,23 +269,6 @@ class PackedCommands:
                 replies[n] = reply
         return replies
 
-    async def _single(self, packed: list[bytes]) -> list[Any]:
-        # run() comes here only when the client is not a cluster (self.cluster is None).
-        pool = cast(aioredis.Redis, self.client).connection_pool
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]  # redis-py: no annotations
-        try:
-            return await _exchange(conn, packed)
-        finally:
-            await pool.release(conn)
-
-    @staticmethod
-    async def _on_node(node: Any, packed: list[bytes]) -> list[Any]:
-        conn = node.acquire_connection()
-        try:
-            return await _exchange(conn, packed)
-        finally:
-            node.release(conn)
-
     def _refresh_slots(self) -> None:
         if self.cluster is not None and (self._refresh is None or self._refresh.done()):
             self._refresh = asyncio.get_running_loop().create_task(self._reinitialize())
@@ -287,20 +276,9 @@ class PackedCommands:
     async def _reinitialize(self) -> None:
         assert self.cluster is not None
         try:
-            await self.cluster.nodes_manager.initialize()
+            await refresh_slot_map(self.cluster)
         except STORE_ERRORS as exc:  # still failing over: the next error tries again
             logging.getLogger(__name__).debug("slot map refresh failed: %r", exc)
-
-
-async def _exchange(conn: Any, packed: list[bytes]) -> list[Any]:
-    """Write every command at once, read every reply; a failed connection is dropped."""
-    try:
-        await conn.send_packed_command(b"".join(packed), check_health=False)
-        return [await conn.read_response(disable_decoding=True) for _ in packed]
-    except BaseException:
-        # Replies may be left unread: the connection's stream is out of step, never reuse it.
-        await conn.disconnect(nowait=True)
-        raise
 
 
 class RowReader:

@@ -17,13 +17,17 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 
 from service.backends.redis_store import RedisLayout, connect
-from service.repository import redis_push
-from service.repository.redis_push import PushConflict, drop_old, push_table
+from service.publishing import drop as drop_module
+from service.publishing import push as push_module
+from service.publishing import replicas as replicas_module
+from service.publishing.drop import drop_old
+from service.publishing.push import PushConflict, push_table
 from tests.support.polling import wait_until
 from tests.support.redis_servers import RedisCluster, RedisNode
 from tests.support.tables import random_table, write_npy
@@ -66,19 +70,23 @@ def _push(path: Path, node: RedisNode | RedisCluster, name: str) -> str:
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """10 chunks of 100 rows, one in flight, a heartbeat every 2: pauses land where asked."""
-    monkeypatch.setattr(redis_push, "CHUNK_ROWS", 100)
-    monkeypatch.setattr(redis_push, "CHUNKS_IN_FLIGHT", 1)
-    monkeypatch.setattr(redis_push, "HEARTBEAT_EVERY_CHUNKS", 2)
+    monkeypatch.setattr(push_module, "CHUNK_ROWS", 100)
+    monkeypatch.setattr(push_module, "CHUNKS_IN_FLIGHT", 1)
+    monkeypatch.setattr(push_module, "HEARTBEAT_EVERY_CHUNKS", 2)
 
 
 class Gate:
-    """Pauses ``target`` (an async function of redis_push) on its call matching ``when``."""
+    """Pauses ``target`` (an async function of ``module``) on its call matching ``when``."""
 
     def __init__(
-        self, monkeypatch: pytest.MonkeyPatch, target: str, when: Callable[..., bool]
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        module: ModuleType,
+        target: str,
+        when: Callable[..., bool],
     ) -> None:
         self.reached, self.opened = asyncio.Event(), asyncio.Event()
-        real: Callable[..., Awaitable[Any]] = getattr(redis_push, target)
+        real: Callable[..., Awaitable[Any]] = getattr(module, target)
 
         async def paused(*args: Any) -> Any:
             if when(*args) and not self.opened.is_set():
@@ -86,11 +94,11 @@ class Gate:
                 await self.opened.wait()
             return await real(*args)
 
-        monkeypatch.setattr(redis_push, target, paused)
+        monkeypatch.setattr(module, target, paused)
 
 
 def _at_chunk(n: int) -> Callable[..., bool]:
-    return lambda _packed, _keys, start, _rows: start == n * redis_push.CHUNK_ROWS
+    return lambda _packed, _keys, start, _rows: start == n * push_module.CHUNK_ROWS
 
 
 async def _beside_paused_push(
@@ -122,7 +130,7 @@ def test_scenario_a_a_long_push_with_a_fresh_heartbeat_is_not_dropped(
     """Started an hour ago (longer than the grace) but beating: drop-old leaves it."""
     v1 = _push(write_npy(tmp_path, "one", random_table(ROWS, DIM, 1)), redis_single, "longpush")
     two = write_npy(tmp_path, "two", random_table(ROWS, DIM, 2))
-    gate = Gate(monkeypatch, "_write_chunk", _at_chunk(5))
+    gate = Gate(monkeypatch, push_module, "_write_chunk", _at_chunk(5))
     v2 = ""
 
     async def drop() -> list[str]:
@@ -147,7 +155,7 @@ def test_scenario_a_a_stalled_push_loses_its_version_and_current_stays(
     """No heartbeat for longer than the grace: dropped, and the push then refuses to flip."""
     v1 = _push(write_npy(tmp_path, "one", random_table(ROWS, DIM, 3)), redis_single, "stalled")
     two = write_npy(tmp_path, "two", random_table(ROWS, DIM, 4))
-    gate = Gate(monkeypatch, "_write_chunk", _at_chunk(5))
+    gate = Gate(monkeypatch, push_module, "_write_chunk", _at_chunk(5))
 
     async def drop() -> list[str]:
         v2 = _the_other_version(redis_single, "stalled", v1)
@@ -174,7 +182,7 @@ def test_scenario_b_a_rollback_push_keeps_drop_old_off_its_version(
     v1 = _push(one, redis_single, "rollback")
     v2 = _push(write_npy(tmp_path, "two", random_table(ROWS, DIM, 6)), redis_single, "rollback")
     _age_all(redis_single, "rollback", v1)  # replaced an hour ago: drop-old would take it
-    gate = Gate(monkeypatch, "_flip", lambda *_: True)
+    gate = Gate(monkeypatch, push_module, "_flip", lambda *_: True)
 
     async def drop() -> list[str]:
         return await drop_old(redis_single.url, "rollback", 30)
@@ -194,7 +202,9 @@ def test_scenario_b_a_version_being_deleted_is_not_flipped_to(
     v1 = _push(one, redis_single, "claimed")
     v2 = _push(write_npy(tmp_path, "two", random_table(ROWS, DIM, 8)), redis_single, "claimed")
     _age_all(redis_single, "claimed", v1)
-    gate = Gate(monkeypatch, "_delete_rows", lambda *_: True)  # claimed, nothing unlinked yet
+    gate = Gate(
+        monkeypatch, drop_module, "_delete_rows", lambda *_: True
+    )  # claimed, nothing unlinked yet
 
     async def scenario() -> None:
         drop = asyncio.create_task(drop_old(redis_single.url, "claimed", 30))
@@ -224,7 +234,7 @@ def test_the_flip_refuses_a_missing_or_deleting_version(redis_single: RedisNode)
     async def flip(version: str) -> None:
         store = await connect(redis_single.url, 5)
         try:
-            await redis_push._flip(store, layout, version)
+            await push_module._flip(store, layout, version)
         finally:
             await store.aclose()
 
@@ -244,7 +254,7 @@ def test_drop_old_rechecks_current_before_unlinking(
     async def drop_current() -> bool:
         store = await connect(redis_single.url, 5)
         try:
-            return await redis_push._drop_version(store, RedisLayout("recheck"), v1, 30)
+            return await drop_module._drop_version(store, RedisLayout("recheck"), v1, 30)
         finally:
             await store.aclose()
 
@@ -276,8 +286,8 @@ def test_a_drop_old_that_stopped_half_way_is_resumed_after_the_grace(
 def test_a_drop_old_whose_claim_was_taken_over_stops_unlinking(
     tmp_path: Path, redis_single: RedisNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(redis_push, "CHUNK_ROWS", 25)  # unlink steps of 100 rows
-    monkeypatch.setattr(redis_push, "HEARTBEAT_EVERY_CHUNKS", 1)
+    monkeypatch.setattr(drop_module, "UNLINK_STEP_ROWS", 100)
+    monkeypatch.setattr(drop_module, "HEARTBEAT_EVERY_STEPS", 1)
     v1 = _push(write_npy(tmp_path, "one", random_table(ROWS, DIM, 12)), redis_single, "taken")
     layout = RedisLayout("taken")
     record = _record(redis_single, "taken", v1)
@@ -288,7 +298,7 @@ def test_a_drop_old_whose_claim_was_taken_over_stops_unlinking(
     async def unlink_with_a_stale_token() -> bool:
         store = await connect(redis_single.url, 5)
         try:
-            return await redis_push._delete_rows(store, layout, v1, ROWS, 128, "mine")
+            return await drop_module._delete_rows(store, layout, v1, ROWS, 128, "mine")
         finally:
             await store.aclose()
 
@@ -345,11 +355,11 @@ def test_push_warns_but_flips_when_no_replica_acknowledges(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     master, replica = replicated
-    monkeypatch.setattr(redis_push, "REPLICA_WAIT_MS", 100)
+    monkeypatch.setattr(replicas_module, "REPLICA_WAIT_MS", 100)
     assert replica.process is not None
     os.kill(replica.process.pid, signal.SIGSTOP)  # connected, but it acknowledges nothing
     try:
-        with caplog.at_level(logging.WARNING, logger=redis_push.__name__):
+        with caplog.at_level(logging.WARNING, logger=replicas_module.__name__):
             version = _push(write_npy(tmp_path, "one", random_table(ROWS, DIM, 14)), master, "w")
     finally:
         os.kill(replica.process.pid, signal.SIGCONT)

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from service.backends.redis_store import RedisLayout
-from service.repository import redis_push
+from service.publishing import push
 from tests.support.redis_servers import RedisNode, push_cli, redis_table_toml
 from tests.support.server_process import ServerProcess
 from tests.support.tables import random_table, write_npy
@@ -58,7 +58,7 @@ def test_a_push_that_dies_half_way_leaves_current_untouched(
     one = write_npy(tmp_path, "one", random_table(ROWS, DIM, 3))
     two = write_npy(tmp_path, "two", random_table(ROWS * 4, DIM, 4))
     v1 = push_cli(str(one), "--redis", redis_single.url, "--name", "half")
-    real_write = redis_push._write_chunk
+    real_write = push._write_chunk
     calls = 0
 
     async def dying_write(*args, **kwargs):  # the real write, then the process "dies"
@@ -68,10 +68,10 @@ def test_a_push_that_dies_half_way_leaves_current_untouched(
             raise ConnectionError("killed half-way")
         await real_write(*args, **kwargs)
 
-    monkeypatch.setattr(redis_push, "_write_chunk", dying_write)
-    monkeypatch.setattr(redis_push, "CHUNKS_IN_FLIGHT", 1)
+    monkeypatch.setattr(push, "_write_chunk", dying_write)
+    monkeypatch.setattr(push, "CHUNKS_IN_FLIGHT", 1)
     with pytest.raises(ConnectionError):
-        asyncio.run(redis_push.push_table(two, redis_single.url, "half", progress=False))
+        asyncio.run(push.push_table(two, redis_single.url, "half", progress=False))
     client = redis_single.client()
     assert client.get(RedisLayout("half").pointer) == v1.encode()
     partial = [v.decode() for v in client.hkeys(RedisLayout("half").versions) if v.decode() != v1]
