@@ -3,6 +3,7 @@ kept under the temp folder, keyed by what it installs: later test runs reuse it.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import subprocess
@@ -40,16 +41,19 @@ def ensure(timeout: float = 1200.0) -> Path:
     the first time: a stamp file marks a finished install)."""
     folder = location()
     stamp = folder / ".installed"
-    if stamp.exists():
-        return python(folder)
-    venv.EnvBuilder(with_pip=True, clear=True).create(folder)
-    subprocess.run(
-        [python(folder), "-m", "pip", "install", "-q", f"{ROOT}[gpu]"],
-        check=True,
-        timeout=timeout,
-        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-    )
-    stamp.touch()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # One builder at a time (pytest-xdist workers, two test runs): the others wait for it.
+    with open(f"{folder}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not stamp.exists():
+            venv.EnvBuilder(with_pip=True, clear=True).create(folder)
+            subprocess.run(
+                [python(folder), "-m", "pip", "install", "-q", f"{ROOT}[gpu]"],
+                check=True,
+                timeout=timeout,
+                env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+            )
+            stamp.touch()
     return python(folder)
 
 
