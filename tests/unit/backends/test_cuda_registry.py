@@ -5,12 +5,16 @@ table over half the GPU stays on it (fake provider list and NVML; real onnxrunti
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 
 from service.backends.base import GatherBackend
 from service.backends.numpy_gather import NumpyGatherBackend
+from service.backends.ort_runtime import NOT_INSTALLED
 from service.backends.placement import Placement, gpu_bytes_needed
 from service.settings import ServiceSettings
 from service.tables.registry import TableRegistry
@@ -98,3 +102,34 @@ def test_a_reload_does_not_demote_a_table_for_room_its_old_version_frees(tmp_pat
             await registry.close()
 
     asyncio.run(scenario())
+
+
+def test_without_onnxruntime_installed_every_table_serves_on_numpy(tmp_path: Path) -> None:
+    # `pip install .` without the cpu or gpu extra: no onnxruntime module at all.
+    folder = tmp_path / "models"
+    folder.mkdir()
+    code = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        sys.modules["onnxruntime"] = None  # import onnxruntime -> ImportError
+        from pathlib import Path
+        from service.repository.demo import write_demo_tables
+        from service.settings import ServiceSettings
+        from service.tables.registry import TableRegistry
+        folder = Path({str(folder)!r})
+        write_demo_tables(folder)
+        async def main():
+            registry = TableRegistry(ServiceSettings(models=folder, run_dir=folder.parent / "run"))
+            await registry.load()
+            for table in registry.tables():
+                print(table.name, table.backend.name, table.placement.reason)
+            print("failed", registry.failures)
+            await registry.close()
+        asyncio.run(main())
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert f"demo numpy {NOT_INSTALLED}" in out and f"demo_onnx numpy {NOT_INSTALLED}" in out
+    assert "failed {}" in out
