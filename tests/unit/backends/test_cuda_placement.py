@@ -21,14 +21,13 @@ from service.backends.placement import (
     GPU_HEADROOM_BYTES,
     GPU_RUN_BYTES,
     Placement,
-    choose_placement,
     gpu_bytes_needed,
     max_run_ids,
 )
 from service.errors import TableLoadError
 from service.repository.weights import TableWeights
+from tests.unit.backends.test_placement import place
 
-GPU = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 GiB = 1024**3
 
 
@@ -38,16 +37,8 @@ def _weights(rows: int = 50, dim: int = 4) -> TableWeights:
 
 
 def _auto(free: int | None = 8 * GiB, reclaimable: int = 0, fmt: str = "npy") -> Placement:
-    return choose_placement(
-        device="auto",
-        backend=None,
-        table_format=fmt,
-        table_bytes=GiB,
-        providers=GPU,
-        free_gpu_bytes=lambda _: free,
-        source="t.npy",
-        reclaimable_gpu_bytes=reclaimable,
-    )
+    placement: Placement = place(free=free, reclaimable=reclaimable, fmt=fmt)
+    return placement
 
 
 def _real_factory(weights: TableWeights, placement: Placement) -> GatherBackend:
@@ -79,15 +70,7 @@ def test_auto_falls_back_to_the_cpu_when_cuda_does_not_load() -> None:
 
 
 def test_explicit_cuda_that_does_not_load_fails_the_table_by_name() -> None:
-    planned = choose_placement(
-        device="cuda:0",
-        backend=None,
-        table_format="npy",
-        table_bytes=800,
-        providers=GPU,
-        free_gpu_bytes=lambda _: 8 * GiB,
-        source="t.npy",
-    )
+    planned = place(device="cuda:0", size=800)
     assert planned.cpu_fallback is None
     with pytest.raises(TableLoadError, match=r"^t\.npy: device cuda:0: onnxruntime did not"):
         build_placed_backend(_weights(), planned, _real_factory, "t.npy")
@@ -102,20 +85,10 @@ def test_other_backend_failures_name_the_table() -> None:
 
 
 def test_without_onnxruntime_every_table_is_served_by_numpy() -> None:
-    def place(fmt: str, backend: str | None = None) -> Placement:
-        return choose_placement(
-            device="auto",
-            backend=backend,
-            table_format=fmt,
-            table_bytes=GiB,
-            providers=[],
-            free_gpu_bytes=lambda _: 8 * GiB,
-            source="t",
-        )
-
-    assert (place("onnx").backend, place("onnx").reason) == ("numpy", NOT_INSTALLED)
+    no_ort = place(fmt="onnx", providers=[])
+    assert (no_ort.backend, no_ort.reason) == ("numpy", NOT_INSTALLED)
     with pytest.raises(TableLoadError, match="not installed"):
-        place("onnx", "onnxruntime")
+        place(fmt="onnx", backend="onnxruntime", providers=[])
 
 
 # ------------------------------------------------------------ sessions and memory (4, 5, 8)

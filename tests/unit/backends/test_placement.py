@@ -15,7 +15,9 @@ GPU = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 GiB = 1024**3
 
 
-def place(device="auto", backend=None, fmt="npy", size=GiB, providers=GPU, free=8 * GiB):
+def place(
+    device="auto", backend=None, fmt="npy", size=GiB, providers=GPU, free=8 * GiB, reclaimable=0
+):
     return choose_placement(
         device=device,
         backend=backend,
@@ -24,6 +26,7 @@ def place(device="auto", backend=None, fmt="npy", size=GiB, providers=GPU, free=
         providers=providers,
         free_gpu_bytes=lambda _: free,
         source="t.npy",
+        reclaimable_gpu_bytes=reclaimable,
     )
 
 
