@@ -127,6 +127,7 @@ def report(models: Path | None) -> int:
     from importlib.metadata import distributions
 
     from service.backends.gpu_memory import gpu_free_bytes
+    from service.backends.ort_gather import cuda_session_failure
     from service.backends.ort_runtime import available_providers, cuda_load_failure
 
     builds = sorted(
@@ -134,11 +135,11 @@ def report(models: Path | None) -> int:
         for d in distributions()
         if d.metadata["Name"].lower().startswith("onnxruntime")
     )
-    failure = cuda_load_failure()
+    failure = cuda_load_failure() or cuda_session_failure()
     free = gpu_free_bytes(0)
     print(f"onnxruntime installed:   {', '.join(builds) or 'none'}")
     print(f"providers listed:        {', '.join(available_providers())}")
-    print(f"CUDA provider loads:     {'yes' if not failure else 'NO: ' + failure}")
+    print(f"CUDA gathers on cuda:0:  {'yes' if not failure else 'NO: ' + failure}")
     print(f"CUDA_VISIBLE_DEVICES:    {os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}")
     print(f"GPU 0 free (NVML):       {'unreadable' if free is None else f'{free >> 20} MiB'}")
     with tempfile.TemporaryDirectory() as scratch:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +170,32 @@ def _why(printed: io.StringIO) -> str:
         return failure
     errors = [line for line in printed.getvalue().splitlines() if line.startswith("EP Error")]
     return errors[0] if errors else "see the onnxruntime log for the provider error"
+
+
+@dataclass(frozen=True)
+class _ProbeRows:
+    """A 2 x 1 table: enough for onnxruntime to build and run a session."""
+
+    array: np.ndarray
+    file_region: tuple[Path, int] | None = None
+
+    @property
+    def rows(self) -> int:
+        return int(self.array.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.array.shape[1])
+
+
+def cuda_session_failure(device: str = "cuda:0") -> str:
+    """Why a CUDA session cannot gather on ``device`` here ("" when one does): the libraries
+    may load and the session still fail (a driver older than the CUDA the wheel is built for)."""
+    probe = _ProbeRows(np.arange(2, dtype=np.float32).reshape(2, 1))
+    try:
+        backend = OrtGatherBackend(probe, device, None)
+        backend.gather(np.array([1], dtype=np.int64))
+    except Exception as exc:  # CudaUnavailable, or a CUDA error on the first run
+        return str(exc)
+    backend.close()
+    return ""

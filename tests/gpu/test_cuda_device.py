@@ -14,7 +14,7 @@ import onnx
 import pytest
 
 from service.backends.gpu_memory import gpu_free_bytes
-from service.backends.ort_gather import OrtGatherBackend
+from service.backends.ort_gather import OrtGatherBackend, cuda_session_failure
 from service.backends.ort_runtime import available_providers, cuda_load_failure
 from service.backends.placement import gpu_bytes_needed
 from service.repository.demo import gather_onnx_model
@@ -34,10 +34,12 @@ def cuda_missing() -> str:
         return f"the CUDA provider does not load: {failure}"
     if gpu_free_bytes(0) is None:
         return "NVML cannot read GPU 0 (no NVIDIA driver?)"
-    return ""
+    failure = cuda_session_failure()
+    return f"a CUDA session does not run: {failure}" if failure else ""
 
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(bool(cuda_missing()), reason=cuda_missing())]
+MISSING = cuda_missing()
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(bool(MISSING), reason=MISSING)]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])

@@ -14,7 +14,7 @@ import pytest
 from service.backends.base import GatherBackend
 from service.backends.gpu_memory import free_bytes, nvml_device
 from service.backends.numpy_gather import NumpyGatherBackend
-from service.backends.ort_gather import OrtGatherBackend
+from service.backends.ort_gather import OrtGatherBackend, cuda_session_failure
 from service.backends.ort_runtime import NOT_INSTALLED, CudaUnavailable
 from service.backends.placed import build_placed_backend
 from service.backends.placement import (
@@ -53,6 +53,11 @@ def test_a_cuda_session_without_the_provider_raises_and_says_why() -> None:
     # cuDNN does not load gets the same from onnxruntime-gpu.
     with pytest.raises(CudaUnavailable, match=r"did not enable CUDAExecutionProvider: .+"):
         OrtGatherBackend(_weights(), "cuda:0", gpu_bytes_needed(800))
+
+
+def test_the_cuda_probe_session_says_why_it_cannot_gather() -> None:
+    # gpu-check and the GPU tests ask this: libraries that load are not yet a CUDA that runs.
+    assert "did not enable CUDAExecutionProvider" in cuda_session_failure()
 
 
 def test_auto_falls_back_to_the_cpu_when_cuda_does_not_load() -> None:
