@@ -177,15 +177,9 @@ class _ProbeRows:
     """A 2 x 1 table: enough for onnxruntime to build and run a session."""
 
     array: np.ndarray
+    rows: int = 2
+    dim: int = 1
     file_region: tuple[Path, int] | None = None
-
-    @property
-    def rows(self) -> int:
-        return int(self.array.shape[0])
-
-    @property
-    def dim(self) -> int:
-        return int(self.array.shape[1])
 
 
 def cuda_session_failure(device: str = "cuda:0") -> str:
