@@ -127,6 +127,7 @@ class OrtGatherBackend:
         session.disable_fallback()
         self._session: Any = session
         self._run = session.run
+        self._weights = weights  # for move_to_cpu (the served table keeps them anyway)
         row_bytes = weights.dim * weights.array.dtype.itemsize
         self.max_run_ids = max_run_ids(row_bytes) if on_cuda else None
         self._row = (weights.dim, weights.array.dtype)
@@ -141,6 +142,16 @@ class OrtGatherBackend:
         for start in range(0, len(ids), step):
             out[start : start + step] = self._run(None, {"ids": ids[start : start + step]})[0]
         return out
+
+    def move_to_cpu(self) -> None:
+        """Keep serving from a CPU session and give the GPU memory back: a reload whose new
+        version fits only in the room this one holds. Gathers running finish on the old
+        session; later ones use the new (one attribute swap)."""
+        if not self.device.startswith("cuda"):
+            return
+        cpu = OrtGatherBackend(self._weights, "cpu")
+        self._run, self._session = cpu._run, cpu._session
+        self.max_run_ids, self.device = None, "cpu"
 
     def close(self) -> None:
         """Drop the session now (its GPU memory with it): the bound ``run`` held it too."""

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from service.backends.base import GatherBackend
+from service.backends.ort_gather import OrtGatherBackend
 from service.backends.ort_runtime import CudaUnavailable
 from service.backends.placement import Placement
 from service.errors import TableLoadError
@@ -28,11 +29,17 @@ def build_placed_backend(
     placement: Placement,
     factory: Callable[[Weights, Placement], GatherBackend],
     source: str,
+    serving: GatherBackend | None = None,
 ) -> tuple[GatherBackend, Placement]:
     """The backend ``factory`` builds for ``placement``, and the placement it really has.
 
+    ``serving``: the backend of the version a reload replaces. When the new one fits the GPU
+    only in the room that one holds, it moves to the CPU first (and serves on from there).
     Raises ``TableLoadError`` naming ``source`` when the backend cannot be built at all.
     """
+    if placement.reclaims and isinstance(serving, OrtGatherBackend):
+        log.info("%s: the serving version moves to the CPU to free the GPU for the new", source)
+        serving.move_to_cpu()
     try:
         return _built(weights, placement, factory, source), placement
     except CudaUnavailable as exc:

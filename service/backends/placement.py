@@ -34,6 +34,8 @@ class Placement:
     gpu_mem_limit: int | None = None
     # device = auto placed on CUDA: where the table goes if the provider does not load.
     cpu_fallback: Placement | None = None
+    # Fits only with the memory the serving version holds: it must give it up first.
+    reclaims: bool = False
 
 
 def gpu_bytes_needed(table_bytes: int) -> int:
@@ -94,13 +96,8 @@ def choose_placement(
             cpu_backend, "cpu", f"does not fit the GPU: needs {need // MIB} MiB, {_says(free)}"
         )
     fallback = Placement(cpu_backend, "cpu", "")  # its reason: why CUDA did not load
-    return Placement(
-        "onnxruntime",
-        "cuda:0",
-        f"fits the GPU: needs {need // MIB} MiB, {_says(free)}",
-        need,
-        fallback,
-    )
+    reason = f"fits the GPU: needs {need // MIB} MiB, {_says(free)}"
+    return Placement("onnxruntime", "cuda:0", reason, need, fallback, need > free.now)
 
 
 def _device_id(device: str) -> int:
@@ -155,4 +152,7 @@ def _explicit_cuda(
         raise TableLoadError(
             f"{source}: needs {need // MIB} MiB on cuda:{device_id}, only {_says(free)}"
         )
-    return Placement("onnxruntime", f"cuda:{device_id}", f"device = {device}", need)
+    reclaims = free is not None and need > free.now
+    return Placement(
+        "onnxruntime", f"cuda:{device_id}", f"device = {device}", need, reclaims=reclaims
+    )

@@ -360,7 +360,11 @@ class TableRegistry:
             reclaimable_gpu_bytes=(serving.placement.gpu_mem_limit or 0) if serving else 0,
         )
         backend, placement = build_placed_backend(
-            weights, placement, self._backend_factory, str(source.path)
+            weights,
+            placement,
+            self._backend_factory,
+            str(source.path),
+            serving.backend if serving else None,
         )
         return ServedTable(
             name=source.name,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import time
 from pathlib import Path
 
@@ -102,6 +103,33 @@ def test_auto_places_a_fitting_table_on_the_gpu(tmp_path: Path) -> None:
             served = registry.get("words")
             assert served.backend.device == "cuda:0", served.placement.reason
             assert served.placement.reason.startswith("fits the GPU")
+        finally:
+            await registry.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_reload_that_needs_the_old_versions_room_stays_on_the_gpu(tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    table = random_table(1 << 18, 64, 8)  # 64 MiB
+    write_npy(folder, "big", table)
+    free = [8 << 30]  # NVML as the placement sees it: room for one version, then not two
+
+    async def scenario() -> None:
+        settings = ServiceSettings(models=folder, run_dir=tmp_path / "run")
+        registry = TableRegistry(settings, free_gpu_bytes=lambda _: free[0])
+        await registry.load()
+        try:
+            old = registry.get("big")
+            assert old.backend.device == "cuda:0", old.placement.reason
+            free[0] = gpu_bytes_needed(table.nbytes) - 1
+            # A new file, renamed over the old: the serving version keeps its mapping.
+            os.replace(write_npy(tmp_path, "big", table[::-1].copy()), folder / "big.npy")
+            new = await registry.reload_local("big")
+            assert new.backend.device == "cuda:0", new.placement.reason
+            assert old.backend.device == "cpu"  # gave its room, served from the CPU meanwhile
+            ids = np.arange(0, 1 << 18, 997)
+            np.testing.assert_array_equal(new.backend.gather(ids), table[::-1][ids])
         finally:
             await registry.close()
 

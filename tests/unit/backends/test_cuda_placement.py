@@ -147,6 +147,29 @@ def test_a_reload_counts_the_memory_of_the_version_it_replaces() -> None:
     assert _auto(free=need - 1).device == "cpu"
     reload = _auto(free=need - 1, reclaimable=need)
     assert reload.device == "cuda:0" and "the serving version releases" in reload.reason
+    assert reload.reclaims and not _auto(free=need, reclaimable=need).reclaims
+    assert place(device="cuda", free=need - 1, reclaimable=need).reclaims
+
+
+def test_a_serving_version_gives_its_gpu_room_to_the_new_one_and_serves_on() -> None:
+    weights = _weights()
+    serving = OrtGatherBackend(weights, "cpu")
+    serving.device = "cuda:0"  # stands for a CUDA session: it holds the GPU room
+    new = _auto(free=gpu_bytes_needed(GiB) - 1, reclaimable=gpu_bytes_needed(GiB))
+    ids = np.array([4, 0, 49], dtype=np.int64)
+    built, placement = build_placed_backend(weights, new, _numpy_factory, "t.npy", serving)
+    assert serving.device == "cpu" and placement is new and built.device == "cuda:0"
+    np.testing.assert_array_equal(serving.gather(ids), weights.array[ids])
+    untouched = OrtGatherBackend(weights, "cpu")
+    untouched.device = "cuda:0"
+    build_placed_backend(weights, _auto(), _numpy_factory, "t.npy", untouched)
+    assert untouched.device == "cuda:0"  # it fits beside: the old one keeps the GPU
+
+
+def _numpy_factory(weights: TableWeights, placement: Placement) -> GatherBackend:
+    backend = NumpyGatherBackend(weights.array)
+    backend.device = placement.device  # type: ignore[misc]
+    return backend
 
 
 # ------------------------------------------------------------ NVML device (defect 6)

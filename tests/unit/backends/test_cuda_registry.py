@@ -5,6 +5,7 @@ table over half the GPU stays on it (fake provider list and NVML; real onnxrunti
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import textwrap
@@ -94,7 +95,8 @@ def test_a_reload_does_not_demote_a_table_for_room_its_old_version_frees(tmp_pat
         await registry.load()
         try:
             assert registry.get("big").placement.device == "cuda:0"
-            write_npy(folder, "big", random_table(64, 8, seed=1))
+            # A new file, renamed over the old: the serving version keeps its mapping.
+            os.replace(write_npy(tmp_path, "big", random_table(64, 8, seed=1)), folder / "big.npy")
             reloaded = await registry.reload_local("big")
             assert reloaded.placement.device == "cuda:0", reloaded.placement.reason
             assert "the serving version releases" in reloaded.placement.reason
