@@ -43,6 +43,12 @@ def gpu_bytes_needed(table_bytes: int) -> int:
     return int(table_bytes * (1 + GPU_HEADROOM_FRACTION)) + GPU_HEADROOM_BYTES
 
 
+def held_gpu_bytes(device: str, placement: Placement) -> int:
+    """What a serving table holds on the GPU (its arena cap), given where its backend runs
+    now: nothing once it moved to the CPU."""
+    return (placement.gpu_mem_limit or 0) if device.startswith("cuda") else 0
+
+
 def max_run_ids(row_bytes: int) -> int:
     """Most ids one CUDA run gathers: its ids and rows fit ``GPU_RUN_BYTES``."""
     return max(1, GPU_RUN_BYTES // (row_bytes + 8))

@@ -21,7 +21,7 @@ from service.backends.numpy_gather import NumpyGatherBackend
 from service.backends.ort_gather import OrtGatherBackend
 from service.backends.ort_runtime import available_providers
 from service.backends.placed import build_placed_backend
-from service.backends.placement import Placement, choose_placement
+from service.backends.placement import Placement, choose_placement, held_gpu_bytes
 from service.backends.redis_gather import RedisGatherBackend
 from service.backends.redis_store import (
     STORE_ERRORS,
@@ -348,7 +348,7 @@ class TableRegistry:
                 touched >> 20,
                 time.perf_counter() - started,
             )
-        serving = self._tables.get(source.name)  # a reload: what it holds on the GPU is freed
+        serving = self._tables.get(source.name)  # a reload: the GPU room it holds is freed
         placement = choose_placement(
             device=options.device,
             backend=options.backend,
@@ -357,7 +357,9 @@ class TableRegistry:
             providers=self._providers(),
             free_gpu_bytes=self._free_gpu_bytes,
             source=str(source.path),
-            reclaimable_gpu_bytes=(serving.placement.gpu_mem_limit or 0) if serving else 0,
+            reclaimable_gpu_bytes=(
+                held_gpu_bytes(serving.backend.device, serving.placement) if serving else 0
+            ),
         )
         backend, placement = build_placed_backend(
             weights,

@@ -22,6 +22,7 @@ from service.backends.placement import (
     GPU_RUN_BYTES,
     Placement,
     gpu_bytes_needed,
+    held_gpu_bytes,
     max_run_ids,
 )
 from service.errors import TableLoadError
@@ -148,6 +149,7 @@ def test_a_reload_counts_the_memory_of_the_version_it_replaces() -> None:
     reload = _auto(free=need - 1, reclaimable=need)
     assert reload.device == "cuda:0" and "the serving version releases" in reload.reason
     assert reload.reclaims and not _auto(free=need, reclaimable=need).reclaims
+    assert held_gpu_bytes("cuda:0", reload) == need and held_gpu_bytes("cpu", reload) == 0
     assert place(device="cuda", free=need - 1, reclaimable=need).reclaims
 
 
