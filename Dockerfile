@@ -2,6 +2,8 @@
 # Targets: `cpu` (default, last stage; same as `runtime`), `gpu` (CUDA 13 + cuDNN 9 +
 # onnxruntime-gpu), `loadtest` (locust).
 ARG PYTHON_VERSION=3.11
+# CUDA 13: what onnxruntime-gpu >= 1.27 is built for (the `gpu` extra's range; a test checks
+# the two agree). Hosts need NVIDIA driver R580 or newer (docs/deploy.md).
 ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
 
 # ---------------------------------------------------------------- CPU virtualenv
@@ -10,9 +12,10 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Dependencies in their own layer: rebuilt only when pyproject.toml changes.
+# Dependencies in their own layer: rebuilt only when pyproject.toml changes. The CPU
+# onnxruntime: the `cpu` extra.
 COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml','rb'))['project']['dependencies']))" > requirements.txt \
+RUN python -c "import tomllib; d=tomllib.load(open('pyproject.toml','rb'))['project']; print('\n'.join(d['dependencies'] + d['optional-dependencies']['cpu']))" > requirements.txt \
     && pip install -r requirements.txt
 COPY README.md ./
 COPY service ./service
@@ -59,9 +62,11 @@ RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml ./
-# onnxruntime-gpu replaces onnxruntime: both install the same module, never install both.
-RUN python -c "import tomllib; d=tomllib.load(open('pyproject.toml','rb'))['project']; print('\n'.join([r for r in d['dependencies'] if not r.startswith('onnxruntime')] + d['optional-dependencies']['gpu']))" > requirements.txt \
-    && pip install -r requirements.txt
+# The `gpu` extra: onnxruntime-gpu, the only onnxruntime here (both builds install the same
+# module); the image's CUDA and cuDNN are the system's, found by onnxruntime.preload_dlls().
+RUN python -c "import tomllib; d=tomllib.load(open('pyproject.toml','rb'))['project']; print('\n'.join(d['dependencies'] + d['optional-dependencies']['gpu']))" > requirements.txt \
+    && pip install -r requirements.txt \
+    && python -c "from importlib.metadata import distributions as d; b=sorted(x.metadata['Name'] for x in d() if x.metadata['Name'].startswith('onnxruntime')); assert b == ['onnxruntime-gpu'], b"
 COPY README.md ./
 COPY service ./service
 RUN pip install --no-deps .

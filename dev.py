@@ -110,6 +110,8 @@ def main(argv: list[str]) -> int:
     if command == "docs":  # the settings tables of README.md and docs/api.md, from settings.py
         ensure_env("", with_torch=False)
         return run_foreground([PY, "-m", "service.settings_table", "--write"])
+    if command == "gpu-check":  # a GPU host: onnxruntime-gpu in .venv-gpu, GPU tests, a report
+        return run_foreground([sys.executable, ROOT / "loadtest" / "gpu_check.py", *rest])
     if command == "bench":
         ensure_env("test,load", with_torch=False)
         return run_foreground([PY, "loadtest/bench.py", *rest])

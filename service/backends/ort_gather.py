@@ -8,13 +8,24 @@ region as external data and ORT maps it on the CPU instead of copying it.
 
 from __future__ import annotations
 
+import contextlib
+import io
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from service.backends.base import GatherableRows
+from service.backends.ort_runtime import (
+    NOT_INSTALLED,
+    CudaUnavailable,
+    cuda_load_failure,
+    onnxruntime_module,
+    preload_cuda_libraries,
+)
+from service.backends.placement import CUDA_PROVIDER, max_run_ids
 
 # onnxruntime 1.31 refuses IR versions above what it knows; the newest onnx writes 13+.
 ONNX_IR_VERSION = 10
@@ -63,8 +74,16 @@ def build_gather_model(weights: GatherableRows) -> tuple[bytes, Path | None]:
     return model.SerializeToString(), folder
 
 
+def _closed(*_: object) -> Any:
+    raise RuntimeError("this onnxruntime backend is closed")
+
+
 class OrtGatherBackend:
-    """One onnxruntime session running the canonical gather graph."""
+    """One onnxruntime session running the canonical gather graph.
+
+    On CUDA, gathers larger than one run's share of the arena are split (``max_run_ids``);
+    a session whose CUDA provider did not load raises ``CudaUnavailable``.
+    """
 
     name = "onnxruntime"
     inline_safe = False
@@ -75,6 +94,9 @@ class OrtGatherBackend:
         device: str = "cpu",
         gpu_mem_limit: int | None = None,
     ) -> None:
+        ort = onnxruntime_module()
+        if ort is None:
+            raise RuntimeError(NOT_INSTALLED)
         self.device = device
         model_bytes, folder = build_gather_model(weights)
         options = ort.SessionOptions()
@@ -88,31 +110,97 @@ class OrtGatherBackend:
             options.add_session_config_entry(
                 "session.model_external_initializers_file_folder_path", str(folder)
             )
-        providers: list[str | tuple[str, dict[str, str]]]
-        if device.startswith("cuda"):
-            device_id = int(device.partition(":")[2] or 0)
-            cuda_options = {
-                "device_id": str(device_id),
-                # Grow the arena by what is asked for, not in doubling chunks, and bound it,
-                # so several tables share one GPU predictably.
-                "arena_extend_strategy": "kSameAsRequested",
-            }
-            if gpu_mem_limit is not None:
-                cuda_options["gpu_mem_limit"] = str(gpu_mem_limit)
-            providers = [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"]
-        else:
-            providers = ["CPUExecutionProvider"]
-        self._session = ort.InferenceSession(model_bytes, options, providers=providers)
-        if (
-            device.startswith("cuda")
-            and "CUDAExecutionProvider" not in self._session.get_providers()
-        ):
-            raise RuntimeError("onnxruntime did not enable CUDAExecutionProvider for this session")
-        self._run = self._session.run
+        on_cuda = device.startswith("cuda")
+        if on_cuda:
+            preload_cuda_libraries()
+        printed = io.StringIO()
+        # A CUDA session that fails to build is built again on the CPU, the error printed.
+        with contextlib.redirect_stdout(printed) if on_cuda else contextlib.nullcontext():
+            session = ort.InferenceSession(
+                model_bytes, options, providers=_providers(device, gpu_mem_limit)
+            )
+        if on_cuda and CUDA_PROVIDER not in session.get_providers():
+            del session  # onnxruntime made it on the CPU: say why, keep nothing
+            raise CudaUnavailable(f"onnxruntime did not enable {CUDA_PROVIDER}: {_why(printed)}")
+        # run() would otherwise rebuild the session on the CPU after a CUDA failure, and the
+        # table would say cuda:N while running on the CPU: let the failure be an error.
+        session.disable_fallback()
+        self._session: Any = session
+        self._run = session.run
+        self._weights = weights  # for move_to_cpu (the served table keeps them anyway)
+        row_bytes = weights.dim * weights.array.dtype.itemsize
+        self.max_run_ids = max_run_ids(row_bytes) if on_cuda else None
+        self._row = (weights.dim, weights.array.dtype)
 
     def gather(self, ids: np.ndarray) -> np.ndarray:
-        rows: np.ndarray = self._run(None, {"ids": ids})[0]  # onnxruntime has no types
-        return rows
+        step = self.max_run_ids
+        if step is None or len(ids) <= step:
+            rows: np.ndarray = self._run(None, {"ids": ids})[0]  # onnxruntime has no types
+            return rows
+        dim, dtype = self._row
+        out = np.empty((len(ids), dim), dtype)
+        for start in range(0, len(ids), step):
+            out[start : start + step] = self._run(None, {"ids": ids[start : start + step]})[0]
+        return out
+
+    def move_to_cpu(self) -> None:
+        """Keep serving from a CPU session and give the GPU memory back: a reload whose new
+        version fits only in the room this one holds. Gathers running finish on the old
+        session; later ones use the new (one attribute swap)."""
+        if not self.device.startswith("cuda"):
+            return
+        cpu = OrtGatherBackend(self._weights, "cpu")
+        self._run, self._session = cpu._run, cpu._session
+        self.max_run_ids, self.device = None, "cpu"
 
     def close(self) -> None:
+        """Drop the session now (its GPU memory with it): the bound ``run`` held it too."""
+        self._run = _closed
         self._session = None
+
+
+def _providers(device: str, gpu_mem_limit: int | None) -> list[Any]:
+    if not device.startswith("cuda"):
+        return ["CPUExecutionProvider"]
+    cuda_options = {
+        "device_id": str(int(device.partition(":")[2] or 0)),
+        # Grow the arena by what is asked for, not in doubling chunks, and bound it,
+        # so several tables share one GPU predictably.
+        "arena_extend_strategy": "kSameAsRequested",
+    }
+    if gpu_mem_limit is not None:
+        cuda_options["gpu_mem_limit"] = str(gpu_mem_limit)
+    return [(CUDA_PROVIDER, cuda_options), "CPUExecutionProvider"]
+
+
+def _why(printed: io.StringIO) -> str:
+    """Why a CUDA session came up without the provider: the library that did not load, or
+    the error onnxruntime printed when it built the session again on the CPU."""
+    failure = cuda_load_failure()
+    if failure:
+        return failure
+    errors = [line for line in printed.getvalue().splitlines() if line.startswith("EP Error")]
+    return errors[0] if errors else "see the onnxruntime log for the provider error"
+
+
+@dataclass(frozen=True)
+class _ProbeRows:
+    """A 2 x 1 table: enough for onnxruntime to build and run a session."""
+
+    array: np.ndarray
+    rows: int = 2
+    dim: int = 1
+    file_region: tuple[Path, int] | None = None
+
+
+def cuda_session_failure(device: str = "cuda:0") -> str:
+    """Why a CUDA session cannot gather on ``device`` here ("" when one does): the libraries
+    may load and the session still fail (a driver older than the CUDA the wheel is built for)."""
+    probe = _ProbeRows(np.arange(2, dtype=np.float32).reshape(2, 1))
+    try:
+        backend = OrtGatherBackend(probe, device, None)
+        backend.gather(np.array([1], dtype=np.int64))
+    except Exception as exc:  # CudaUnavailable, or a CUDA error on the first run
+        return str(exc)
+    backend.close()
+    return ""

@@ -13,15 +13,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import onnxruntime as ort
-
 from service import lifecycle, metrics
 from service.backends.base import GatherBackend
 from service.backends.gpu_memory import gpu_free_bytes
 from service.backends.hot_rows import HotRowCache
 from service.backends.numpy_gather import NumpyGatherBackend
 from service.backends.ort_gather import OrtGatherBackend
-from service.backends.placement import Placement, choose_placement
+from service.backends.ort_runtime import available_providers
+from service.backends.placed import build_placed_backend
+from service.backends.placement import Placement, choose_placement, held_gpu_bytes
 from service.backends.redis_gather import RedisGatherBackend
 from service.backends.redis_store import (
     STORE_ERRORS,
@@ -107,7 +107,7 @@ class TableRegistry:
         self,
         settings: ServiceSettings,
         backend_factory: BackendFactory = default_backend_factory,
-        providers: Callable[[], list[str]] = ort.get_available_providers,
+        providers: Callable[[], list[str]] = available_providers,
         free_gpu_bytes: Callable[[int], int | None] = gpu_free_bytes,
     ) -> None:
         self.settings = settings
@@ -348,6 +348,7 @@ class TableRegistry:
                 touched >> 20,
                 time.perf_counter() - started,
             )
+        serving = self._tables.get(source.name)  # a reload: the GPU room it holds is freed
         placement = choose_placement(
             device=options.device,
             backend=options.backend,
@@ -356,15 +357,17 @@ class TableRegistry:
             providers=self._providers(),
             free_gpu_bytes=self._free_gpu_bytes,
             source=str(source.path),
+            reclaimable_gpu_bytes=(
+                held_gpu_bytes(serving.backend.device, serving.placement) if serving else 0
+            ),
         )
-        try:
-            backend = self._backend_factory(weights, placement)
-        except TableLoadError:
-            raise
-        except Exception as exc:
-            raise TableLoadError(
-                f"{source.path}: backend {placement.backend} failed: {exc}"
-            ) from exc
+        backend, placement = build_placed_backend(
+            weights,
+            placement,
+            self._backend_factory,
+            str(source.path),
+            serving.backend if serving else None,
+        )
         return ServedTable(
             name=source.name,
             weights=weights,
