@@ -48,4 +48,4 @@ class DirectGatherer(TableGatherer):
             self._inflight_ids -= n
         elapsed = self.clock() - start
         self._m_backend.observe(elapsed)
-        return GatherResult(rows, 0.0, elapsed, n, 1)
+        return GatherResult(rows, 0.0, elapsed)

@@ -257,9 +257,7 @@ class MicroBatcher(TableGatherer):
                 wait = started - entry.enqueued
                 self._m_wait.observe(wait)
                 entry.future.set_result(
-                    GatherResult(
-                        rows[offset : offset + n], wait, backend_seconds, total, len(batch)
-                    )
+                    GatherResult(rows[offset : offset + n], wait, backend_seconds)
                 )
             offset += n
 
