@@ -203,3 +203,7 @@ class TableLoadError(Exception):
     Not a ``ServiceError``: it never reaches a client as a response, only
     ``/readyz`` and the log.
     """
+
+
+class TableRemoved(TableLoadError):
+    """The table's files are no longer in the repository (a reload found nothing to load)."""

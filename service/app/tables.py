@@ -5,7 +5,8 @@ from __future__ import annotations
 from service import metrics
 from service.errors import BackendUnavailable, ReloadFailed, TableLoadError, TableNotFound
 from service.results import Document, RawBody
-from service.tables.registry import TableRegistry, transient
+from service.tables.registry import TableRegistry
+from service.tables.reloads import transient
 
 
 def liveness() -> Document:

@@ -1,4 +1,4 @@
-"""One micro-batcher per table: concurrent requests share one backend call.
+"""The gatherer of a table with batching on: concurrent requests share one backend call.
 
 Design (after mosec's and TEI's batchers): requests put ``(ids, future,
 enqueued_at)`` on one bounded queue; a single worker task blocks for the first
@@ -15,53 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import os
-import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
-from dataclasses import dataclass
 
 import numpy as np
 
 from service import metrics
 from service.backends.base import GatherBackend
-from service.errors import InternalError, Overloaded, ServiceError, Timeout
+from service.batching.gatherer import BatchingConfig, GatherResult, TableGatherer
+from service.errors import InternalError, ServiceError, Timeout
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BatchingConfig:
-    """Per-table batching knobs (defaults come from the service settings)."""
-
-    enabled: bool
-    max_batch_ids: int = 16384
-    max_delay_us: int = 0
-    max_queue_ids: int = 1_048_576
-    timeout_ms: int = 10_000
-
-
-@dataclass(frozen=True)
-class GatherResult:
-    """The rows of one request plus where its time went."""
-
-    rows: np.ndarray
-    queue_seconds: float
-    backend_seconds: float
-    batch_ids: int
-    batch_requests: int
-
-
-_incidents = itertools.count(1)
-
-
-def _incident_id() -> str:
-    """Id shared by the log line of a backend failure and the 500s it caused."""
-    return f"{os.getpid():x}-b{next(_incidents):x}"
 
 
 CLIENT_GONE: ContextVar[Callable[[], bool] | None] = ContextVar("client_gone", default=None)
@@ -87,64 +53,39 @@ class _Entry:
         self.timer: asyncio.TimerHandle | None = None
 
 
-class MicroBatcher:
-    """Batches gathers of one backend; ``gather`` is the only call requests make."""
-
-    # Seconds a client should wait before retrying a 503.
-    retry_after_seconds = 1
-    # Clock, replaceable in tests so timing is not measured with sleeps.
-    clock = staticmethod(time.perf_counter)
+class MicroBatcher(TableGatherer):
+    """Batches the gathers of one backend (a table with batching on)."""
 
     def __init__(self, backend: GatherBackend, config: BatchingConfig, table: str) -> None:
-        self.backend = backend
-        # Network backends (Redis) are awaited on the loop; the others run on the executor.
-        self._gather_async: Callable[[np.ndarray], Awaitable[np.ndarray]] | None = getattr(
-            backend, "gather_async", None
-        )
-        self.config = config
-        self.table = table
-        # Unbatched rows the backend computes in microseconds: answered in the caller's
-        # stack (``gather_inline``), no coroutine to await.
-        self.inline = not config.enabled and bool(backend.inline_safe)
+        if not config.enabled:
+            raise ValueError(f"table {table!r} does not batch: its gatherer is a DirectGatherer")
+        super().__init__(backend, config, table)
         self._queue: deque[_Entry] = deque()
         self._queued_ids = 0
-        self._inflight_ids = 0  # direct (unbatched) executor calls in progress
         self._running = 0  # requests in the batch being gathered now
         # The batch the worker is still filling (max_delay_us): off the queue, not yet
         # running, but the drain must wait for it all the same.
         self._filling: list[_Entry] = []
         self._draining = False
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gather-{table}")
         self._worker: asyncio.Task[None] | None = None
-        self._failure: BaseException | None = None
-        self._closed = False
         self._m_queue = metrics.QUEUE_IDS.labels(table)
         self._m_wait = metrics.buffered(metrics.QUEUE_SECONDS.labels(table))
-        self._m_backend = metrics.buffered(metrics.BACKEND_SECONDS.labels(table))
         self._m_batch_ids = metrics.buffered(metrics.BATCH_IDS.labels(table))
         self._m_batch_requests = metrics.buffered(metrics.BATCH_REQUESTS.labels(table))
-        self._m_events = {
-            event: metrics.BATCHER_EVENTS.labels(table, event)
-            for event in ("rejected", "timed_out", "cancelled", "failed")
-        }
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> None:
         """Start the worker task (call from the running event loop)."""
-        if self.config.enabled and self._worker is None:
+        if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(
                 self._run(), name=f"batcher-{self.table}"
             )
             self._worker.add_done_callback(self._worker_ended)
 
     @property
-    def healthy(self) -> bool:
-        """False once the worker has died; ``/readyz`` reports it."""
-        return self._failure is None and not self._closed
-
-    @property
     def queued_ids(self) -> int:
+        """Ids waiting in the queue for a batch."""
         return self._queued_ids
 
     @property
@@ -160,7 +101,7 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._worker
         self._fail_pending(self._unloading())
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        await super().close()
 
     async def drain(self, timeout: float) -> bool:
         """Wait until nothing is queued, being filled or running (bounded); True when drained.
@@ -176,38 +117,13 @@ class MicroBatcher:
 
     def _busy(self) -> bool:
         filling = any(not entry.future.done() for entry in self._filling)
-        return bool(self._queue or self._inflight_ids or self._running or filling)
+        return bool(self._queue or self._running or filling)
 
     # ------------------------------------------------------------------- requests
-    def gather_inline(self, ids: np.ndarray) -> GatherResult:
-        """:meth:`gather` for an ``inline`` batcher, without awaiting: the backend's rows now."""
-        if self._closed or self._failure is not None:
-            self._check_open()
-        start = self.clock()
-        rows = self.backend.gather(ids)
-        elapsed = self.clock() - start
-        self._m_backend.observe(elapsed)
-        return GatherResult(rows, 0.0, elapsed, int(ids.size), 1)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            # The table is being replaced or unloaded: a retry reaches the new version.
-            raise self._unloading()
-        if self._failure is not None:
-            raise InternalError("the table's batch worker is not running")
-
     async def gather(self, ids: np.ndarray) -> GatherResult:
         """Rows for ``ids`` (1-D int64, validated); raises ``ServiceError`` subclasses."""
-        self._check_open()
         n = int(ids.size)
-        if not self.config.enabled:
-            return await self._gather_direct(ids, n)
-        if self._queued_ids + n > self.config.max_queue_ids and self._queued_ids:
-            self._m_events["rejected"].inc()
-            raise Overloaded(
-                f"table {self.table!r} has {self._queued_ids} ids queued; retry shortly",
-                headers=self._retry(),
-            )
+        self._admit(self._queued_ids, n, "queued")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[GatherResult] = loop.create_future()
         entry = _Entry(ids, future, self.clock(), CLIENT_GONE.get())
@@ -220,55 +136,6 @@ class MicroBatcher:
             return await future
         finally:
             entry.timer.cancel()
-
-    async def _gather_direct(self, ids: np.ndarray, n: int) -> GatherResult:
-        if self.inline:
-            return self.gather_inline(ids)
-        start = self.clock()
-        if self._inflight_ids + n > self.config.max_queue_ids and self._inflight_ids:
-            self._m_events["rejected"].inc()
-            raise Overloaded(
-                f"table {self.table!r} has {self._inflight_ids} ids in flight; retry shortly",
-                headers=self._retry(),
-            )
-        self._inflight_ids += n
-        try:
-            rows = await self._backend_call(asyncio.get_running_loop(), ids)
-        except ServiceError:
-            self._m_events["failed"].inc()
-            raise
-        except Exception as exc:
-            self._m_events["failed"].inc()
-            incident = _incident_id()
-            log.error(
-                "backend failure on table %s [request %s]: %r",
-                self.table,
-                incident,
-                exc,
-                exc_info=exc,
-            )
-            raise InternalError(
-                "the backend failed to compute this request; see the service log",
-                {"request_id": incident},
-            ) from None
-        finally:
-            self._inflight_ids -= n
-        elapsed = self.clock() - start
-        self._m_backend.observe(elapsed)
-        return GatherResult(rows, 0.0, elapsed, n, 1)
-
-    def _backend_call(
-        self, loop: asyncio.AbstractEventLoop, ids: np.ndarray
-    ) -> Awaitable[np.ndarray]:
-        if self._gather_async is not None:
-            return self._gather_async(ids)
-        return loop.run_in_executor(self._executor, self.backend.gather, ids)
-
-    def _retry(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after_seconds)}
-
-    def _unloading(self) -> Overloaded:
-        return Overloaded("the table is being unloaded; retry", headers=self._retry())
 
     def _expire(self, entry: _Entry) -> None:
         if not entry.future.done():
@@ -307,7 +174,6 @@ class MicroBatcher:
         return batch_ids
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         delay = self.config.max_delay_us / 1_000_000
         while True:
             if not self._queue:
@@ -318,7 +184,7 @@ class MicroBatcher:
             if batch:
                 # No await between the fill and `_execute` counting the batch as running:
                 # the drain always sees it, filling or running.
-                await self._execute(loop, batch)
+                await self._execute(batch)
 
     async def _fill(self, delay: float) -> list[_Entry]:
         """The next batch, its live entries only; tracked in ``_filling`` while it forms."""
@@ -354,44 +220,27 @@ class MicroBatcher:
             if self._queue:  # the next one did not fit: batch is full
                 break
 
-    async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Entry]) -> None:
+    async def _execute(self, batch: list[_Entry]) -> None:
         ids = batch[0].ids if len(batch) == 1 else np.concatenate([e.ids for e in batch])
         started = self.clock()
         self._running = len(batch)
         try:
-            rows = await self._backend_call(loop, ids)
+            rows = await self._backend_call(ids)
         except asyncio.CancelledError:
             # The worker is being stopped mid-gather: answer this batch, never abandon it.
             self._fail(batch, self._unloading())
             raise
-        except ServiceError as error:
-            # The backend's own answer (e.g. 503 backend_unavailable): as it is, to this batch.
-            self._m_events["failed"].inc(len(batch))
-            self._fail(batch, error)
-            return
         except Exception as exc:
             # Only this batch's requests fail; the worker goes on with the next batch.
-            self._m_events["failed"].inc(len(batch))
-            incident = _incident_id()
-            log.error(
-                "backend failure on table %s [request %s] (batch of %d requests, %d ids): %r",
-                self.table,
-                incident,
-                len(batch),
-                ids.size,
-                exc,
-                exc_info=exc,
-            )
-            message = "the backend failed to compute this request; see the service log"
-            self._fail(batch, InternalError(message, {"request_id": incident}))
+            self._fail(batch, self._backend_failed(exc, len(batch), int(ids.size)))
             return
         finally:
             self._running = 0
         self._deliver(batch, rows, started, int(ids.size))
 
     @staticmethod
-    def _fail(batch: list[_Entry], error: ServiceError) -> None:
-        for entry in batch:
+    def _fail(entries: Iterable[_Entry], error: ServiceError) -> None:
+        for entry in entries:
             if not entry.future.done():
                 entry.future.set_exception(error)
 
@@ -408,9 +257,7 @@ class MicroBatcher:
                 wait = started - entry.enqueued
                 self._m_wait.observe(wait)
                 entry.future.set_result(
-                    GatherResult(
-                        rows[offset : offset + n], wait, backend_seconds, total, len(batch)
-                    )
+                    GatherResult(rows[offset : offset + n], wait, backend_seconds)
                 )
             offset += n
 
@@ -423,9 +270,7 @@ class MicroBatcher:
         self._fail_pending(InternalError("the table's batch worker stopped"))
 
     def _fail_pending(self, error: ServiceError) -> None:
-        while self._queue:
-            entry = self._queue.popleft()
-            if not entry.future.done():
-                entry.future.set_exception(error)
+        self._fail(self._queue, error)
+        self._queue.clear()
         self._queued_ids = 0
         self._m_queue.set(0)

@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from service import metrics
 from service.backends.base import GatherBackend
+from service.backends.hot_rows import HotRowCache
 from service.backends.placement import Placement
 from service.backends.redis_store import RedisTableMeta
-from service.batching.micro_batcher import MicroBatcher
+from service.batching.gatherer import TableGatherer
 from service.encoding.row_text_cache import RowTextCache
 from service.errors import InvalidRequest, Overloaded
 from service.repository.options import TableOptions
@@ -32,7 +34,8 @@ class ServedTable:
     options: TableOptions
     placement: Placement
     backend: GatherBackend
-    batcher: MicroBatcher
+    # A MicroBatcher, or a DirectGatherer for a table with batching off.
+    batcher: TableGatherer
     row_cache: RowTextCache
     pad_id: int | None
     vocabulary: Vocabulary | None = None
@@ -101,6 +104,20 @@ class ServedTable:
         self._search_closed = True
         if self._search_pool is not None:
             self._search_pool.shutdown(wait=False, cancel_futures=cancel_queued)
+
+    def publish_cache_metrics(self) -> None:
+        """Move this table's cache counts into the metrics: the row-text cache's events and,
+        for a Redis table, its hot-row cache's gauges."""
+        self.row_cache.publish_metrics()
+        hot = getattr(self.backend, "cache", None)
+        if isinstance(hot, HotRowCache):
+            for stat, value in (
+                ("hits", hot.hits),
+                ("misses", hot.misses),
+                ("entries", len(hot)),
+                ("capacity", hot.capacity),
+            ):
+                metrics.HOT_ROWS.labels(self.name, stat).set(value)
 
     def info(self) -> dict[str, Any]:
         """API.md's ``TableInfo`` plus the placement reason and the batching knobs."""

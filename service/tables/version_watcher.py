@@ -18,20 +18,43 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from service.repository.discovery import discover_tables
-
-if TYPE_CHECKING:
-    from service.tables.registry import TableRegistry
+from service.repository.discovery import TableSource, discover_tables
+from service.settings import ServiceSettings
+from service.tables.served_table import ServedTable
+from service.tables.worker_state import WorkerState
 
 log = logging.getLogger(__name__)
+
+
+class WatchedTables(Protocol):
+    """What the watcher asks of the tables it follows (``TableRegistry``), declared here so
+    that the watcher does not import the registry that starts it."""
+
+    settings: ServiceSettings
+
+    @property
+    def state(self) -> WorkerState: ...
+
+    @property
+    def attempted(self) -> dict[str, str | None]: ...
+
+    def retry_due(self, name: str) -> bool: ...
+
+    def served_version(self, name: str) -> str | None: ...
+
+    async def source_version(self, source: TableSource) -> str | None: ...
+
+    async def reload_local(self, name: str, generation: int | None = None) -> ServedTable: ...
+
+    def publish_row_cache_metrics(self) -> None: ...
 
 
 class VersionWatcher:
     """Polls at ``interval`` seconds until cancelled."""
 
-    def __init__(self, registry: TableRegistry, interval: float, watch_files: bool) -> None:
+    def __init__(self, registry: WatchedTables, interval: float, watch_files: bool) -> None:
         self.registry = registry
         self.interval = interval
         self.watch_files = watch_files

@@ -23,7 +23,8 @@ from service.backends.placement import Placement
 from service.http.app import configure_logging, create_app
 from service.repository.weights import TableWeights
 from service.settings import ServiceSettings
-from service.tables.registry import TableRegistry, default_backend_factory
+from service.tables.registry import TableRegistry
+from service.tables.table_builder import default_backend_factory
 
 
 class FaultyBackend:

@@ -9,7 +9,7 @@ import pytest
 
 from service.app.tables import reload_table
 from service.errors import BackendUnavailable, ReloadFailed, TableLoadError
-from service.tables.registry import RedisNotReady
+from service.tables.table_builder import RedisNotReady
 
 
 class _Registry:

@@ -3,54 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import numpy as np
 import pytest
 
-from service.batching.micro_batcher import BatchingConfig, MicroBatcher
+from service.batching.gatherer import BatchingConfig
+from service.batching.micro_batcher import MicroBatcher
 from service.errors import InternalError, Overloaded, Timeout
 from tests.support.polling import until
-
-TABLE = np.arange(1000 * 4, dtype=np.float32).reshape(1000, 4)
-
-
-class GatedBackend:
-    """Gathers from TABLE; each call waits until the test opens the gate, and is recorded."""
-
-    name = "fake"
-    device = "cpu"
-    inline_safe = False
-
-    def __init__(self, fail_on: int | None = None) -> None:
-        self.calls: list[np.ndarray] = []
-        self.gate = threading.Event()
-        self.entered = threading.Event()
-        self.fail_on = fail_on
-
-    def gather(self, ids: np.ndarray) -> np.ndarray:
-        self.calls.append(ids.copy())
-        self.entered.set()
-        assert self.gate.wait(60), "test never opened the gate"
-        if self.fail_on is not None and self.fail_on in ids:
-            raise RuntimeError("injected backend failure")
-        return TABLE[ids]
-
-    def close(self) -> None:
-        pass
+from tests.unit.batching.fake_backends import TABLE, GatedBackend, InlineBackend, run, wait_entered
 
 
 def config(**kwargs) -> BatchingConfig:
     return BatchingConfig(enabled=True, **{"timeout_ms": 5000, **kwargs})
-
-
-async def wait_entered(backend: GatedBackend) -> None:
-    await asyncio.to_thread(backend.entered.wait, 60)
-    backend.entered.clear()
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 60))
 
 
 def test_fills_to_max_and_preserves_each_requests_rows() -> None:
@@ -221,20 +186,6 @@ def test_dead_worker_fails_pending_and_turns_unhealthy(monkeypatch) -> None:
     run(scenario())
 
 
-def test_batching_off_calls_backend_per_request() -> None:
-    async def scenario() -> None:
-        backend = GatedBackend()
-        backend.gate.set()
-        batcher = MicroBatcher(backend, BatchingConfig(enabled=False), "t")
-        results = await asyncio.gather(*(batcher.gather(np.array([i])) for i in range(5)))
-        assert len(backend.calls) == 5
-        for i, result in enumerate(results):
-            np.testing.assert_array_equal(result.rows, TABLE[[i]])
-        await batcher.close()
-
-    run(scenario())
-
-
 def test_close_during_a_running_batch_answers_it_and_drain_waits_for_it() -> None:
     async def scenario() -> None:
         backend = GatedBackend()
@@ -306,43 +257,7 @@ def test_gather_on_a_closed_batcher_is_503_with_retry_after() -> None:
     run(scenario())
 
 
-class InlineBackend:
-    """A backend that computes in microseconds (numpy): safe to call on the event loop."""
-
-    name = "fake-inline"
-    device = "cpu"
-    inline_safe = True
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def gather(self, ids: np.ndarray) -> np.ndarray:
-        self.calls += 1
-        return TABLE[ids]
-
-    def close(self) -> None:
-        pass
-
-
-def test_unbatched_inline_backend_answers_without_awaiting_and_refuses_when_closed() -> None:
-    async def scenario() -> None:
-        backend = InlineBackend()
-        batcher = MicroBatcher(backend, BatchingConfig(enabled=False), "t")
-        assert batcher.inline
-        result = batcher.gather_inline(np.array([3, 1, 3]))
-        np.testing.assert_array_equal(result.rows, TABLE[[3, 1, 3]])
-        assert (result.batch_ids, result.batch_requests, result.queue_seconds) == (3, 1, 0.0)
-        awaited = await batcher.gather(np.array([2]))  # the awaitable form takes the same path
-        np.testing.assert_array_equal(awaited.rows, TABLE[[2]])
-        assert backend.calls == 2
-        await batcher.close()
-        with pytest.raises(Overloaded):
-            batcher.gather_inline(np.array([1]))
-        assert backend.calls == 2
-
-    run(scenario())
-
-
-def test_batched_or_executor_backends_are_never_inline() -> None:
+def test_a_batcher_is_never_inline_and_only_serves_batched_tables() -> None:
     assert not MicroBatcher(InlineBackend(), config(), "t").inline  # batching on: queued
-    assert not MicroBatcher(GatedBackend(), BatchingConfig(enabled=False), "t").inline
+    with pytest.raises(ValueError):
+        MicroBatcher(InlineBackend(), BatchingConfig(enabled=False), "t")

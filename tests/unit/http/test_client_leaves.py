@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.batching.micro_batcher import BatchingConfig, MicroBatcher
+from service.batching.gatherer import BatchingConfig
+from service.batching.micro_batcher import MicroBatcher
 from service.http.dispatcher import _CLIENT_LEFT, _unless_client_leaves
 
 TABLE = np.arange(40, dtype=np.float32).reshape(10, 4)

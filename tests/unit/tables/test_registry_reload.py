@@ -15,11 +15,13 @@ import pytest
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from service.backends.redis_store import version_record
-from service.errors import TableLoadError
+from service.errors import TableLoadError, TableRemoved
 from service.repository.discovery import TableSource, discover_tables
 from service.settings import ServiceSettings
 from service.tables import registry as registry_module
+from service.tables import reloads, store_clients
 from service.tables.registry import TableRegistry
+from service.tables.store_clients import StoreClients
 from service.tables.version_watcher import VersionWatcher
 from service.tables.worker_state import WorkerState, read_peers
 from tests.support.polling import until
@@ -91,8 +93,8 @@ def redis_repository(
     async def connect(url: str, timeout_s: float) -> FakeStore:
         return store
 
-    monkeypatch.setattr(registry_module, "connect", connect)
-    monkeypatch.setattr(registry_module, "TRANSIENT_RETRY_FIRST_SECONDS", 0.0, raising=False)
+    monkeypatch.setattr(store_clients, "connect", connect)
+    monkeypatch.setattr(reloads, "TRANSIENT_RETRY_FIRST_SECONDS", 0.0)
     monkeypatch.setattr(registry_module, "REDIS_RETRY_SECONDS", 0.0)
     return make_registry(folder, tmp_path / "run", **settings)
 
@@ -114,8 +116,8 @@ def test_publish_writes_the_state_as_it_was_when_asked(
         registry.state.tables["t"] = "v2"  # the loop moves on while the thread writes
         return await real_to_thread(func, *args)
 
-    monkeypatch.setattr(registry_module.asyncio, "to_thread", loop_changes_state_first)
-    asyncio.run(registry._publish())
+    monkeypatch.setattr(asyncio, "to_thread", loop_changes_state_first)
+    asyncio.run(registry.installed.publish())
     assert read_peers(tmp_path / "run")[0].tables == {"t": "v1"}
     assert read_peers(tmp_path / "run")[0].pid == os.getpid()
 
@@ -201,14 +203,14 @@ def test_a_starting_worker_counts_for_reloads_while_it_loads(
     asker.request_reload("a", 5)  # asked before this worker started: answered by its load
     registry = make_registry(folder, run_dir)
     release_b = asyncio.Event()
-    real_build = registry._build_any
+    real_build = registry._builder.build
 
     async def slow_b(source: TableSource, version: str | None) -> Any:
         if source.name == "b":
             await release_b.wait()
         return await real_build(source, version)
 
-    monkeypatch.setattr(registry, "_build_any", slow_b)
+    monkeypatch.setattr(registry._builder, "build", slow_b)
 
     async def scenario() -> None:
         loader = asyncio.create_task(registry.load())
@@ -267,13 +269,11 @@ def test_tables_of_one_store_asking_at_once_share_one_client(
         made.append(FakeStore())
         return made[-1]
 
-    monkeypatch.setattr(registry_module, "connect", slow_connect)
-    registry = make_registry(tmp_path / "models")
+    monkeypatch.setattr(store_clients, "connect", slow_connect)
+    pool = StoreClients()
 
     async def scenario() -> list[Any]:
-        return await asyncio.gather(
-            *(registry._redis_client("redis://fake:6379", 100) for _ in range(3))
-        )
+        return await asyncio.gather(*(pool.client("redis://fake:6379", 100) for _ in range(3)))
 
     clients = asyncio.run(scenario())
     assert len(made) == 1 and all(client is made[0] for client in clients)
@@ -289,7 +289,7 @@ def test_a_reload_during_start_up_is_not_replaced_by_the_start_up_load(
     write_npy(folder, "t", random_table(ROWS, DIM, seed=1))
     registry = make_registry(folder, tmp_path / "run")
     release, mapped = asyncio.Event(), asyncio.Event()
-    real_build = registry._build_any
+    real_build = registry._builder.build
     builds = 0
 
     async def slow_first(source: TableSource, version: str | None) -> Any:
@@ -302,7 +302,7 @@ def test_a_reload_during_start_up_is_not_replaced_by_the_start_up_load(
             await release.wait()
         return built
 
-    monkeypatch.setattr(registry, "_build_any", slow_first)
+    monkeypatch.setattr(registry._builder, "build", slow_first)
 
     async def scenario() -> None:
         loader = asyncio.create_task(registry.load())
@@ -328,7 +328,25 @@ def test_a_reload_during_start_up_is_not_replaced_by_the_start_up_load(
 
 def test_a_load_error_after_a_store_error_leaves_no_backoff(tmp_path: Path) -> None:
     registry = make_registry(tmp_path / "models")
-    registry._note_failure("t", "v1", RedisTimeout("timed out"))
+    registry._reloads.note_failure("t", "v1", RedisTimeout("timed out"))
     assert not registry.retry_due("t")
-    registry._note_failure("t", "v2", TableLoadError("t: not an .npy file"))
+    registry._reloads.note_failure("t", "v2", TableLoadError("t: not an .npy file"))
     assert registry.retry_due("t") and registry.attempted["t"] == "v2"
+
+
+def test_reloading_a_table_whose_files_are_gone_raises_table_removed(tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    write_npy(folder, "t", random_table(ROWS, DIM))
+    registry = make_registry(folder)
+
+    async def scenario() -> None:
+        (folder / "t.npy").unlink()
+        with pytest.raises(TableRemoved):
+            await registry.reload_local("t")
+        assert registry.has("t")  # the loaded version keeps serving
+        (folder / "t.npy").write_bytes(b"not an npy file")
+        with pytest.raises(TableLoadError) as broken:
+            await registry.reload_local("t")
+        assert not isinstance(broken.value, TableRemoved)
+
+    run_loaded(registry, scenario)

@@ -1,0 +1,94 @@
+"""The tables this worker serves, those that failed to load, and the state it publishes.
+
+``install`` is the one way a table starts serving (at start-up, once its store answers, on a
+reload): its gatherer starts, it replaces the table of its name in one dict assignment on the
+event loop, and the state file tells the other workers which version this one serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from service import metrics
+from service.tables.served_table import ServedTable
+from service.tables.worker_state import WorkerState
+
+log = logging.getLogger(__name__)
+
+
+class InstalledTables:
+    """Tables by name, load failures by name, and this worker's published ``state``."""
+
+    def __init__(self, run_dir: Path | None) -> None:
+        self.tables: dict[str, ServedTable] = {}
+        # Tables in the repository that failed to load, with the reason (/readyz, logs).
+        self.failures: dict[str, str] = {}
+        # What this worker serves (source versions), the reload requests it has answered,
+        # published for the other workers of the server (settings.run_dir).
+        self.state = WorkerState(run_dir)
+        # Held from reading a table's source to installing it: two loads of one table (start-up,
+        # a reload, the watcher) never interleave, so an older version never lands last.
+        self.installing = asyncio.Lock()
+        self._publish_lock = asyncio.Lock()
+
+    async def install(
+        self, table: ServedTable, version: str | None, generation: int | None = None
+    ) -> ServedTable | None:
+        """Serve ``table`` (its source at ``version``) in place of the table of its name and
+        publish it; ``generation``: the reload request this answers. Returns the table it
+        replaced, for the caller to retire (requests holding it finish on it)."""
+        name = table.name
+        table.batcher.start()
+        replaced = self.tables.get(name)
+        self.tables[name] = table
+        self.failures.pop(name, None)
+        self.state.tables[name] = version
+        if generation is not None:
+            self.state.acks[name] = max(generation, self.state.acks.get(name, 0))
+            self.state.errors.pop(name, None)
+        self.count()
+        await self.publish()
+        log.info(
+            "table %s: %d x %d %s version %s on %s/%s (%s)",
+            name,
+            table.rows,
+            table.dim,
+            table.weights.stored_dtype,
+            table.weights.version,
+            table.backend.name,
+            table.backend.device,
+            table.placement.reason,
+        )
+        return replaced
+
+    async def publish(self) -> None:
+        """Write this worker's state file: encoded here on the loop (which changes the dicts),
+        written on a thread; one write at a time, so an older state never lands last."""
+        async with self._publish_lock:
+            await asyncio.to_thread(self.state.write, self.state.encode())
+
+    def count(self) -> None:
+        """The tables loaded and failed, into the metrics."""
+        metrics.TABLES_LOADED.set(len(self.tables))
+        metrics.TABLES_FAILED.set(len(self.failures))
+
+    def retire_later(self, table: ServedTable, drain_seconds: float) -> None:
+        """Release a replaced table once its requests are answered (bounded by the drain)."""
+        asyncio.get_running_loop().create_task(_retire(table, drain_seconds))
+
+    async def close(self) -> None:
+        """Stop every table's gatherer and searches and release its backend."""
+        for table in self.tables.values():
+            await table.batcher.close()
+            table.close_search(cancel_queued=True)  # the server's drain is over
+            table.backend.close()
+        self.tables.clear()
+
+
+async def _retire(table: ServedTable, drain_seconds: float) -> None:
+    await table.drain(drain_seconds)  # its gatherer and its searches
+    await table.batcher.close()
+    table.close_search()
+    table.backend.close()
