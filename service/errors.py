@@ -203,3 +203,8 @@ class TableLoadError(Exception):
     Not a ``ServiceError``: it never reaches a client as a response, only
     ``/readyz`` and the log.
     """
+
+
+class TableRemoved(TableLoadError):
+    """The table's files are no longer in the repository (a reload of a removed table: the
+    admin route answers 404 when no version of it was ever served)."""
