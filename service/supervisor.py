@@ -35,6 +35,7 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from service import lifecycle
+from service.http.uvicorn_internals import wait_tasks_to_complete
 
 log = logging.getLogger("service.supervisor")
 
@@ -95,7 +96,7 @@ class DrainingServer(Server):
             for sock in sockets or []:
                 sock.close()
             await asyncio.wait_for(
-                self._wait_tasks_to_complete(), timeout=self.config.timeout_graceful_shutdown
+                wait_tasks_to_complete(self), timeout=self.config.timeout_graceful_shutdown
             )
         except TimeoutError:
             self._cut_remaining(

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service import metrics
+from service.app.plan import NotInline
 from service.batching.micro_batcher import CLIENT_GONE
 from service.decoding.body import ACCEPTED_TYPES, JSON
 from service.encoding.responses import EncodedResponse
@@ -23,6 +24,7 @@ from service.http.body_reader import (
     too_large,
 )
 from service.http.call import Call, Services
+from service.http.client_gone import CLIENT_GONE_KEY, ClientGone
 from service.http.error_responses import error_response_for, unexpected_error_response
 from service.http.route_table import ANY_TYPE, Route
 
@@ -143,17 +145,9 @@ class Dispatcher:
             self.guard.check(scope["headers"])
 
     async def serve(
-        self,
-        route: Route,
-        params: Mapping[str, str],
-        scope: Scope,
-        receive: Receive,
-        body: bytes | None = None,
+        self, route: Route, params: Mapping[str, str], scope: Scope, receive: Receive
     ) -> EncodedResponse | None:
         """The response to one request (``None``: the client left before it was ready).
-
-        ``body``: the whole body when the caller has it already (the direct lane); else it
-        is read from ``receive``.
 
         A request with ids is admitted into the worker's ids-in-flight budget after it is
         decoded (``503 overloaded`` when full) by the ``Admission`` that ``FrontApp`` put in
@@ -163,30 +157,13 @@ class Dispatcher:
         One coroutine on purpose: at W1 an extra await level is a measurable share."""
         started = time.perf_counter()
         call = Call(params, scope_headers(scope), self.services)
-        decoders = route.decoders
         try:
-            if route.auth != "public" and (self.guard is not None or route.auth == "admin"):
-                self.authorise(route, scope)
-            request = None
-            if decoders:
-                limit = self.max_body_bytes
-                check_declared_length(call.headers.get("content-length"), limit)
-                if body is None:
-                    body = await read_body(receive, limit)
-                elif len(body) > limit:
-                    raise too_large(limit)
-                call.body = body
-                call.media_type = _media_type(call.headers.get("content-type"), decoders)
-            if route.resolve is not None:
-                route.resolve(call)
-            if decoders:
-                request = decoders[call.media_type](call)
-                admission = scope.get(SCOPE_KEY)
-                if admission is not None:  # FrontApp releases it once the response is sent
-                    admission.admit(ids_in(request), call.table_label)
+            self._check_head(route, call, scope)
+            body = await read_body(receive, self.max_body_bytes) if route.decoders else b""
+            request = self._decode(route, call, scope, body)
             work = route.use_case(call, request)
-            if decoders and self.services.registry.batched(call.table_label):
-                result = await _unless_client_leaves(work, receive)
+            if route.decoders and self.services.registry.batched(call.table_label):
+                result = await _unless_client_leaves(work, receive, scope.get(CLIENT_GONE_KEY))
                 if result is _CLIENT_LEFT:
                     return None
             else:
@@ -194,39 +171,98 @@ class Dispatcher:
             response = route.encoder(result)
         except ClientDisconnected:
             return None
-        except ServiceError as error:
-            response = error_response_for(scope["path"], error)
         except Exception as exc:
-            response = unexpected_error_response(exc, f"{route.label} {scope['path']!r}")
+            response = _error_response(route, scope, exc)
+        return self._counted(call, route, response, started)
+
+    def serve_inline(
+        self, route: Route, params: Mapping[str, str], scope: Scope, body: bytes
+    ) -> EncodedResponse | None:
+        """The response to one whole request whose route has a direct answer, computed in
+        the caller's stack (the direct lane): the same steps as ``serve``, the use case's
+        synchronous path. ``None``: it cannot be answered inline (``NotInline``: nothing
+        was computed, nothing counted); serve it with ``serve`` from a task."""
+        direct = route.direct
+        assert direct is not None, "a route without a direct answer"
+        started = time.perf_counter()
+        call = Call(params, scope_headers(scope), self.services)
+        try:
+            self._check_head(route, call, scope)
+            request = self._decode(route, call, scope, body)
+            response = route.encoder(direct.answer(call, request))
+        except NotInline:
+            return None
+        except Exception as exc:
+            response = _error_response(route, scope, exc)
+        return self._counted(call, route, response, started)
+
+    def _check_head(self, route: Route, call: Call, scope: Scope) -> None:
+        """What the head alone decides: authorisation, and a declared body over the limit."""
+        if route.auth != "public" and (self.guard is not None or route.auth == "admin"):
+            self.authorise(route, scope)
+        if route.decoders:
+            check_declared_length(call.headers.get("content-length"), self.max_body_bytes)
+
+    def _decode(self, route: Route, call: Call, scope: Scope, body: bytes) -> Any:
+        """The decoded request (``None`` for a route without a body), resolved and admitted."""
+        decoders = route.decoders
+        if decoders:
+            if len(body) > self.max_body_bytes:
+                raise too_large(self.max_body_bytes)
+            call.body = body
+            call.media_type = _media_type(call.headers.get("content-type"), decoders)
+        if route.resolve is not None:
+            route.resolve(call)
+        if not decoders:
+            return None
+        request = decoders[call.media_type](call)
+        admission = scope.get(SCOPE_KEY)
+        if admission is not None:  # FrontApp (or the lane) releases it once the response is sent
+            admission.admit(ids_in(request), call.table_label)
+        return request
+
+    def _counted(
+        self, call: Call, route: Route, response: EncodedResponse, started: float
+    ) -> EncodedResponse:
+        """``response``, counted in the request metrics."""
         seconds = time.perf_counter() - started
         metrics.observe_request(call.table_label, route.label, response.status, seconds)
         return response
 
 
+def _error_response(route: Route, scope: Scope, exc: Exception) -> EncodedResponse:
+    """A ``ServiceError``'s answer (API.md's body, V2's on /v2 paths); anything else is a bug:
+    a generic 500, the details logged."""
+    if isinstance(exc, ServiceError):
+        return error_response_for(scope["path"], exc)
+    return unexpected_error_response(exc, f"{route.label} {scope['path']!r}")
+
+
 _CLIENT_LEFT = object()
 
 
-async def _unless_client_leaves(work: Awaitable[Any], receive: Receive) -> Any:
+async def _unless_client_leaves(
+    work: Awaitable[Any], receive: Receive, client_gone: ClientGone | None = None
+) -> Any:
     """Run ``work``, but if the client disconnects while its rows are queued, skip them
     when the batch is built (not computed for nobody) and return ``_CLIENT_LEFT``.
 
-    Served by uvicorn, ``receive`` belongs to the request's cycle, whose ``disconnected``
-    flag the batcher reads (``CLIENT_GONE``): no task per request. Otherwise (a wrapped
-    ``receive``) one watcher task cancels ``work`` on a disconnect (~18 µs per request;
-    two tasks and ``asyncio.wait`` cost ~40 µs)."""
-    cycle = getattr(receive, "__self__", None)
-    if isinstance(getattr(cycle, "disconnected", None), bool):
-        token = CLIENT_GONE.set(lambda: bool(cycle.disconnected))  # type: ignore[union-attr]
-        try:
-            return await work
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if cycle.disconnected and task is not None and task.cancelling() == 0:  # type: ignore[union-attr]
-                return _CLIENT_LEFT  # the batcher dropped its rows, nobody cancelled the task
-            raise
-        finally:
-            CLIENT_GONE.reset(token)
-    return await _watched(work, receive)
+    ``client_gone``: what the server put in the scope under ``CLIENT_GONE_KEY`` (our
+    protocol does: the connection's own flag), read by the batcher (``CLIENT_GONE``): no
+    task per request. Without it one watcher task cancels ``work`` on a disconnect (~18 µs
+    per request; two tasks and ``asyncio.wait`` cost ~40 µs)."""
+    if client_gone is None:
+        return await _watched(work, receive)
+    token = CLIENT_GONE.set(client_gone)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if client_gone() and task is not None and task.cancelling() == 0:
+            return _CLIENT_LEFT  # the batcher dropped its rows, nobody cancelled the task
+        raise
+    finally:
+        CLIENT_GONE.reset(token)
 
 
 async def _watched(work: Awaitable[Any], receive: Receive) -> Any:
