@@ -52,14 +52,15 @@ class RowText(Plan[bytes]):
         flat: bool = False,
     ) -> None:
         self.table, self.ids, self.shape, self.timing, self.flat = table, ids, shape, timing, flat
-        per_item = math.prod(shape[1:])  # numbers per item of the first axis
-        self.items = max(1, SLICE_NUMBERS // max(1, per_item))  # items of the first axis a slice
-        self.sliced = not (
-            ids.size * shape[-1] <= SLICE_NUMBERS or len(shape) < 2 or shape[0] <= self.items
-        )
+        self.items = 0  # items of the first axis per slice (0: one render)
+        if ids.size * shape[-1] > SLICE_NUMBERS and len(shape) >= 2:
+            per_item = math.prod(shape[1:])  # numbers per item of the first axis
+            items = max(1, SLICE_NUMBERS // max(1, per_item))
+            if shape[0] > items:
+                self.items = items
 
     def run_inline(self) -> bytes:
-        if self.sliced:
+        if self.items:
             raise NotInline("a large answer is rendered in slices, the event loop free between")
         cache = self.table.row_cache
         plan = cache.plan(self.ids)
@@ -69,7 +70,7 @@ class RowText(Plan[bytes]):
         return cache.render(plan, fetched, self.shape, self.flat)
 
     async def run(self) -> bytes:
-        if not self.sliced:
+        if not self.items:
             return await self._render(self.ids, self.shape)
         shape, items = self.shape, self.items
         ids_per_item = self.ids.size // shape[0]

@@ -36,10 +36,15 @@ def lookup(
     result = Vectors(table.name, shape, request.dtype, output)
     started = time.perf_counter()
 
-    def text_done(text: bytes) -> Vectors:
-        result.text = text
-        observe_encode(table.name, output, started, result.timing)
-        return result
+    if uses_row_text(table, output, request.dtype):
+
+        def text_done(text: bytes) -> Vectors:
+            result.text = text
+            observe_encode(table.name, output, started, result.timing)
+            return result
+
+        wanted = flat if zero is None else np.where(zero, -1, flat)
+        return RowText(table, wanted, shape, result.timing).then(text_done)
 
     def rows_done(vectors: np.ndarray) -> Vectors:
         if zero is not None:
@@ -48,11 +53,7 @@ def lookup(
         observe_encode(table.name, output, started, result.timing)
         return result
 
-    if uses_row_text(table, output, request.dtype):
-        wanted = flat if zero is None else np.where(zero, -1, flat)
-        return RowText(table, wanted, shape, result.timing).then(text_done)
     return FinalRows(table, flat, request.dtype, result.timing).then(rows_done)
-
 
 def observe_encode(table: str, fmt: str, started: float, timing: Timing) -> None:
     """Encode time: the span since ``started`` less the time spent queued and gathering."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from service.app.gather import SLICE_NUMBERS
 from service.http import uvicorn_internals
 from service.http.app import create_app
 from service.http.asgi_front import CHUNK_BYTES, FrontApp, send_response
+from service.http.client_gone import CLIENT_GONE_KEY
 from service.http.direct_lane import DIRECT_MAX_BODY, DirectLane
 from service.http.protocols import LimitedHttpToolsProtocol
 from service.http.uvicorn_internals import direct_lane_of
@@ -441,3 +443,59 @@ def test_a_table_swapped_before_its_turn_is_served_by_the_asgi_path(
         assert "waited on" not in caplog.text  # handed back before any work was queued
 
     run(tmp_path, test)
+
+
+SERVER_VALUE: contextvars.ContextVar[str] = contextvars.ContextVar("server_value", default="unset")
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["context-kept", "reset-contextvars"])
+def test_the_lane_answers_in_a_fresh_context_with_uvicorns_reset_contextvars(
+    tmp_path: Path, reset: bool
+) -> None:
+    async def main() -> None:
+        SERVER_VALUE.set("server")  # as a lifespan or an instrumentation would
+        folder = tmp_path / "models"
+        write_npy(folder, "small", TABLES["small"])
+        app = create_app(ServiceSettings(models=folder))
+        await app.registry.load()
+        try:
+            async with protocol_server(app, access_log=False, reset_contextvars=reset) as server:
+                lane = app.lane
+                assert lane is not None
+                answer, seen = lane.answer, []
+
+                def spied(claim: Any, scope: Any, body: bytes) -> Any:
+                    seen.append(SERVER_VALUE.get())
+                    return answer(claim, scope, body)
+
+                lane.answer = spied  # type: ignore[method-assign]
+                reader, writer, _ = await server.connect()
+                writer.write(lookup([1]))
+                head, _ = await response(reader)
+                assert status(head) == 200
+                assert seen == ["unset" if reset else "server"]
+        finally:
+            await app.registry.close()
+
+    asyncio.run(main())
+
+
+def test_the_scope_of_an_asgi_request_says_when_its_client_has_gone() -> None:
+    started: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        started.append(scope)
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    async def main() -> None:
+        async with protocol_server(app) as server:
+            _, writer, _ = await server.connect()
+            writer.write(get("/anything"))
+            await until(lambda: bool(started), "the request's task started")
+            client_gone = started[0][CLIENT_GONE_KEY]
+            assert client_gone() is False
+            writer.transport.abort()
+            await until(client_gone, "the server to see the client go")
+
+    asyncio.run(main())

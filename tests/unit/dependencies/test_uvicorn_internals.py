@@ -1,0 +1,110 @@
+"""Canary: every private name and signature of uvicorn's that the service relies on
+(``service.http.uvicorn_internals.RELIED_ON``) is still there, in the installed uvicorn.
+
+A failure names the attribute; ``docs/upgrading.md`` ("Upgrading uvicorn") says what to
+re-read in uvicorn's source before moving the pin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+from uvicorn.config import Config
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT, FlowControl
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.server import ServerState
+
+from service.http.direct_lane import DIRECT_MAX_BODY
+from service.http.uvicorn_internals import RELIED_ON, Relied
+
+
+class _Transport(asyncio.Transport):
+    """Just what uvicorn's protocol asks of a transport when it is made."""
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def is_closing(self) -> bool:
+        return False
+
+
+async def _app(scope: Any, receive: Any, send: Any) -> None:
+    """An ASGI app for the config (never called)."""
+
+
+def _instances(loop: asyncio.AbstractEventLoop) -> dict[type, object]:
+    """One instance of each class whose instance attributes are relied on."""
+    config = Config(app=_app, lifespan="off", log_level="warning")
+    config.load()
+    state = ServerState()
+    protocol = HttpToolsProtocol(config, state, {}, _loop=loop)
+    transport = _Transport()
+    protocol.connection_made(transport)
+    protocol.on_message_begin()  # the parser's first callbacks: url and headers exist
+    flow = FlowControl(transport)
+    cycle = RequestResponseCycle(
+        scope=protocol.scope,
+        transport=transport,
+        flow=flow,
+        logger=logging.getLogger("test"),
+        access_logger=logging.getLogger("test"),
+        access_log=False,
+        default_headers=[],
+        message_event=asyncio.Event(),
+        expect_100_continue=False,
+        keep_alive=True,
+        on_response=lambda: None,
+    )
+    return {
+        HttpToolsProtocol: protocol,
+        RequestResponseCycle: cycle,
+        FlowControl: flow,
+        ServerState: state,
+        Config: config,
+        ProxyHeadersMiddleware: ProxyHeadersMiddleware(_app),
+    }
+
+
+@pytest.fixture(scope="module")
+def instances() -> Iterator[dict[type, object]]:
+    loop = asyncio.new_event_loop()
+    try:
+        yield _instances(loop)
+    finally:
+        loop.close()
+
+
+def _label(relied: Relied) -> str:
+    owner = getattr(relied.owner, "__qualname__", repr(relied.owner))
+    return f"uvicorn {uvicorn.__version__}: {owner}.{relied.name}"
+
+
+@pytest.mark.parametrize("relied", RELIED_ON, ids=lambda relied: _label(relied).split(": ")[1])
+def test_a_relied_on_name_is_still_there(relied: Relied, instances: dict[type, object]) -> None:
+    holder = instances[relied.owner] if relied.instance else relied.owner
+    assert hasattr(holder, relied.name), f"{_label(relied)} is gone"
+    if relied.parameters is not None:
+        found = tuple(inspect.signature(getattr(relied.owner, relied.name)).parameters)
+        assert found == relied.parameters, (
+            f"{_label(relied)} takes {found}, the service expects {relied.parameters}"
+        )
+
+
+def test_the_lane_claims_no_body_uvicorn_would_pause_reading_for() -> None:
+    assert DIRECT_MAX_BODY <= HIGH_WATER_LIMIT, "uvicorn's HIGH_WATER_LIMIT shrank"
+
+
+def test_every_instance_checked_is_made_by_this_test() -> None:
+    owners = {relied.owner for relied in RELIED_ON if relied.instance}
+    loop = asyncio.new_event_loop()
+    try:
+        assert owners <= set(_instances(loop))
+    finally:
+        loop.close()
