@@ -55,6 +55,7 @@ def lookup(
 
     return FinalRows(table, flat, request.dtype, result.timing).then(rows_done)
 
+
 def observe_encode(table: str, fmt: str, started: float, timing: Timing) -> None:
     """Encode time: the span since ``started`` less the time spent queued and gathering."""
     spent = time.perf_counter() - started - timing.queue_seconds - timing.backend_seconds

@@ -1,5 +1,5 @@
 """The raw-ASGI front: routes of ``ROUTES`` answered by the dispatcher without FastAPI's
-per-request machinery; anything else (404s, 405s, or every route with ``--no-fast-path``)
+per-request machinery; anything else (404s, 405s, or every route with ``--no-raw-asgi-front``)
 goes to the FastAPI app generated from the same table. The body limit holds for both."""
 
 from __future__ import annotations
@@ -49,13 +49,13 @@ class FrontApp:
         app: ASGIApp,
         dispatcher: Dispatcher,
         matcher: RouteMatcher,
-        fast_path: bool = True,
+        raw_asgi_front: bool = True,
         lane: DirectLane | None = None,
     ) -> None:
         self.app = app
         self.dispatcher = dispatcher
         self.matcher = matcher
-        self.fast_path = fast_path
+        self.raw_asgi_front = raw_asgi_front
         self.lane = lane
         """The direct lane: what our HTTP protocol answers itself, without calling this app
         (``None``: nothing). The protocol finds it here (``uvicorn_internals.direct_lane_of``)."""
@@ -73,7 +73,7 @@ class FrontApp:
         try:
             path: str = scope["path"]
             found = self.matcher.match(scope["method"], path)
-            if found is not None and self.fast_path:
+            if found is not None and self.raw_asgi_front:
                 route, params = found
                 response = await self.dispatcher.serve(route, params, scope, receive)
                 if response is not None:

@@ -417,7 +417,7 @@ def test_the_lane_is_off_where_something_must_see_every_request(tmp_path: Path) 
     assert direct_lane_of(app, access_log=False) is app.lane is not None
     assert direct_lane_of(app, access_log=True) is None  # uvicorn logs from ASGI send
     assert direct_lane_of(object(), access_log=False) is None  # a middleware around the app
-    for off in ({"direct_lane": False}, {"fast_path": False}):
+    for off in ({"direct_lane": False}, {"raw_asgi_front": False}):
         assert create_app(ServiceSettings(models=tmp_path, **off)).lane is None
 
 
