@@ -148,6 +148,33 @@ ERRORS = schemas.ERROR_RESPONSES
 V2_ERRORS = schemas.V2_ERROR_RESPONSES
 """The error responses a V2 route documents (the protocol's own error body)."""
 
+
+def _v2_server_route(path: str, label: str, use_case: UseCase, summary: str) -> Route:
+    """A V2 server route: GET, a document, V2's error body."""
+    return Route(
+        path=path,
+        methods=("GET",),
+        label=label,
+        auth="key",
+        use_case=use_case,
+        encoder=encode_document,
+        doc=_doc(summary, *_V2_TAGS, errors=V2_ERRORS),
+    )
+
+
+def _docs_page(path: str, label: str, auth: Auth, use_case: UseCase, summary: str) -> Route:
+    """A page of the API docs: GET, raw bytes, left out of the schema."""
+    return Route(
+        path=path,
+        methods=("GET",),
+        label=label,
+        auth=auth,
+        use_case=use_case,
+        encoder=encode_raw,
+        doc=_doc(summary, "docs", in_schema=False),
+    )
+
+
 ROUTES: list[Route] = [
     Route(
         path="/healthz",
@@ -289,33 +316,9 @@ ROUTES: list[Route] = [
             },
         ),
     ),
-    Route(
-        path="/v2",
-        methods=("GET",),
-        label="v2",
-        auth="key",
-        use_case=v2.server_metadata,
-        encoder=encode_document,
-        doc=_doc("Server metadata.", *_V2_TAGS, errors=V2_ERRORS),
-    ),
-    Route(
-        path="/v2/health/live",
-        methods=("GET",),
-        label="live",
-        auth="key",
-        use_case=v2.live,
-        encoder=encode_document,
-        doc=_doc("Server liveness.", *_V2_TAGS, errors=V2_ERRORS),
-    ),
-    Route(
-        path="/v2/health/ready",
-        methods=("GET",),
-        label="ready",
-        auth="key",
-        use_case=v2.ready,
-        encoder=encode_document,
-        doc=_doc("Server readiness.", *_V2_TAGS, errors=V2_ERRORS),
-    ),
+    _v2_server_route("/v2", "v2", v2.server_metadata, "Server metadata."),
+    _v2_server_route("/v2/health/live", "live", v2.live, "Server liveness."),
+    _v2_server_route("/v2/health/ready", "ready", v2.ready, "Server readiness."),
     *_v2_model_routes(
         "",
         ("GET",),
@@ -346,51 +349,27 @@ ROUTES: list[Route] = [
         decoders={ANY_TYPE: v2.infer_body},
         resolve=v2.resolve_model,
     ),
-    Route(
-        path="/openapi.json",
-        methods=("GET",),
-        label="openapi",
-        auth="key",
-        use_case=documents.openapi,
-        encoder=encode_raw,
-        doc=_doc("The OpenAPI schema.", "docs", in_schema=False),
+    _docs_page("/openapi.json", "openapi", "key", documents.openapi, "The OpenAPI schema."),
+    _docs_page(
+        "/docs",
+        "docs",
+        "key",
+        documents.swagger,
+        "Swagger UI (assets served by the service: works offline).",
     ),
-    Route(
-        path="/docs",
-        methods=("GET",),
-        label="docs",
-        auth="key",
-        use_case=documents.swagger,
-        encoder=encode_raw,
-        doc=_doc(
-            "Swagger UI (assets served by the service: works offline).", "docs", in_schema=False
-        ),
+    _docs_page(
+        "/docs/oauth2-redirect",
+        "oauth2-redirect",
+        "public",
+        documents.oauth2_redirect,
+        "Swagger UI's OAuth2 redirect page.",
     ),
-    Route(
-        path="/docs/oauth2-redirect",
-        methods=("GET",),
-        label="oauth2-redirect",
-        auth="public",
-        use_case=documents.oauth2_redirect,
-        encoder=encode_raw,
-        doc=_doc("Swagger UI's OAuth2 redirect page.", "docs", in_schema=False),
+    _docs_page(
+        "/docs/assets/{file}",
+        "assets",
+        "public",
+        documents.asset,
+        "Swagger UI's scripts and styles.",
     ),
-    Route(
-        path="/docs/assets/{file}",
-        methods=("GET",),
-        label="assets",
-        auth="public",
-        use_case=documents.asset,
-        encoder=encode_raw,
-        doc=_doc("Swagger UI's scripts and styles.", "docs", in_schema=False),
-    ),
-    Route(
-        path="/redoc",
-        methods=("GET",),
-        label="redoc",
-        auth="key",
-        use_case=documents.redoc,
-        encoder=encode_raw,
-        doc=_doc("ReDoc (its script comes from a CDN).", "docs", in_schema=False),
-    ),
+    _docs_page("/redoc", "redoc", "key", documents.redoc, "ReDoc (its script comes from a CDN)."),
 ]
