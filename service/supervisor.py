@@ -31,11 +31,14 @@ from pathlib import Path
 from types import FrameType
 
 from uvicorn import Config, Server
-from uvicorn.config import STARTUP_FAILURE
-from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from service import lifecycle
-from service.http.uvicorn_internals import wait_tasks_to_complete
+from service.http.uvicorn_internals import (
+    STARTUP_FAILURE,
+    Multiprocess,
+    Process,
+    wait_tasks_to_complete,
+)
 
 log = logging.getLogger("service.supervisor")
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from uvicorn.config import Config
+from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT, FlowControl
 from uvicorn.protocols.http.httptools_impl import (
@@ -31,6 +31,7 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 from uvicorn.server import Server, ServerState
+from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from service.encoding.responses import EncodedResponse
 from service.http.admission import SCOPE_KEY, Admission
@@ -40,7 +41,16 @@ from service.http.direct_lane import Claim, DirectLane
 from service.http.dispatcher import Scope
 from service.http.response_head import response_headers
 
-__all__ = ["HIGH_WATER_LIMIT", "RELIED_ON", "Cycle", "ServerState", "UvicornHttpProtocol"]
+__all__ = [
+    "HIGH_WATER_LIMIT",
+    "RELIED_ON",
+    "STARTUP_FAILURE",
+    "Cycle",
+    "Multiprocess",
+    "Process",
+    "ServerState",
+    "UvicornHttpProtocol",
+]
 
 Cycle = RequestResponseCycle
 """One request and its response on a connection (uvicorn's)."""
@@ -86,7 +96,27 @@ RELIED_ON: tuple[Relied, ...] = (
     *_fields(FlowControl, "write_paused"),
     *_fields(ServerState, "connections", "tasks", "default_headers"),
     *_fields(Config, "reset_contextvars"),
+    # service/supervisor.py: a draining Server, its worker Process and the Multiprocess
+    # supervisor, subclassed (the methods it overrides or calls, the fields it reads).
     Relied(Server, "_wait_tasks_to_complete", ("self",)),
+    Relied(Server, "__init__", ("self", "config")),
+    Relied(Server, "handle_exit", ("self", "sig", "frame")),
+    Relied(Server, "startup", ("self", "sockets")),
+    Relied(Server, "shutdown", ("self", "sockets")),
+    *_fields(Server, "server_state", "force_exit", "should_exit", "started"),
+    Relied(Process, "__init__", ("self", "config", "sockets")),
+    Relied(Process, "target", ("self", "sockets")),
+    Relied(Process, "always_pong", ("self",)),
+    Relied(Process, "is_alive", ("self", "timeout")),
+    *_fields(Process, "_server", "process", "config"),
+    Relied(Multiprocess, "__init__", ("self", "config", "sockets")),
+    Relied(Multiprocess, "init_processes", ("self",)),
+    Relied(Multiprocess, "terminate_all", ("self",)),
+    Relied(Multiprocess, "keep_subprocess_alive", ("self",)),
+    Relied(Multiprocess, "handle_signals", ("self",)),
+    Relied(Multiprocess, "handle_hup", ("self",)),
+    Relied(Multiprocess, "handle_ttin", ("self",)),
+    Relied(Multiprocess, "handle_ttou", ("self",)),
     Relied(ProxyHeadersMiddleware, "__init__", ("self", "app", "trusted_hosts")),
     *_fields(ProxyHeadersMiddleware, "app"),
 )

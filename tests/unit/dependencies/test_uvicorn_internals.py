@@ -19,7 +19,8 @@ from uvicorn.config import Config
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT, FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
-from uvicorn.server import ServerState
+from uvicorn.server import Server, ServerState
+from uvicorn.supervisors.multiprocess import Process
 
 from service.http.direct_lane import DIRECT_MAX_BODY
 from service.http.uvicorn_internals import RELIED_ON, Relied
@@ -69,6 +70,10 @@ def _instances(loop: asyncio.AbstractEventLoop) -> dict[type, object]:
         ServerState: state,
         Config: config,
         ProxyHeadersMiddleware: ProxyHeadersMiddleware(_app),
+        Server: Server(config),
+        # Not started: a process object and its pipe. (Multiprocess is not made here: it
+        # installs signal handlers; only its methods are relied on.)
+        Process: Process(config, []),
     }
 
 
