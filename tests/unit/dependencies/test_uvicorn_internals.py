@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import tomllib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
+from packaging.requirements import Requirement
 from uvicorn.config import Config
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT, FlowControl
@@ -24,6 +27,8 @@ from uvicorn.supervisors.multiprocess import Process
 
 from service.http.direct_lane import DIRECT_MAX_BODY
 from service.http.uvicorn_internals import RELIED_ON, Relied
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 class _Transport(asyncio.Transport):
@@ -100,6 +105,14 @@ def test_a_relied_on_name_is_still_there(relied: Relied, instances: dict[type, o
         assert found == relied.parameters, (
             f"{_label(relied)} takes {found}, the service expects {relied.parameters}"
         )
+
+
+def test_the_installed_uvicorn_is_the_pinned_one() -> None:
+    """The canary speaks for the pinned release only (``pyproject.toml``)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    pins = [Requirement(line) for line in project["dependencies"]]
+    (pin,) = [pin for pin in pins if pin.name == "uvicorn"]
+    assert pin.specifier.contains(uvicorn.__version__), f"uvicorn {uvicorn.__version__}: {pin}"
 
 
 def test_the_lane_claims_no_body_uvicorn_would_pause_reading_for() -> None:
