@@ -17,8 +17,9 @@ from service.http.asgi_front import FrontApp
 from service.http.auth import ApiKeyGuard
 from service.http.call import Services
 from service.http.direct_lane import DirectLane
-from service.http.dispatcher import Dispatcher, RouteMatcher
+from service.http.dispatcher import Dispatcher
 from service.http.fastapi_app import add_body_schemas, add_routes, install_error_handlers
+from service.http.route_matcher import RouteMatcher
 from service.http.route_table import ROUTES
 from service.logs import configure_logging
 from service.settings import ServiceSettings

@@ -12,9 +12,10 @@ from service.errors import ServiceError
 from service.http.admission import SCOPE_KEY, Admission
 from service.http.body_reader import parse_content_length, too_large
 from service.http.direct_lane import DirectLane
-from service.http.dispatcher import Dispatcher, Receive, RouteMatcher, Scope
+from service.http.dispatcher import Dispatcher, Receive, Scope
 from service.http.error_responses import error_response_for
 from service.http.response_head import response_headers
+from service.http.route_matcher import RouteMatcher
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]

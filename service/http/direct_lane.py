@@ -36,7 +36,8 @@ from typing import Any, Protocol
 
 from service.encoding.responses import EncodedResponse
 from service.http.body_reader import parse_content_length
-from service.http.dispatcher import Dispatcher, RouteMatcher, Scope
+from service.http.dispatcher import Dispatcher, Scope
+from service.http.route_matcher import RouteMatcher
 from service.http.route_table import Route
 
 log = logging.getLogger(__name__)

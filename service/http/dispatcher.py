@@ -3,15 +3,12 @@ error-mapped and counted here, whether the raw-ASGI front answers it or FastAPI 
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from service import metrics
 from service.app.plan import NotInline
-from service.batching.micro_batcher import CLIENT_GONE
 from service.decoding.body import ACCEPTED_TYPES, JSON
 from service.encoding.responses import EncodedResponse
 from service.errors import NotFound, ServiceError, Unauthorized, UnsupportedMediaType
@@ -24,76 +21,12 @@ from service.http.body_reader import (
     too_large,
 )
 from service.http.call import Call, Services
-from service.http.client_gone import CLIENT_GONE_KEY, ClientGone
+from service.http.client_gone import CLIENT_GONE_KEY, CLIENT_LEFT, unless_client_leaves
 from service.http.error_responses import error_response_for, unexpected_error_response
 from service.http.route_table import ANY_TYPE, Route
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-
-
-@dataclass
-class _Node:
-    """One path segment of the route tree: literal children first, then one parameter."""
-
-    literals: dict[str, _Node] = field(default_factory=dict)
-    param: tuple[str, _Node] | None = None
-    routes: dict[str, Route] = field(default_factory=dict)
-
-
-MATCH_CACHE_SIZE = 4096
-"""Matched (method, path) pairs remembered: a request to a path seen before costs one dict
-lookup instead of a split and a walk (paths name tables, so the working set is small; the
-cache is emptied when full, so unmatched or random paths cannot grow it)."""
-
-
-class RouteMatcher:
-    """Path -> route by splitting the path once and walking dicts (no per-request regex)."""
-
-    def __init__(self, routes: Iterable[Route]) -> None:
-        self._root = _Node()
-        self._seen: dict[tuple[str, str], tuple[Route, dict[str, str]]] = {}
-        for route in routes:
-            node = self._root
-            for segment in route.path.strip("/").split("/"):
-                if segment.startswith("{"):
-                    name = segment[1:-1]
-                    if node.param is None:
-                        node.param = (name, _Node())
-                    node = node.param[1]
-                else:
-                    node = node.literals.setdefault(segment, _Node())
-            for method in route.methods:
-                node.routes[method] = route
-
-    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
-        """The route and path parameters, or ``None`` (no such path, or not this method).
-
-        The parameters dict is shared by every request to the same path: read it, never
-        write it."""
-        found = self._seen.get((method, path))
-        if found is None:
-            found = self._walk(method, path)
-            if found is not None:
-                if len(self._seen) >= MATCH_CACHE_SIZE:
-                    self._seen.clear()
-                self._seen[method, path] = found
-        return found
-
-    def _walk(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
-        node: _Node | None = self._root
-        params: dict[str, str] = {}
-        for segment in path[1:].split("/"):
-            assert node is not None
-            child = node.literals.get(segment)
-            if child is None:
-                if node.param is None or not segment:
-                    return None
-                name, child = node.param
-                params[name] = segment
-            node = child
-        route = node.routes.get(method) if node is not None else None
-        return None if route is None else (route, params)
 
 
 def scope_headers(scope: Scope) -> dict[str, str]:
@@ -163,8 +96,8 @@ class Dispatcher:
             request = self._decode(route, call, scope, body)
             work = route.use_case(call, request)
             if route.decoders and self.services.registry.batched(call.table_label):
-                result = await _unless_client_leaves(work, receive, scope.get(CLIENT_GONE_KEY))
-                if result is _CLIENT_LEFT:
+                result = await unless_client_leaves(work, receive, scope.get(CLIENT_GONE_KEY))
+                if result is CLIENT_LEFT:
                     return None
             else:
                 result = await work
@@ -236,62 +169,3 @@ def _error_response(route: Route, scope: Scope, exc: Exception) -> EncodedRespon
     if isinstance(exc, ServiceError):
         return error_response_for(scope["path"], exc)
     return unexpected_error_response(exc, f"{route.label} {scope['path']!r}")
-
-
-_CLIENT_LEFT = object()
-
-
-async def _unless_client_leaves(
-    work: Awaitable[Any], receive: Receive, client_gone: ClientGone | None = None
-) -> Any:
-    """Run ``work``, but if the client disconnects while its rows are queued, skip them
-    when the batch is built (not computed for nobody) and return ``_CLIENT_LEFT``.
-
-    ``client_gone``: what the server put in the scope under ``CLIENT_GONE_KEY`` (our
-    protocol does: the connection's own flag), read by the batcher (``CLIENT_GONE``): no
-    task per request. Without it one watcher task cancels ``work`` on a disconnect (~18 µs
-    per request; two tasks and ``asyncio.wait`` cost ~40 µs)."""
-    if client_gone is None:
-        return await _watched(work, receive)
-    token = CLIENT_GONE.set(client_gone)
-    try:
-        return await work
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if client_gone() and task is not None and task.cancelling() == 0:
-            return _CLIENT_LEFT  # the batcher dropped its rows, nobody cancelled the task
-        raise
-    finally:
-        CLIENT_GONE.reset(token)
-
-
-async def _watched(work: Awaitable[Any], receive: Receive) -> Any:
-    """``work`` in this task; a watcher task cancels it if the client disconnects first."""
-    task = asyncio.current_task()
-    assert task is not None
-    left = finished = False
-
-    async def cancel_on_disconnect() -> None:
-        nonlocal left
-        await _wait_disconnect(receive)
-        if not finished:
-            left = True
-            task.cancel()
-
-    watcher = asyncio.ensure_future(cancel_on_disconnect())
-    try:
-        result = await work
-        finished = True
-        return result
-    except asyncio.CancelledError:
-        if left and task.uncancel() == 0:  # ours alone, not the server's: the client left
-            return _CLIENT_LEFT
-        raise
-    finally:
-        finished = True
-        watcher.cancel()
-
-
-async def _wait_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass

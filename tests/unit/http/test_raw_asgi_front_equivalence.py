@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from service.http.app import create_app
-from service.http.dispatcher import RouteMatcher
+from service.http.route_matcher import RouteMatcher
 from service.http.route_table import ROUTES
 from service.settings import ServiceSettings
 
