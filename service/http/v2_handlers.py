@@ -36,6 +36,7 @@ def model_gathers_inline(params: Mapping[str, str], registry: TableRegistry) -> 
 
 
 def infer_body(call: Call) -> V2InferRequest:
+    """The infer body (JSON or binary tensors); outputs checked against the model's."""
     header_length = call.headers.get("inference-header-content-length")
     limit = call.services.settings.max_ids
     outputs = infer.output_names(call.served_model().sequences)
@@ -43,28 +44,34 @@ def infer_body(call: Call) -> V2InferRequest:
 
 
 def plan_infer(call: Call, request: V2InferRequest) -> Plan[Inference]:
+    """The infer plan: ``embeddings`` (and ``mask`` for ``.sequences``)."""
     table, sequences = call.served_model()
     limit = call.services.settings.max_output_bytes
     return infer.infer(table, sequences, call.params["model"], request, limit)
 
 
 async def server_metadata(call: Call, _: None) -> Document:
+    """V2 server metadata."""
     return infer.server_metadata()
 
 
 async def live(call: Call, _: None) -> Document:
+    """V2 server liveness: the process serves."""
     return Document({"live": True})
 
 
 async def ready(call: Call, _: None) -> Document:
+    """V2 server readiness."""
     return infer.server_ready(call.services.registry)
 
 
 async def model_metadata(call: Call, _: None) -> Document:
+    """A model's inputs and outputs."""
     registry, params = call.services.registry, call.params
     return infer.model_metadata(registry, params["model"], params.get("version"))
 
 
 async def model_ready(call: Call, _: None) -> Document:
+    """Whether a model's batch worker is alive."""
     registry, params = call.services.registry, call.params
     return infer.model_ready(registry, params["model"], params.get("version"))
