@@ -9,9 +9,9 @@ from typing import Any
 
 from service import metrics
 from service.app.plan import NotInline
-from service.decoding.body import ACCEPTED_TYPES, JSON
+from service.decoding.body import request_media_type
 from service.encoding.responses import EncodedResponse
-from service.errors import NotFound, ServiceError, Unauthorized, UnsupportedMediaType
+from service.errors import NotFound, ServiceError, Unauthorized
 from service.http.admission import SCOPE_KEY, IdsInFlight, ids_in
 from service.http.auth import ApiKeyGuard, bearer_token, token_matches
 from service.http.body_reader import (
@@ -40,14 +40,7 @@ def _media_type(content_type: str | None, accepted: Mapping[str, Any]) -> str:
         return content_type  # type: ignore[return-value]  # a key of accepted: a str
     if ANY_TYPE in accepted:
         return ANY_TYPE
-    media = content_type.split(";", 1)[0].strip().lower() if content_type else JSON
-    if media in accepted:
-        return media
-    types = [t for t in ACCEPTED_TYPES if t in accepted]
-    raise UnsupportedMediaType(
-        f"Content-Type {media!r} is not accepted; send {' or '.join(types)}",
-        {"accepted": types},
-    )
+    return request_media_type(content_type, accepted)
 
 
 class Dispatcher:
