@@ -37,6 +37,7 @@ from service.http.uvicorn_internals import (
     STARTUP_FAILURE,
     Multiprocess,
     Process,
+    process_server,
     wait_tasks_to_complete,
 )
 
@@ -171,9 +172,7 @@ class DrainingWorker(Process):
 
     @property
     def server(self) -> Server:
-        if self._server is None:
-            self._server = DrainingServer(self.config, self.drain_delay)
-        return self._server
+        return process_server(self, lambda: DrainingServer(self.config, self.drain_delay))
 
     def target(self, sockets: list[socket.socket] | None = None) -> None:  # pragma: no cover
         for signum in (signal.SIGTERM, signal.SIGINT):

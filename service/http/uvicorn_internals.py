@@ -130,6 +130,14 @@ async def wait_tasks_to_complete(server: Server) -> None:
     await server._wait_tasks_to_complete()
 
 
+def process_server(process: Process, make: Callable[[], Server]) -> Server:
+    """The server a worker process runs, made by ``make`` the first time (uvicorn's
+    ``Process.server`` makes a plain ``Server``)."""
+    if process._server is None:
+        process._server = make()
+    return process._server
+
+
 def direct_lane_of(app: Any, access_log: bool) -> DirectLane | None:
     """The direct lane of the app uvicorn serves (``FrontApp.lane``), if it has one. Off
     with the access log (uvicorn writes it from ASGI ``send``) or a middleware around the

@@ -7,6 +7,7 @@ re-read in uvicorn's source before moving the pin.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import inspect
 import logging
@@ -126,3 +127,17 @@ def test_every_instance_checked_is_made_by_this_test() -> None:
         assert owners <= set(_instances(loop))
     finally:
         loop.close()
+
+
+def test_private_names_are_used_in_the_internals_module_only() -> None:
+    """Every underscore name of ``RELIED_ON`` is reached from ``uvicorn_internals`` alone."""
+    private = {r.name for r in RELIED_ON if r.name.startswith("_") and not r.name.endswith("__")}
+    home = ROOT / "service" / "http" / "uvicorn_internals.py"
+    found = []
+    for path in sorted((ROOT / "service").rglob("*.py")):
+        if path == home:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in private:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.attr}")
+    assert found == []
