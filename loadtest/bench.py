@@ -293,7 +293,7 @@ def build_servers(args: argparse.Namespace, table: Path, repo: Path) -> dict[str
         "naive": ref("naive", "naive_app"),
         "bare": ref("bare", "bare_app", probe="/ready"),
         "service": svc("service"),
-        "service-nofast": svc("service-nofast", "--no-fast-path"),
+        "service-nofast": svc("service-nofast", "--no-raw-asgi-front"),
         "service-nolane": svc("service-nolane", "--no-direct-lane"),
         "service-2w": svc("service-2w", "--workers", "2"),
         "tuned-2w": ref("tuned-2w", "tuned_app", "--workers", "2"),

@@ -4,7 +4,7 @@ what it costs in server memory, and how long ``/healthz`` waits meanwhile.
     PYTHONPATH=$PWD python loadtest/flood_check.py                 (the server's default budget)
     PYTHONPATH=$PWD python loadtest/flood_check.py --budget 0      (no limit)
     PYTHONPATH=$PWD python loadtest/flood_check.py --budget 100000 --clients 40 --ids 100000
-    PYTHONPATH=$PWD python loadtest/flood_check.py --no-fast-path   (through FastAPI)
+    PYTHONPATH=$PWD python loadtest/flood_check.py --no-raw-asgi-front   (through FastAPI)
 
 Starts one server (one worker) on a 200,000 x 64 float32 table with ``batching = false``,
 opens ``--clients`` connections that each send one lookup of ``--ids`` random ids at once,
@@ -42,11 +42,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--budget", type=int, default=None, help="EMBED_MAX_IDS_IN_FLIGHT")
     parser.add_argument("--clients", type=int, default=40)
     parser.add_argument("--ids", type=int, default=100_000)
-    parser.add_argument("--no-fast-path", action="store_true", help="EMBED_FAST_PATH=false")
+    parser.add_argument(
+        "--no-raw-asgi-front", action="store_true", help="EMBED_RAW_ASGI_FRONT=false"
+    )
     return parser.parse_args()
 
 
-def start_server(budget: int | None, fast_path: bool) -> tuple[ServerProcess, np.ndarray]:
+def start_server(budget: int | None, raw_asgi_front: bool) -> tuple[ServerProcess, np.ndarray]:
     """One worker on a fresh 200,000 x 64 table, unbatched; ready and idle."""
     folder = Path(tempfile.mkdtemp(prefix="flood-check-")) / "models"
     folder.mkdir(parents=True)
@@ -54,8 +56,8 @@ def start_server(budget: int | None, fast_path: bool) -> tuple[ServerProcess, np
     np.save(folder / "t.npy", table)
     (folder / "t.toml").write_text("batching = false\n")
     env = {} if budget is None else {"EMBED_MAX_IDS_IN_FLIGHT": str(budget)}
-    if not fast_path:
-        env["EMBED_FAST_PATH"] = "false"
+    if not raw_asgi_front:
+        env["EMBED_RAW_ASGI_FRONT"] = "false"
     server = ServerProcess(folder, env=env)
     server.wait_ready(120)
     time.sleep(1.0)  # let start-up settle before the baseline
@@ -160,7 +162,7 @@ def report(
 
 def main() -> None:
     args = parse_args()
-    server, table = start_server(args.budget, not args.no_fast_path)
+    server, table = start_server(args.budget, not args.no_raw_asgi_front)
     try:
         rng = np.random.default_rng(1)
         ids = [rng.integers(0, ROWS, args.ids) for _ in range(args.clients)]

@@ -40,7 +40,7 @@ if _INSERTED and os.environ.get("PYTHONPATH"):
     sys.path.remove(str(ROOT))
 from service.http.admission import SCOPE_KEY, Admission  # noqa: E402
 from service.http.app import create_app  # noqa: E402
-from service.http.direct_lane import WOULD_WAIT, DirectLane  # noqa: E402
+from service.http.direct_lane import DirectLane  # noqa: E402
 from service.settings import ServiceSettings  # noqa: E402
 
 
@@ -59,7 +59,7 @@ def scope_for(body: bytes, binary: bool) -> dict[str, Any]:
 async def drive(app: Any, bodies: list[bytes], binary: bool, asgi: bool = False) -> None:
     """One request per body, each answered completely before the next: by the direct lane
     where it claims the request (as the server's protocol would), else by the ASGI app."""
-    lane = None if asgi else getattr(app, "direct_lane", None)
+    lane = None if asgi else app.lane
     for body in bodies:
         scope = scope_for(body, binary)
         if lane is not None and answer_directly(lane, scope, body):
@@ -84,13 +84,9 @@ def answer_directly(lane: DirectLane, scope: dict[str, Any], body: bytes) -> boo
         return False
     admission = scope[SCOPE_KEY] = Admission(lane.budget)
     try:
-        return lane.answer(claim, scope, _no_receive, body) is not WOULD_WAIT
+        return lane.answer(claim, scope, body) is not None
     finally:
         admission.release()
-
-
-async def _no_receive() -> dict[str, Any]:
-    return {"type": "http.disconnect"}
 
 
 async def main_async(args: argparse.Namespace) -> None:

@@ -206,4 +206,5 @@ class TableLoadError(Exception):
 
 
 class TableRemoved(TableLoadError):
-    """The table's files are no longer in the repository (a reload found nothing to load)."""
+    """The table's files are no longer in the repository (a reload of a removed table: the
+    admin route answers 404 when no version of it was ever served)."""

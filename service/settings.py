@@ -203,14 +203,15 @@ class ServiceSettings(BaseSettings):
         description="Default per table: read every page of a table at load, before it is ready, so "
         "the first requests do not pay page faults (costs the read time at start).",
     )
-    fast_path: bool = Field(
+    raw_asgi_front: bool = Field(
         True,
-        description="Serve the route table's routes through the lean ASGI front instead of "
-        "FastAPI's routing machinery (same code, same answers; off only to measure what it saves).",
+        description="Serve the route table's routes through the raw-ASGI front (the dispatcher "
+        "called straight from ASGI) instead of FastAPI's routing machinery (same code, same "
+        "answers; off only to measure what it saves). Formerly --fast-path.",
     )
     direct_lane: bool = Field(
         True,
         description="Answer small lookup, sequences, bags and V2 infer requests to tables that "
         "gather inline (numpy, batching off) from the HTTP protocol, without an ASGI task (same "
-        "dispatcher, same answers; needs the fast path, off with an access log).",
+        "dispatcher, same answers; needs the raw-ASGI front, off with an access log).",
     )

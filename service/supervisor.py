@@ -31,10 +31,15 @@ from pathlib import Path
 from types import FrameType
 
 from uvicorn import Config, Server
-from uvicorn.config import STARTUP_FAILURE
-from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from service import lifecycle
+from service.http.uvicorn_internals import (
+    STARTUP_FAILURE,
+    Multiprocess,
+    Process,
+    process_server,
+    wait_tasks_to_complete,
+)
 
 log = logging.getLogger("service.supervisor")
 
@@ -95,7 +100,7 @@ class DrainingServer(Server):
             for sock in sockets or []:
                 sock.close()
             await asyncio.wait_for(
-                self._wait_tasks_to_complete(), timeout=self.config.timeout_graceful_shutdown
+                wait_tasks_to_complete(self), timeout=self.config.timeout_graceful_shutdown
             )
         except TimeoutError:
             self._cut_remaining(
@@ -167,9 +172,7 @@ class DrainingWorker(Process):
 
     @property
     def server(self) -> Server:
-        if self._server is None:
-            self._server = DrainingServer(self.config, self.drain_delay)
-        return self._server
+        return process_server(self, lambda: DrainingServer(self.config, self.drain_delay))
 
     def target(self, sockets: list[socket.socket] | None = None) -> None:  # pragma: no cover
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -6,8 +6,9 @@ import time
 
 import numpy as np
 
-from service.app.gather import final_rows, itemsize, ragged_ids
+from service.app.gather import itemsize, ragged_ids
 from service.app.lookup import observe_encode
+from service.app.plan import FinalRows, Plan, Ready
 from service.decoding.bags_request import BagsRequest
 from service.decoding.shapes import check_output_bytes
 from service.errors import InvalidRequest
@@ -32,25 +33,26 @@ def bag_layout(
     return request.flat_ids[keep], counts, weights
 
 
-async def bags(
+def bags(
     table: ServedTable, request: BagsRequest, output: str, max_output_bytes: int
-) -> Vectors:
+) -> Plan[Vectors]:
     """One pooled vector per bag."""
     request, zero = ragged_ids(table, request)
     check_output_bytes(request.lengths.size, table.dim, itemsize(request.dtype), max_output_bytes)
     ids, counts, weights = bag_layout(request, table.pad_id, zero)
     result = Vectors(table.name, (int(request.lengths.size), table.dim), request.dtype, output)
     started = time.perf_counter()
-    rows = (
-        await final_rows(table, ids, "float32", result.timing)
-        if ids.size
-        else np.zeros((0, table.dim), np.float32)
-    )
-    with np.errstate(over="ignore", invalid="ignore"):
-        pooled = pool_bags(rows, counts, weights, request.mode)
-    if not np.isfinite(pooled).all():
-        raise InvalidRequest("weights too large: a pooled vector overflows float32")
-    result.array = pooled.astype(np.float16) if request.dtype == "float16" else pooled
-    result.shape = tuple(result.array.shape)
-    observe_encode(table.name, "bags", started, result.timing)
-    return result
+
+    def pool(rows: np.ndarray) -> Vectors:
+        with np.errstate(over="ignore", invalid="ignore"):
+            pooled = pool_bags(rows, counts, weights, request.mode)
+        if not np.isfinite(pooled).all():
+            raise InvalidRequest("weights too large: a pooled vector overflows float32")
+        result.array = pooled.astype(np.float16) if request.dtype == "float16" else pooled
+        result.shape = tuple(result.array.shape)
+        observe_encode(table.name, "bags", started, result.timing)
+        return result
+
+    if not ids.size:
+        return Ready(np.zeros((0, table.dim), np.float32)).then(pool)
+    return FinalRows(table, ids, "float32", result.timing).then(pool)

@@ -9,13 +9,13 @@ from typing import TypeVar
 
 import numpy as np
 
+from service.app.plan import FinalRows, NotInline, Plan
 from service.decoding.bags_request import BagsRequest
 from service.decoding.ids import Position, check_in_range
 from service.decoding.requests import SequencesRequest
 from service.errors import InvalidRequest
 from service.repository.vocabulary import ZERO_ROW
 from service.results import Timing
-from service.semantics.max_norm import renormalise
 from service.tables.served_table import ServedTable
 
 _NOTHING = np.zeros((0, 0), np.float32)  # no rows fetched (every row cached, or zero vectors)
@@ -28,18 +28,7 @@ def itemsize(dtype: str) -> int:
 
 async def final_rows(table: ServedTable, ids: np.ndarray, dtype: str, timing: Timing) -> np.ndarray:
     """Final rows for 1-D ids: gathered, float32, renormalised when configured."""
-    batcher = table.batcher
-    result = batcher.gather_inline(ids) if batcher.inline else await batcher.gather(ids)
-    timing.queue_seconds += result.queue_seconds
-    timing.backend_seconds += result.backend_seconds
-    rows = result.rows
-    if table.options.max_norm is not None:
-        # Our own slice of the batch result (or a fresh cast): safe to rescale in place.
-        rows = rows.astype(np.float32, copy=rows.dtype != np.float32 or not rows.flags.writeable)
-        renormalise(rows, table.options.max_norm, table.options.norm_type)
-    if dtype == "float16":
-        return rows.astype(np.float16)
-    return rows.astype(np.float32, copy=False)
+    return await FinalRows(table, ids, dtype, timing).run()
 
 
 SLICE_NUMBERS = 1 << 18
@@ -49,46 +38,60 @@ the event loop free between them: orjson holds the loop (and the GIL) while it w
 requests are answered while a large one is being written."""
 
 
-async def rows_text(
-    table: ServedTable,
-    ids: np.ndarray,
-    shape: tuple[int, ...],
-    timing: Timing,
-    flat: bool = False,
-) -> bytes:
+class RowText(Plan[bytes]):
     """JSON text of ``table[ids]`` (-1: zero vector; ``ids`` flat) nested to ``shape``, or
-    as one flat list, via the row cache; large answers in slices along the first axis."""
-    per_item = math.prod(shape[1:])  # numbers per item of the first axis
-    items = max(1, SLICE_NUMBERS // max(1, per_item))
-    if ids.size * shape[-1] <= SLICE_NUMBERS or len(shape) < 2 or shape[0] <= items:
-        return await _rows_text(table, ids, shape, timing, flat)
-    ids_per_item = ids.size // shape[0]
-    parts: list[memoryview] = []
-    for start in range(0, shape[0], items):
-        # The event loop's turn before each slice, the first too: a caller that runs this
-        # without a loop turn (the direct lane) sees the wait before any rendering is done.
-        await asyncio.sleep(0)
-        stop = min(shape[0], start + items)
-        part_ids = ids[start * ids_per_item : stop * ids_per_item]
-        part = await _rows_text(table, part_ids, (stop - start, *shape[1:]), timing, flat)
-        parts.append(memoryview(part)[1:-1])  # "[a,b]" -> "a,b" (a view: no copy)
-    return b"[" + b",".join(parts) + b"]"
+    as one flat list, via the row-text cache; a large answer in slices along the first axis
+    (awaited only: ``run_inline`` refuses it)."""
 
+    def __init__(
+        self,
+        table: ServedTable,
+        ids: np.ndarray,
+        shape: tuple[int, ...],
+        timing: Timing,
+        flat: bool = False,
+    ) -> None:
+        self.table, self.ids, self.shape, self.timing, self.flat = table, ids, shape, timing, flat
+        self.items = 0  # items of the first axis per slice (0: one render)
+        if ids.size * shape[-1] > SLICE_NUMBERS and len(shape) >= 2:
+            per_item = math.prod(shape[1:])  # numbers per item of the first axis
+            items = max(1, SLICE_NUMBERS // max(1, per_item))
+            if shape[0] > items:
+                self.items = items
 
-async def _rows_text(
-    table: ServedTable,
-    ids: np.ndarray,
-    shape: tuple[int, ...],
-    timing: Timing,
-    flat: bool,
-) -> bytes:
-    """One render: plan, gather the misses once, render."""
-    cache = table.row_cache
-    plan = cache.plan(ids)
-    fetched = _NOTHING
-    if plan.fetch_ids.size:
-        fetched = await final_rows(table, plan.fetch_ids, "float32", timing)
-    return cache.render(plan, fetched, shape, flat)
+    def run_inline(self) -> bytes:
+        if self.items:
+            raise NotInline("a large answer is rendered in slices, the event loop free between")
+        cache = self.table.row_cache
+        plan = cache.plan(self.ids)
+        fetched = _NOTHING
+        if plan.fetch_ids.size:
+            fetched = FinalRows(self.table, plan.fetch_ids, "float32", self.timing).run_inline()
+        return cache.render(plan, fetched, self.shape, self.flat)
+
+    async def run(self) -> bytes:
+        if not self.items:
+            return await self._render(self.ids, self.shape)
+        shape, items = self.shape, self.items
+        ids_per_item = self.ids.size // shape[0]
+        parts: list[memoryview] = []
+        for start in range(0, shape[0], items):
+            if start:
+                await asyncio.sleep(0)  # the event loop's turn between two slices
+            stop = min(shape[0], start + items)
+            part_ids = self.ids[start * ids_per_item : stop * ids_per_item]
+            part = await self._render(part_ids, (stop - start, *shape[1:]))
+            parts.append(memoryview(part)[1:-1])  # "[a,b]" -> "a,b" (a view: no copy)
+        return b"[" + b",".join(parts) + b"]"
+
+    async def _render(self, ids: np.ndarray, shape: tuple[int, ...]) -> bytes:
+        """One render: plan, gather the misses once, render."""
+        cache = self.table.row_cache
+        plan = cache.plan(ids)
+        fetched = _NOTHING
+        if plan.fetch_ids.size:
+            fetched = await FinalRows(self.table, plan.fetch_ids, "float32", self.timing).run()
+        return cache.render(plan, fetched, shape, self.flat)
 
 
 def key_ids(
@@ -120,5 +123,6 @@ def ragged_ids(
 
 
 def uses_row_text(table: ServedTable, output: str, dtype: str) -> bool:
-    """JSON float32 numbers come from the row-text cache when the table has one."""
+    """JSON float32 numbers come from the row-text cache when the table has one (every
+    use case asks here)."""
     return output == "float" and dtype == "float32" and table.row_cache.enabled

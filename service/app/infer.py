@@ -8,12 +8,13 @@ Input ``ids`` (INT64/INT32, any shape) -> output ``embeddings`` (FP32, ``ids.sha
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from service import __version__
-from service.app.gather import final_rows, rows_text
+from service.app.gather import RowText, uses_row_text
+from service.app.plan import FinalRows, Plan, Ready
 from service.decoding.ids import check_in_range
 from service.decoding.shapes import check_output_bytes
 from service.decoding.v2_request import V2InferRequest
@@ -26,16 +27,21 @@ SEQUENCES_SUFFIX = ".sequences"
 MODEL_VERSION = "1"
 
 
-def resolve_model(
-    registry: TableRegistry, model: str, version: str | None = None
-) -> tuple[ServedTable, bool]:
+class V2Model(NamedTuple):
+    """A V2 model: the table behind it, and whether it is the ``.sequences`` variant."""
+
+    table: ServedTable
+    sequences: bool
+
+
+def resolve_model(registry: TableRegistry, model: str, version: str | None = None) -> V2Model:
     """The table behind ``model`` and whether it is the ``.sequences`` variant."""
     if version is not None and version != MODEL_VERSION:
         raise NotFound(f"model {model!r} has no version {version!r} (only {MODEL_VERSION!r})")
     if registry.has(model):
-        return registry.get(model), False
+        return V2Model(registry.get(model), False)
     if model.endswith(SEQUENCES_SUFFIX) and registry.has(model[: -len(SEQUENCES_SUFFIX)]):
-        return registry.get(model[: -len(SEQUENCES_SUFFIX)]), True
+        return V2Model(registry.get(model[: -len(SEQUENCES_SUFFIX)]), True)
     registry.check_not_failed(model)  # failed is not missing: 503 table_unavailable
     registry.check_not_failed(model.removesuffix(SEQUENCES_SUFFIX))
     raise TableNotFound(f"unknown model {model!r}")
@@ -46,28 +52,43 @@ def output_names(sequences: bool) -> tuple[str, ...]:
     return ("embeddings", "mask") if sequences else ("embeddings",)
 
 
-async def _embeddings(table: ServedTable, ids: np.ndarray, binary: bool, timing: Timing) -> Tensor:
-    """The ``embeddings`` output of 1-D ``ids`` (-1: zero vector) shaped ``shape``."""
+def _embeddings(table: ServedTable, ids: np.ndarray, binary: bool, timing: Timing) -> Plan[Tensor]:
+    """The ``embeddings`` output of ``ids`` (-1: zero vector), shaped ``ids.shape + [dim]``."""
     flat = ids.reshape(-1)
     shape = (*ids.shape, table.dim)
     tensor = Tensor("embeddings", "FP32", shape, binary)
-    if not binary and table.row_cache.enabled:
-        tensor.text = await rows_text(table, flat, shape, timing, flat=True)
+
+    def text_done(text: bytes) -> Tensor:
+        tensor.text = text
         return tensor
+
+    if not binary and uses_row_text(table, "float", "float32"):
+        return RowText(table, flat, shape, timing, flat=True).then(text_done)
     filled = flat >= 0
     if filled.all():
-        rows = await final_rows(table, flat, "float32", timing)
+        rows_plan: Plan[np.ndarray] = FinalRows(table, flat, "float32", timing)
     else:
         rows = np.zeros((flat.size, table.dim), np.float32)
+
+        def fill(found: np.ndarray) -> np.ndarray:
+            rows[filled] = found
+            return rows
+
         if filled.any():
-            rows[filled] = await final_rows(table, flat[filled], "float32", timing)
-    tensor.array = rows.reshape(shape)
-    return tensor
+            rows_plan = FinalRows(table, flat[filled], "float32", timing).then(fill)
+        else:
+            rows_plan = Ready(rows)
+
+    def rows_done(found: np.ndarray) -> Tensor:
+        tensor.array = found.reshape(shape)
+        return tensor
+
+    return rows_plan.then(rows_done)
 
 
-async def infer(
+def infer(
     table: ServedTable, sequences: bool, model: str, call: V2InferRequest, max_output_bytes: int
-) -> Inference:
+) -> Plan[Inference]:
     """``embeddings`` (and ``mask`` for ``.sequences``) of the call's ids."""
     ids = call.ids
     check_in_range(ids, table.rows)
@@ -80,14 +101,23 @@ async def infer(
         ids = np.where(mask, ids, -1)
     elif sequences:
         mask = np.ones(ids.shape, bool)
-    for name in wanted:
-        binary = call.wants_binary(name)
-        if name == "mask":
-            assert mask is not None
-            result.outputs.append(Tensor("mask", "BOOL", mask.shape, binary, mask))
-        else:
-            result.outputs.append(await _embeddings(table, ids, binary, result.timing))
-    return result
+    embeddings: Plan[Tensor | None] = Ready(None)
+    if "embeddings" in wanted:  # one gather, whichever outputs ask for it
+        embeddings = _embeddings(table, ids, call.wants_binary("embeddings"), result.timing)
+
+    def outputs(tensor: Tensor | None) -> Inference:
+        for name in wanted:
+            if name == "mask":
+                assert mask is not None
+                result.outputs.append(
+                    Tensor("mask", "BOOL", mask.shape, call.wants_binary(name), mask)
+                )
+            else:
+                assert tensor is not None
+                result.outputs.append(tensor)
+        return result
+
+    return embeddings.then(outputs)
 
 
 def model_metadata(registry: TableRegistry, model: str, version: str | None) -> Document:

@@ -7,7 +7,8 @@ import time
 import numpy as np
 
 from service import metrics
-from service.app.gather import final_rows, itemsize, key_ids, rows_text
+from service.app.gather import RowText, itemsize, key_ids, uses_row_text
+from service.app.plan import FinalRows, Plan
 from service.decoding.ids import check_in_range
 from service.decoding.requests import LookupRequest
 from service.decoding.shapes import check_output_bytes
@@ -15,9 +16,9 @@ from service.results import Timing, Vectors
 from service.tables.served_table import ServedTable
 
 
-async def lookup(
+def lookup(
     table: ServedTable, request: LookupRequest, output: str, max_output_bytes: int
-) -> Vectors:
+) -> Plan[Vectors]:
     """Vectors of ``request``'s ids; ``output`` is float, base64 or binary."""
     zero = None
     if request.keys is not None:
@@ -34,16 +35,25 @@ async def lookup(
     flat = ids.reshape(-1)
     result = Vectors(table.name, shape, request.dtype, output)
     started = time.perf_counter()
-    if output == "float" and request.dtype == "float32" and table.row_cache.enabled:
+
+    if uses_row_text(table, output, request.dtype):
+
+        def text_done(text: bytes) -> Vectors:
+            result.text = text
+            observe_encode(table.name, output, started, result.timing)
+            return result
+
         wanted = flat if zero is None else np.where(zero, -1, flat)
-        result.text = await rows_text(table, wanted, shape, result.timing)
-    else:
-        vectors = await final_rows(table, flat, request.dtype, result.timing)
+        return RowText(table, wanted, shape, result.timing).then(text_done)
+
+    def rows_done(vectors: np.ndarray) -> Vectors:
         if zero is not None:
             vectors = np.where(zero[:, None], 0, vectors).astype(vectors.dtype)
         result.array = vectors.reshape(shape)
-    observe_encode(table.name, output, started, result.timing)
-    return result
+        observe_encode(table.name, output, started, result.timing)
+        return result
+
+    return FinalRows(table, flat, request.dtype, result.timing).then(rows_done)
 
 
 def observe_encode(table: str, fmt: str, started: float, timing: Timing) -> None:

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.app.gather import (
-    final_rows,
-    itemsize,
-    ragged_ids,
-    rows_text,
-    uses_row_text,
-)
+from service.app.gather import RowText, itemsize, ragged_ids, uses_row_text
+from service.app.plan import FinalRows, Plan, Ready
 from service.decoding.requests import SequencesRequest
 from service.decoding.shapes import check_output_bytes
 from service.results import Vectors
@@ -39,21 +34,31 @@ def _slot_ids(
     return slot_ids, mask.reshape(batch, length), layout.lengths
 
 
-async def sequences(
+def sequences(
     table: ServedTable, request: SequencesRequest, output: str, max_output_bytes: int
-) -> Vectors:
+) -> Plan[Vectors]:
     """Padded ``[B, L, dim]`` vectors (zeros where masked), ``[B, L]`` mask and lengths."""
     request, zero = ragged_ids(table, request)
     slot_ids, mask, lengths = _slot_ids(table, request, zero, max_output_bytes)
     shape = (*mask.shape, table.dim)
     result = Vectors(table.name, shape, request.dtype, output, mask=mask, lengths=lengths)
-    if uses_row_text(table, output, request.dtype):
-        result.text = await rows_text(table, slot_ids, shape, result.timing)
+
+    def text_done(text: bytes) -> Vectors:
+        result.text = text
         return result
+
+    if uses_row_text(table, output, request.dtype):
+        return RowText(table, slot_ids, shape, result.timing).then(text_done)
     out_dtype = np.float16 if request.dtype == "float16" else np.float32
     vectors = np.zeros((slot_ids.size, table.dim), dtype=out_dtype)
     filled = slot_ids >= 0
-    if filled.any():
-        vectors[filled] = await final_rows(table, slot_ids[filled], request.dtype, result.timing)
-    result.array = vectors.reshape(shape)
-    return result
+
+    def rows_done(rows: np.ndarray | None) -> Vectors:
+        if rows is not None:
+            vectors[filled] = rows
+        result.array = vectors.reshape(shape)
+        return result
+
+    if not filled.any():
+        return Ready(rows_done(None))
+    return FinalRows(table, slot_ids[filled], request.dtype, result.timing).then(rows_done)

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from service import metrics
-from service.errors import BackendUnavailable, ReloadFailed, TableLoadError, TableNotFound
+from service.errors import (
+    BackendUnavailable,
+    ReloadFailed,
+    TableLoadError,
+    TableNotFound,
+    TableRemoved,
+)
 from service.results import Document, RawBody
 from service.tables.registry import TableRegistry
 from service.tables.reloads import transient
@@ -52,7 +58,7 @@ async def reload_table(registry: TableRegistry, name: str) -> Document:
             ) from None
         if not isinstance(exc, TableLoadError):
             raise
-        if previous is None and "no longer in the repository" in str(exc):
+        if previous is None and isinstance(exc, TableRemoved):
             raise TableNotFound(f"no table named {name!r}", {"table": name}) from None
         raise ReloadFailed(f"reload failed, the previous version keeps serving: {exc}") from None
     return Document({**served.info(), "previous_version": previous})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import orjson
@@ -14,16 +14,15 @@ OCTET_STREAM = "application/octet-stream"
 ACCEPTED_TYPES = (JSON, OCTET_STREAM)
 
 
-def request_media_type(content_type: str | None) -> str:
-    """``JSON`` or ``OCTET_STREAM``; no Content-Type reads as JSON; others get 415."""
-    if not content_type:
-        return JSON
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media in ACCEPTED_TYPES:
+def request_media_type(content_type: str | None, accepted: Collection[str] = ACCEPTED_TYPES) -> str:
+    """The body's media type when ``accepted`` holds it (no Content-Type reads as JSON; its
+    parameters are ignored); else 415 naming the accepted ones."""
+    media = content_type.split(";", 1)[0].strip().lower() if content_type else JSON
+    if media in accepted:
         return media
+    types = [t for t in ACCEPTED_TYPES if t in accepted]
     raise UnsupportedMediaType(
-        f"Content-Type {media!r} is not accepted; send application/json or application/octet-stream",
-        {"accepted": list(ACCEPTED_TYPES)},
+        f"Content-Type {media!r} is not accepted; send {' or '.join(types)}", {"accepted": types}
     )
 
 

@@ -1,5 +1,5 @@
 """Builds the service's ASGI app: the route table served by the raw-ASGI front, with the
-FastAPI app generated from the same table behind it (schema, docs, ``--no-fast-path``)."""
+FastAPI app generated from the same table behind it (schema, docs, ``--no-raw-asgi-front``)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from service.http.asgi_front import FrontApp
 from service.http.auth import ApiKeyGuard
 from service.http.call import Services
 from service.http.direct_lane import DirectLane
-from service.http.dispatcher import Dispatcher, RouteMatcher
+from service.http.dispatcher import Dispatcher
 from service.http.fastapi_app import add_body_schemas, add_routes, install_error_handlers
+from service.http.route_matcher import RouteMatcher
 from service.http.route_table import ROUTES
 from service.logs import configure_logging
 from service.settings import ServiceSettings
@@ -73,9 +74,9 @@ def create_app(settings: ServiceSettings, registry: TableRegistry | None = None)
     app.state.registry = registry
     matcher = RouteMatcher(ROUTES)
     lane = None
-    if settings.fast_path and settings.direct_lane:
+    if settings.raw_asgi_front and settings.direct_lane:
         lane = DirectLane(dispatcher, matcher)
-    return FrontApp(app, dispatcher, matcher, settings.fast_path, lane)
+    return FrontApp(app, dispatcher, matcher, settings.raw_asgi_front, lane)
 
 
 def _reload_on_sighup(registry: TableRegistry) -> None:

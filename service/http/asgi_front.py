@@ -1,5 +1,5 @@
 """The raw-ASGI front: routes of ``ROUTES`` answered by the dispatcher without FastAPI's
-per-request machinery; anything else (404s, 405s, or every route with ``--no-fast-path``)
+per-request machinery; anything else (404s, 405s, or every route with ``--no-raw-asgi-front``)
 goes to the FastAPI app generated from the same table. The body limit holds for both."""
 
 from __future__ import annotations
@@ -10,19 +10,15 @@ from typing import Any
 from service.encoding.responses import EncodedResponse
 from service.errors import ServiceError
 from service.http.admission import SCOPE_KEY, Admission
-from service.http.body_reader import too_large
+from service.http.body_reader import parse_content_length, too_large
 from service.http.direct_lane import DirectLane
-from service.http.dispatcher import Dispatcher, Receive, RouteMatcher, Scope
+from service.http.dispatcher import Dispatcher, Receive, Scope
 from service.http.error_responses import error_response_for
+from service.http.response_head import response_headers
+from service.http.route_matcher import RouteMatcher
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-_CONTENT_TYPES = {
-    "application/json": (b"content-type", b"application/json"),
-    "application/octet-stream": (b"content-type", b"application/octet-stream"),
-}
-
 
 CHUNK_BYTES = 1 << 20
 """Bodies over this go out in messages of this size: each waits for the transport to drain
@@ -34,12 +30,7 @@ async def send_response(send: Send, response: EncodedResponse, head: bool = Fals
     """Send a finished response: the head, then its body (HEAD: the head only), in
     ``CHUNK_BYTES`` messages when it is larger (views of the body: no copy)."""
     body = response.body
-    headers = [
-        _CONTENT_TYPES.get(response.media_type) or (b"content-type", response.media_type.encode()),
-        (b"content-length", b"%d" % len(body)),
-    ]
-    for key, value in response.headers.items():
-        headers.append((key.encode("latin-1"), value.encode("latin-1")))
+    headers = response_headers(response)
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     if head or len(body) <= CHUNK_BYTES:
         await send({"type": "http.response.body", "body": b"" if head else body})
@@ -59,15 +50,16 @@ class FrontApp:
         app: ASGIApp,
         dispatcher: Dispatcher,
         matcher: RouteMatcher,
-        fast_path: bool = True,
-        direct_lane: DirectLane | None = None,
+        raw_asgi_front: bool = True,
+        lane: DirectLane | None = None,
     ) -> None:
         self.app = app
         self.dispatcher = dispatcher
         self.matcher = matcher
-        self.fast_path = fast_path
-        self.direct_lane = direct_lane
-        """What the HTTP protocol answers itself, before this app (``None``: nothing)."""
+        self.raw_asgi_front = raw_asgi_front
+        self.lane = lane
+        """The direct lane: what our HTTP protocol answers itself, without calling this app
+        (``None``: nothing). The protocol finds it here (``uvicorn_internals.direct_lane_of``)."""
         self.registry = dispatcher.services.registry
         self.max_body_bytes = dispatcher.max_body_bytes
         self.budget = dispatcher.budget
@@ -82,7 +74,7 @@ class FrontApp:
         try:
             path: str = scope["path"]
             found = self.matcher.match(scope["method"], path)
-            if found is not None and self.fast_path:
+            if found is not None and self.raw_asgi_front:
                 route, params = found
                 response = await self.dispatcher.serve(route, params, scope, receive)
                 if response is not None:
@@ -104,11 +96,9 @@ class FrontApp:
         limit = self.max_body_bytes
         for key, value in scope.get("headers", ()):
             if key == b"content-length":
-                try:
-                    if int(value) > limit:
-                        return _refusing(limit)
-                except ValueError:
-                    pass
+                declared = parse_content_length(value)
+                if declared is not None and declared > limit:
+                    return _refusing(limit)
         received = 0
 
         async def limited_receive() -> MutableMapping[str, Any]:

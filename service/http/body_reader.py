@@ -20,14 +20,26 @@ def too_large(limit: int) -> PayloadTooLarge:
     )
 
 
+LENGTH_DIGITS = 20
+"""The longest Content-Length read as a number (int() refuses over 4,300 digits; no body is
+near 20)."""
+
+
+def parse_content_length(value: str | bytes) -> int | None:
+    """A Content-Length header's number, or ``None`` when it is not one (ASCII digits only,
+    at most ``LENGTH_DIGITS`` of them): the one parser of the header."""
+    if len(value) <= LENGTH_DIGITS and value.isascii() and value.isdigit():
+        return int(value)
+    return None
+
+
 def check_declared_length(content_length: str | None, limit: int) -> None:
     """Refuse at once, before reading a byte, when Content-Length is over the limit."""
     if content_length is None:
         return
-    try:
-        declared = int(content_length)
-    except ValueError:
-        raise InvalidBody("Content-Length is not an integer") from None
+    declared = parse_content_length(content_length)
+    if declared is None:
+        raise InvalidBody("Content-Length is not an integer")
     if declared > limit:
         raise too_large(limit)
 

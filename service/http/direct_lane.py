@@ -3,7 +3,7 @@ protocol without an ASGI task.
 
 Per request, uvicorn's ASGI cycle (a task, receive/send messages, header checks, the head
 and the body in two socket writes) costs about as much CPU as a one-id lookup itself. For
-the requests that need none of it, the protocol (``protocols.LimitedHttpToolsProtocol``)
+the requests that need none of it, the protocol (``uvicorn_internals.UvicornHttpProtocol``)
 asks this lane at the request head:
 
 * **claim**: the route may be answered directly and its table gathers inline (numpy,
@@ -14,12 +14,13 @@ asks this lane at the request head:
   made ready in one event-loop turn is answered in one callback, back to back, as tasks
   would run. (Answering each one inside its socket's read callback measured slower than the
   tasks it replaces: each request then ran between kernel reads and writes, with the
-  interpreter's caches cold.) The answer is the one dispatcher's, run to completion
-  without a loop turn; the protocol writes it.
+  interpreter's caches cold.) The answer is the one dispatcher's synchronous path
+  (``Dispatcher.serve_inline``: the route's ``Direct.answer``, a use case's plan run
+  inline); the protocol writes it.
 * **hand back**: a request whose table no longer gathers inline when its turn comes (a
-  reload swapped it) goes to the ASGI path untouched; one whose answer would wait on the
-  event loop (an answer rendered in slices: its first wait comes before any rendering) is
-  closed at that wait and served from the start by the ASGI path.
+  reload swapped it), or whose plan refuses to run inline (an answer rendered in slices,
+  the event loop free between them: ``NotInline``, before any rows are gathered), goes to
+  the ASGI path untouched.
 
 Same route table, dispatcher, admission, metrics and error bodies as the ASGI path: only
 the transport around them differs.
@@ -31,31 +32,24 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
-
-from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+from typing import Any, Protocol
 
 from service.encoding.responses import EncodedResponse
-from service.http.dispatcher import Dispatcher, Receive, RouteMatcher, Scope
+from service.http.body_reader import parse_content_length
+from service.http.dispatcher import Dispatcher, Scope
+from service.http.route_matcher import RouteMatcher
 from service.http.route_table import Route
 
 log = logging.getLogger(__name__)
 
-DIRECT_MAX_BODY = min(4096, HIGH_WATER_LIMIT)
+DIRECT_MAX_BODY = 4096
 """The largest body the lane claims. Small requests are where uvicorn's per-request machinery
 is a large share of the cost; a large one costs its rows, and large ones answered back to back
 in one callback hold the event loop for all of them (1,024-id JSON lookups on Zipf ids
-measured 1.9 ms of server CPU a request through the lane, 1.35 ms as tasks). And uvicorn
-buffers at most ``HIGH_WATER_LIMIT`` of a body before it pauses reading for an app to take
-it: no app reads a claimed request's body."""
-_LENGTH_DIGITS = 20  # a longer Content-Length (leading zeros) is left to the ASGI path
-
-
-class _WouldWait:
-    """The answer would wait on the event loop: serve the request the ASGI way."""
-
-
-WOULD_WAIT: Final = _WouldWait()
+measured 1.9 ms of server CPU a request through the lane, 1.35 ms as tasks). And it is
+under uvicorn's ``HIGH_WATER_LIMIT``, the most of a body uvicorn buffers before it pauses
+reading for an app to take it (no app reads a claimed request's body): the canary test
+checks it."""
 
 
 @dataclass(slots=True)
@@ -102,7 +96,7 @@ class DirectLane:
         if found is None:
             return None
         route, params = found
-        if route.direct is None or not route.direct(params, self._registry):
+        if route.direct is None or not route.direct.gathers_inline(params, self._registry):
             return None
         if not _declares_small_body(headers, self.max_body):
             return None
@@ -112,7 +106,7 @@ class DirectLane:
         """The claimed request's table still gathers in the caller's stack (checked at the
         claim, and again at the answer: a reload may have swapped the table in between)."""
         direct = claim.route.direct
-        return direct is not None and direct(claim.params, self._registry)
+        return direct is not None and direct.gathers_inline(claim.params, self._registry)
 
     def hand_in(
         self, connection: DirectConnection, claim: Claim, loop: asyncio.AbstractEventLoop
@@ -132,27 +126,17 @@ class DirectLane:
                 log.exception("the direct lane could not answer a request; closing its connection")
                 connection.abandon()
 
-    def answer(
-        self, claim: Claim, scope: Scope, receive: Receive, body: bytes
-    ) -> EncodedResponse | _WouldWait | None:
-        """The dispatcher's answer, run to completion now: the response, ``None`` (the client
-        left), or ``WOULD_WAIT`` (its table no longer gathers inline, or it was closed at its
-        first wait, a bare loop turn before any rendering)."""
-        if not self.gathers_inline(claim):
+    def answer(self, claim: Claim, scope: Scope, body: bytes) -> EncodedResponse | None:
+        """The dispatcher's answer, computed now; ``None``: serve it from a task (its table
+        no longer gathers inline, or its plan cannot run inline), nothing computed."""
+        response = None
+        if self.gathers_inline(claim):
+            response = self.dispatcher.serve_inline(claim.route, claim.params, scope, body)
+        if response is None:
             self.handed_back += 1
-            return WOULD_WAIT
-        served = self.dispatcher.serve(claim.route, claim.params, scope, receive, body)
-        try:
-            waited_on = served.send(None)
-        except StopIteration as done:
+        else:
             self.answered += 1
-            response: EncodedResponse | None = done.value
-            return response
-        served.close()
-        self.handed_back += 1
-        if waited_on is not None:  # a future: work was started that nobody will wait for
-            log.warning("a direct answer waited on %r; served again by the ASGI path", waited_on)
-        return WOULD_WAIT
+        return response
 
 
 def _declares_small_body(headers: Iterable[tuple[bytes, bytes]], limit: int) -> bool:
@@ -161,12 +145,9 @@ def _declares_small_body(headers: Iterable[tuple[bytes, bytes]], limit: int) -> 
     length = None
     for name, value in headers:
         if name == b"content-length":
-            length = value
+            length = parse_content_length(value)
+            if length is None:
+                return False  # the ASGI path answers it
         elif name == b"transfer-encoding":
             return False
-    return (
-        length is not None
-        and length.isdigit()
-        and len(length) <= _LENGTH_DIGITS  # int() refuses over 4,300 digits
-        and int(length) <= limit
-    )
+    return length is not None and length <= limit

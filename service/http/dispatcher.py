@@ -3,17 +3,15 @@ error-mapped and counted here, whether the raw-ASGI front answers it or FastAPI 
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from service import metrics
-from service.batching.micro_batcher import CLIENT_GONE
-from service.decoding.body import ACCEPTED_TYPES, JSON
+from service.app.plan import NotInline
+from service.decoding.body import request_media_type
 from service.encoding.responses import EncodedResponse
-from service.errors import NotFound, ServiceError, Unauthorized, UnsupportedMediaType
+from service.errors import NotFound, ServiceError, Unauthorized
 from service.http.admission import SCOPE_KEY, IdsInFlight, ids_in
 from service.http.auth import ApiKeyGuard, bearer_token, token_matches
 from service.http.body_reader import (
@@ -23,75 +21,12 @@ from service.http.body_reader import (
     too_large,
 )
 from service.http.call import Call, Services
+from service.http.client_gone import CLIENT_GONE_KEY, CLIENT_LEFT, unless_client_leaves
 from service.http.error_responses import error_response_for, unexpected_error_response
 from service.http.route_table import ANY_TYPE, Route
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-
-
-@dataclass
-class _Node:
-    """One path segment of the route tree: literal children first, then one parameter."""
-
-    literals: dict[str, _Node] = field(default_factory=dict)
-    param: tuple[str, _Node] | None = None
-    routes: dict[str, Route] = field(default_factory=dict)
-
-
-MATCH_CACHE_SIZE = 4096
-"""Matched (method, path) pairs remembered: a request to a path seen before costs one dict
-lookup instead of a split and a walk (paths name tables, so the working set is small; the
-cache is emptied when full, so unmatched or random paths cannot grow it)."""
-
-
-class RouteMatcher:
-    """Path -> route by splitting the path once and walking dicts (no per-request regex)."""
-
-    def __init__(self, routes: Iterable[Route]) -> None:
-        self._root = _Node()
-        self._seen: dict[tuple[str, str], tuple[Route, dict[str, str]]] = {}
-        for route in routes:
-            node = self._root
-            for segment in route.path.strip("/").split("/"):
-                if segment.startswith("{"):
-                    name = segment[1:-1]
-                    if node.param is None:
-                        node.param = (name, _Node())
-                    node = node.param[1]
-                else:
-                    node = node.literals.setdefault(segment, _Node())
-            for method in route.methods:
-                node.routes[method] = route
-
-    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
-        """The route and path parameters, or ``None`` (no such path, or not this method).
-
-        The parameters dict is shared by every request to the same path: read it, never
-        write it."""
-        found = self._seen.get((method, path))
-        if found is None:
-            found = self._walk(method, path)
-            if found is not None:
-                if len(self._seen) >= MATCH_CACHE_SIZE:
-                    self._seen.clear()
-                self._seen[method, path] = found
-        return found
-
-    def _walk(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
-        node: _Node | None = self._root
-        params: dict[str, str] = {}
-        for segment in path[1:].split("/"):
-            assert node is not None
-            child = node.literals.get(segment)
-            if child is None:
-                if node.param is None or not segment:
-                    return None
-                name, child = node.param
-                params[name] = segment
-            node = child
-        route = node.routes.get(method) if node is not None else None
-        return None if route is None else (route, params)
 
 
 def scope_headers(scope: Scope) -> dict[str, str]:
@@ -105,14 +40,7 @@ def _media_type(content_type: str | None, accepted: Mapping[str, Any]) -> str:
         return content_type  # type: ignore[return-value]  # a key of accepted: a str
     if ANY_TYPE in accepted:
         return ANY_TYPE
-    media = content_type.split(";", 1)[0].strip().lower() if content_type else JSON
-    if media in accepted:
-        return media
-    types = [t for t in ACCEPTED_TYPES if t in accepted]
-    raise UnsupportedMediaType(
-        f"Content-Type {media!r} is not accepted; send {' or '.join(types)}",
-        {"accepted": types},
-    )
+    return request_media_type(content_type, accepted)
 
 
 class Dispatcher:
@@ -143,17 +71,9 @@ class Dispatcher:
             self.guard.check(scope["headers"])
 
     async def serve(
-        self,
-        route: Route,
-        params: Mapping[str, str],
-        scope: Scope,
-        receive: Receive,
-        body: bytes | None = None,
+        self, route: Route, params: Mapping[str, str], scope: Scope, receive: Receive
     ) -> EncodedResponse | None:
         """The response to one request (``None``: the client left before it was ready).
-
-        ``body``: the whole body when the caller has it already (the direct lane); else it
-        is read from ``receive``.
 
         A request with ids is admitted into the worker's ids-in-flight budget after it is
         decoded (``503 overloaded`` when full) by the ``Admission`` that ``FrontApp`` put in
@@ -163,99 +83,82 @@ class Dispatcher:
         One coroutine on purpose: at W1 an extra await level is a measurable share."""
         started = time.perf_counter()
         call = Call(params, scope_headers(scope), self.services)
-        decoders = route.decoders
         try:
-            if route.auth != "public" and (self.guard is not None or route.auth == "admin"):
-                self.authorise(route, scope)
-            request = None
-            if decoders:
-                limit = self.max_body_bytes
-                check_declared_length(call.headers.get("content-length"), limit)
-                if body is None:
-                    body = await read_body(receive, limit)
-                elif len(body) > limit:
-                    raise too_large(limit)
-                call.body = body
-                call.media_type = _media_type(call.headers.get("content-type"), decoders)
-            if route.resolve is not None:
-                route.resolve(call)
-            if decoders:
-                request = decoders[call.media_type](call)
-                admission = scope.get(SCOPE_KEY)
-                if admission is not None:  # FrontApp releases it once the response is sent
-                    admission.admit(ids_in(request), call.table_label)
+            self._check_head(route, call, scope)
+            body = await read_body(receive, self.max_body_bytes) if route.decoders else b""
+            request = self._decode(route, call, scope, body)
             work = route.use_case(call, request)
-            if decoders and self.services.registry.batched(call.table_label):
-                result = await _unless_client_leaves(work, receive)
-                if result is _CLIENT_LEFT:
+            if route.decoders and self.services.registry.batched(call.table_label):
+                result = await unless_client_leaves(work, receive, scope.get(CLIENT_GONE_KEY))
+                if result is CLIENT_LEFT:
                     return None
             else:
                 result = await work
             response = route.encoder(result)
         except ClientDisconnected:
             return None
-        except ServiceError as error:
-            response = error_response_for(scope["path"], error)
         except Exception as exc:
-            response = unexpected_error_response(exc, f"{route.label} {scope['path']!r}")
+            response = _error_response(route, scope, exc)
+        return self._counted(call, route, response, started)
+
+    def serve_inline(
+        self, route: Route, params: Mapping[str, str], scope: Scope, body: bytes
+    ) -> EncodedResponse | None:
+        """The response to one whole request whose route has a direct answer, computed in
+        the caller's stack (the direct lane): the same steps as ``serve``, the use case's
+        synchronous path. ``None``: it cannot be answered inline (``NotInline``: nothing
+        was computed, nothing counted); serve it with ``serve`` from a task."""
+        direct = route.direct
+        assert direct is not None, "a route without a direct answer"
+        started = time.perf_counter()
+        call = Call(params, scope_headers(scope), self.services)
+        try:
+            self._check_head(route, call, scope)
+            request = self._decode(route, call, scope, body)
+            response = route.encoder(direct.answer(call, request))
+        except NotInline:
+            return None
+        except Exception as exc:
+            response = _error_response(route, scope, exc)
+        return self._counted(call, route, response, started)
+
+    def _check_head(self, route: Route, call: Call, scope: Scope) -> None:
+        """What the head alone decides: authorisation, and a declared body over the limit."""
+        if route.auth != "public" and (self.guard is not None or route.auth == "admin"):
+            self.authorise(route, scope)
+        if route.decoders:
+            check_declared_length(call.headers.get("content-length"), self.max_body_bytes)
+
+    def _decode(self, route: Route, call: Call, scope: Scope, body: bytes) -> Any:
+        """The decoded request (``None`` for a route without a body), resolved and admitted."""
+        decoders = route.decoders
+        if decoders:
+            if len(body) > self.max_body_bytes:
+                raise too_large(self.max_body_bytes)
+            call.body = body
+            call.media_type = _media_type(call.headers.get("content-type"), decoders)
+        if route.resolve is not None:
+            route.resolve(call)
+        if not decoders:
+            return None
+        request = decoders[call.media_type](call)
+        admission = scope.get(SCOPE_KEY)
+        if admission is not None:  # FrontApp (or the lane) releases it once the response is sent
+            admission.admit(ids_in(request), call.table_label)
+        return request
+
+    def _counted(
+        self, call: Call, route: Route, response: EncodedResponse, started: float
+    ) -> EncodedResponse:
+        """``response``, counted in the request metrics."""
         seconds = time.perf_counter() - started
         metrics.observe_request(call.table_label, route.label, response.status, seconds)
         return response
 
 
-_CLIENT_LEFT = object()
-
-
-async def _unless_client_leaves(work: Awaitable[Any], receive: Receive) -> Any:
-    """Run ``work``, but if the client disconnects while its rows are queued, skip them
-    when the batch is built (not computed for nobody) and return ``_CLIENT_LEFT``.
-
-    Served by uvicorn, ``receive`` belongs to the request's cycle, whose ``disconnected``
-    flag the batcher reads (``CLIENT_GONE``): no task per request. Otherwise (a wrapped
-    ``receive``) one watcher task cancels ``work`` on a disconnect (~18 µs per request;
-    two tasks and ``asyncio.wait`` cost ~40 µs)."""
-    cycle = getattr(receive, "__self__", None)
-    if isinstance(getattr(cycle, "disconnected", None), bool):
-        token = CLIENT_GONE.set(lambda: bool(cycle.disconnected))  # type: ignore[union-attr]
-        try:
-            return await work
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if cycle.disconnected and task is not None and task.cancelling() == 0:  # type: ignore[union-attr]
-                return _CLIENT_LEFT  # the batcher dropped its rows, nobody cancelled the task
-            raise
-        finally:
-            CLIENT_GONE.reset(token)
-    return await _watched(work, receive)
-
-
-async def _watched(work: Awaitable[Any], receive: Receive) -> Any:
-    """``work`` in this task; a watcher task cancels it if the client disconnects first."""
-    task = asyncio.current_task()
-    assert task is not None
-    left = finished = False
-
-    async def cancel_on_disconnect() -> None:
-        nonlocal left
-        await _wait_disconnect(receive)
-        if not finished:
-            left = True
-            task.cancel()
-
-    watcher = asyncio.ensure_future(cancel_on_disconnect())
-    try:
-        result = await work
-        finished = True
-        return result
-    except asyncio.CancelledError:
-        if left and task.uncancel() == 0:  # ours alone, not the server's: the client left
-            return _CLIENT_LEFT
-        raise
-    finally:
-        finished = True
-        watcher.cancel()
-
-
-async def _wait_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+def _error_response(route: Route, scope: Scope, exc: Exception) -> EncodedResponse:
+    """A ``ServiceError``'s answer (API.md's body, V2's on /v2 paths); anything else is a bug:
+    a generic 500, the details logged."""
+    if isinstance(exc, ServiceError):
+        return error_response_for(scope["path"], exc)
+    return unexpected_error_response(exc, f"{route.label} {scope['path']!r}")

@@ -1,5 +1,5 @@
 """The FastAPI app generated from ``ROUTES``: the OpenAPI schema, and every route served
-through the same dispatcher (it answers all of them with ``--no-fast-path``)."""
+through the same dispatcher (it answers all of them with ``--no-raw-asgi-front``)."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 class _Sent(Response):
-    """An ``EncodedResponse`` sent as the fast path sends it: in chunks when large, so that
+    """An ``EncodedResponse`` sent as the raw-ASGI front sends it: in chunks when large, so that
     the ids-in-flight budget (released once this returns) counts until it was handed over."""
 
     def __init__(self, encoded: EncodedResponse) -> None:

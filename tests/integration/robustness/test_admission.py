@@ -40,7 +40,7 @@ def _answered(url: str) -> float:
     )
 
 
-@pytest.fixture(params=[True, False], ids=["fast-path", "no-fast-path"])
+@pytest.fixture(params=[True, False], ids=["raw-asgi-front", "no-raw-asgi-front"])
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
@@ -48,7 +48,7 @@ def server(
     write_npy(folder, "t", TABLE, "batching = false\n")
     env = {"EMBED_MAX_IDS_IN_FLIGHT": str(BUDGET)}
     if not request.param:
-        env["EMBED_FAST_PATH"] = "false"
+        env["EMBED_RAW_ASGI_FRONT"] = "false"
     with ServerProcess(folder, env=env) as process:
         process.wait_ready()
         yield process

@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 
 from service.app.tables import reload_table
-from service.errors import BackendUnavailable, ReloadFailed, TableLoadError
+from service.errors import (
+    BackendUnavailable,
+    ReloadFailed,
+    TableLoadError,
+    TableNotFound,
+    TableRemoved,
+)
 from service.tables.table_builder import RedisNotReady
 
 
@@ -40,3 +46,10 @@ def test_a_store_that_cannot_answer_is_503_with_retry_after() -> None:
 def test_a_version_that_fails_to_load_is_409() -> None:
     with pytest.raises(ReloadFailed):
         _reload(TableLoadError("t.npy: not an .npy file"))
+
+
+def test_a_table_removed_from_the_repository_and_never_served_is_404() -> None:
+    with pytest.raises(TableNotFound):
+        _reload(TableRemoved("table 't' is no longer in the repository"))
+    with pytest.raises(ReloadFailed):  # a table that fails to load is not a removed one
+        _reload(TableLoadError("table 't' is no longer in the repository"))

@@ -25,8 +25,10 @@ def test_every_setting_has_a_flag_and_flags_override_env(monkeypatch) -> None:
         assert "EMBED_" + name.upper() in help_text
     monkeypatch.setenv("EMBED_PORT", "9001")
     monkeypatch.setenv("EMBED_MAX_IDS", "7")
-    settings = settings_from_args(parser.parse_args(["serve", "--port", "9002", "--no-fast-path"]))
-    assert settings.port == 9002 and settings.max_ids == 7 and settings.fast_path is False
+    settings = settings_from_args(
+        parser.parse_args(["serve", "--port", "9002", "--no-raw-asgi-front"])
+    )
+    assert settings.port == 9002 and settings.max_ids == 7 and settings.raw_asgi_front is False
 
 
 def test_missing_or_non_folder_models_is_a_startup_error(tmp_path, capsys) -> None:

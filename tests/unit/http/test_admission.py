@@ -26,7 +26,7 @@ from service.http.asgi_front import CHUNK_BYTES, FrontApp
 from service.settings import ServiceSettings
 from tests.support.polling import until
 
-PATHS = ("fast-path", "no-fast-path")
+PATHS = ("raw-asgi-front", "no-raw-asgi-front")
 ROWS, DIM = 5000, 64  # a lookup of 5,000 ids answers ~3.5 MB of JSON: several chunks
 
 
@@ -114,10 +114,12 @@ def test_ids_in_every_request_kind() -> None:
 
 
 # -------------------------------------------------------------- through the ASGI app
-def _app(folder: Path, fast_path: bool, budget: int) -> tuple[FrontApp, np.ndarray]:
+def _app(folder: Path, raw_asgi_front: bool, budget: int) -> tuple[FrontApp, np.ndarray]:
     table = np.random.default_rng(0).standard_normal((ROWS, DIM)).astype(np.float32)
     np.save(folder / "t.npy", table)
-    settings = ServiceSettings(models=folder, fast_path=fast_path, max_ids_in_flight=budget)
+    settings = ServiceSettings(
+        models=folder, raw_asgi_front=raw_asgi_front, max_ids_in_flight=budget
+    )
     return create_app(settings), table
 
 
@@ -132,11 +134,11 @@ def _run(app: FrontApp, check: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(run())
 
 
-@pytest.mark.parametrize("fast_path", [True, False], ids=PATHS)
+@pytest.mark.parametrize("raw_asgi_front", [True, False], ids=PATHS)
 def test_a_full_budget_answers_503_with_retry_after_in_the_route_format(
-    tmp_path: Path, fast_path: bool
+    tmp_path: Path, raw_asgi_front: bool
 ) -> None:
-    app, table = _app(tmp_path, fast_path, budget=100)
+    app, table = _app(tmp_path, raw_asgi_front, budget=100)
     infer = {"inputs": [{"name": "ids", "datatype": "INT64", "shape": [2], "data": [1, 2]}]}
 
     async def check() -> None:
@@ -202,9 +204,11 @@ def _lookup_body(count: int) -> bytes:
     return _json({"ids": list(range(count))})
 
 
-@pytest.mark.parametrize("fast_path", [True, False], ids=PATHS)
-def test_ids_stay_counted_until_the_last_chunk_was_sent(tmp_path: Path, fast_path: bool) -> None:
-    app, table = _app(tmp_path, fast_path, budget=300_000)
+@pytest.mark.parametrize("raw_asgi_front", [True, False], ids=PATHS)
+def test_ids_stay_counted_until_the_last_chunk_was_sent(
+    tmp_path: Path, raw_asgi_front: bool
+) -> None:
+    app, table = _app(tmp_path, raw_asgi_front, budget=300_000)
     body = _lookup_body(ROWS)
     messages: list[tuple[dict[str, Any], int]] = []
 
@@ -234,11 +238,11 @@ async def _send_fails(message: dict[str, Any]) -> None:
         raise OSError("connection reset")
 
 
-@pytest.mark.parametrize("fast_path", [True, False], ids=PATHS)
+@pytest.mark.parametrize("raw_asgi_front", [True, False], ids=PATHS)
 def test_no_leak_on_send_errors_disconnects_and_cancellation(
-    tmp_path: Path, fast_path: bool
+    tmp_path: Path, raw_asgi_front: bool
 ) -> None:
-    app, _ = _app(tmp_path, fast_path, budget=300_000)
+    app, _ = _app(tmp_path, raw_asgi_front, budget=300_000)
     body = _lookup_body(ROWS)
     path = "/v1/tables/t/lookup"
 

@@ -1,4 +1,4 @@
-"""The direct lane (``service.http.direct_lane`` with ``protocols.LimitedHttpToolsProtocol``):
+"""The direct lane (``service.http.direct_lane`` with ``uvicorn_internals.UvicornHttpProtocol``):
 which requests it answers, that they come out byte for byte as the ASGI path writes them,
 and that everything it does not answer (or must not finish) reaches the ASGI path whole.
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -21,11 +22,13 @@ import orjson
 import pytest
 
 from service.app.gather import SLICE_NUMBERS
-from service.http import protocols
+from service.http import uvicorn_internals
 from service.http.app import create_app
 from service.http.asgi_front import CHUNK_BYTES, FrontApp, send_response
+from service.http.client_gone import CLIENT_GONE_KEY
 from service.http.direct_lane import DIRECT_MAX_BODY, DirectLane
-from service.http.protocols import LimitedHttpToolsProtocol, direct_lane_of
+from service.http.protocols import LimitedHttpToolsProtocol
+from service.http.uvicorn_internals import direct_lane_of
 from service.settings import ServiceSettings
 from tests.support.polling import until
 from tests.support.protocol_server import (
@@ -67,8 +70,8 @@ class Harness:
 
     @property
     def lane(self) -> DirectLane:
-        assert self.app.direct_lane is not None
-        return self.app.direct_lane
+        assert self.app.lane is not None
+        return self.app.lane
 
     async def connect(
         self,
@@ -148,7 +151,7 @@ def test_small_requests_to_inline_tables_are_answered_by_the_lane_as_the_asgi_pa
     async def test(harness: Harness) -> None:
         lane_reader, lane_writer, _ = await harness.connect()
         asgi_reader, asgi_writer, asgi_protocol = await harness.connect()
-        asgi_protocol._lane = None  # this connection takes the ASGI path
+        asgi_protocol.lane = None  # this connection takes the ASGI path
         # As uvicorn's Server sets them (a date header, updated every second).
         harness.server.state.default_headers = [(b"date", b"Mon, 07 Dec 2026 12:00:00 GMT")]
         statuses = []
@@ -291,7 +294,7 @@ def test_a_large_answer_is_sent_paced_and_its_ids_released_once_sent(
         held_while_sending.append(budget.in_flight)
         await send_response(send, response, head)
 
-    monkeypatch.setattr(protocols, "send_response", spied_send)
+    monkeypatch.setattr(uvicorn_internals, "send_response", spied_send)
 
     async def test(harness: Harness) -> None:
         nonlocal budget
@@ -389,10 +392,10 @@ def test_a_fault_in_the_lane_closes_only_its_connection(
         lane = harness.lane
         answer = lane.answer
 
-        def faulty(claim: Any, scope: Any, receive: Any, body: bytes) -> Any:
+        def faulty(claim: Any, scope: Any, body: bytes) -> Any:
             if b"66" in body:
                 raise RuntimeError("a fault in the lane")
-            return answer(claim, scope, receive, body)
+            return answer(claim, scope, body)
 
         lane.answer = faulty  # type: ignore[method-assign]
         bad_reader, bad_writer, _ = await harness.connect()
@@ -411,11 +414,11 @@ def test_a_fault_in_the_lane_closes_only_its_connection(
 def test_the_lane_is_off_where_something_must_see_every_request(tmp_path: Path) -> None:
     write_npy(tmp_path, "t", TABLES["small"])
     app = create_app(ServiceSettings(models=tmp_path))
-    assert direct_lane_of(app, access_log=False) is app.direct_lane is not None
+    assert direct_lane_of(app, access_log=False) is app.lane is not None
     assert direct_lane_of(app, access_log=True) is None  # uvicorn logs from ASGI send
     assert direct_lane_of(object(), access_log=False) is None  # a middleware around the app
-    for off in ({"direct_lane": False}, {"fast_path": False}):
-        assert create_app(ServiceSettings(models=tmp_path, **off)).direct_lane is None
+    for off in ({"direct_lane": False}, {"raw_asgi_front": False}):
+        assert create_app(ServiceSettings(models=tmp_path, **off)).lane is None
 
 
 def test_a_table_swapped_before_its_turn_is_served_by_the_asgi_path(
@@ -440,3 +443,59 @@ def test_a_table_swapped_before_its_turn_is_served_by_the_asgi_path(
         assert "waited on" not in caplog.text  # handed back before any work was queued
 
     run(tmp_path, test)
+
+
+SERVER_VALUE: contextvars.ContextVar[str] = contextvars.ContextVar("server_value", default="unset")
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["context-kept", "reset-contextvars"])
+def test_the_lane_answers_in_a_fresh_context_with_uvicorns_reset_contextvars(
+    tmp_path: Path, reset: bool
+) -> None:
+    async def main() -> None:
+        SERVER_VALUE.set("server")  # as a lifespan or an instrumentation would
+        folder = tmp_path / "models"
+        write_npy(folder, "small", TABLES["small"])
+        app = create_app(ServiceSettings(models=folder))
+        await app.registry.load()
+        try:
+            async with protocol_server(app, access_log=False, reset_contextvars=reset) as server:
+                lane = app.lane
+                assert lane is not None
+                answer, seen = lane.answer, []
+
+                def spied(claim: Any, scope: Any, body: bytes) -> Any:
+                    seen.append(SERVER_VALUE.get())
+                    return answer(claim, scope, body)
+
+                lane.answer = spied  # type: ignore[method-assign]
+                reader, writer, _ = await server.connect()
+                writer.write(lookup([1]))
+                head, _ = await response(reader)
+                assert status(head) == 200
+                assert seen == ["unset" if reset else "server"]
+        finally:
+            await app.registry.close()
+
+    asyncio.run(main())
+
+
+def test_the_scope_of_an_asgi_request_says_when_its_client_has_gone() -> None:
+    started: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        started.append(scope)
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    async def main() -> None:
+        async with protocol_server(app) as server:
+            _, writer, _ = await server.connect()
+            writer.write(get("/anything"))
+            await until(lambda: bool(started), "the request's task started")
+            client_gone = started[0][CLIENT_GONE_KEY]
+            assert client_gone() is False
+            writer.transport.abort()
+            await until(client_gone, "the server to see the client go")
+
+    asyncio.run(main())

@@ -48,8 +48,10 @@ def _count(table: str, route: str, status: int) -> float:
     return float(value)
 
 
-@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "no-fast-path"])
-def test_every_route_is_counted_with_the_same_labels(tmp_path: Path, fast_path: bool) -> None:
+@pytest.mark.parametrize(
+    "raw_asgi_front", [True, False], ids=["raw-asgi-front", "no-raw-asgi-front"]
+)
+def test_every_route_is_counted_with_the_same_labels(tmp_path: Path, raw_asgi_front: bool) -> None:
     _table(tmp_path)
     calls = [
         ("POST", "/v1/tables/t/lookup", {"ids": [1]}, ("t", "lookup", 200)),
@@ -75,11 +77,13 @@ def test_every_route_is_counted_with_the_same_labels(tmp_path: Path, fast_path: 
             assert response.status_code == labels[2], (path, response.text)
             assert _count(*labels) == before + 1, path
 
-    _run(tmp_path, check, fast_path=fast_path, admin_key="adm")
+    _run(tmp_path, check, raw_asgi_front=raw_asgi_front, admin_key="adm")
 
 
-@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "no-fast-path"])
-def test_head_on_probes(tmp_path: Path, fast_path: bool) -> None:
+@pytest.mark.parametrize(
+    "raw_asgi_front", [True, False], ids=["raw-asgi-front", "no-raw-asgi-front"]
+)
+def test_head_on_probes(tmp_path: Path, raw_asgi_front: bool) -> None:
     _table(tmp_path)
 
     async def check(http: httpx.AsyncClient, app: Any) -> None:
@@ -89,7 +93,7 @@ def test_head_on_probes(tmp_path: Path, fast_path: bool) -> None:
             assert head.content == b""
             assert head.headers["content-length"] == str(len(get.content))
 
-    _run(tmp_path, check, fast_path=fast_path)
+    _run(tmp_path, check, raw_asgi_front=raw_asgi_front)
 
 
 @pytest.mark.parametrize("state", ["loading", "degraded", "draining"])

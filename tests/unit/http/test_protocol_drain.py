@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from service.http.protocols import LimitedHttpToolsProtocol, _unread_bytes
+from service.http.drain import _unread_bytes
+from service.http.protocols import LimitedHttpToolsProtocol
 from tests.support.polling import until
 from tests.support.protocol_server import ProtocolServer, closed, protocol_server, response
 

@@ -1,4 +1,4 @@
-"""The raw-ASGI dispatcher and the generated FastAPI routes (``--no-fast-path``) answer byte
+"""The raw-ASGI dispatcher and the generated FastAPI routes (``--no-raw-asgi-front``) answer byte
 for byte the same, on every POST route of the route table."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from service.http.app import create_app
-from service.http.dispatcher import RouteMatcher
+from service.http.route_matcher import RouteMatcher
 from service.http.route_table import ROUTES
 from service.settings import ServiceSettings
 
@@ -86,8 +86,8 @@ REQUESTS: list[tuple[str, Any, dict[str, str], int]] = [
 Answer = tuple[int, bytes, str | None, str | None]
 
 
-def answers(folder: Path, fast_path: bool) -> list[Answer]:
-    settings = ServiceSettings(models=folder, fast_path=fast_path, admin_key="adm")
+def answers(folder: Path, raw_asgi_front: bool) -> list[Answer]:
+    settings = ServiceSettings(models=folder, raw_asgi_front=raw_asgi_front, admin_key="adm")
     app = create_app(settings)
 
     async def run() -> list[Answer]:
@@ -124,7 +124,7 @@ def test_every_post_route_is_exercised() -> None:
 @pytest.mark.parametrize(
     "options", ["", 'backend = "onnxruntime"\nbatching = true\n'], ids=["numpy", "ort"]
 )
-def test_fast_path_and_fastapi_routes_agree(tmp_path: Path, options: str) -> None:
+def test_raw_asgi_front_and_fastapi_routes_agree(tmp_path: Path, options: str) -> None:
     np.save(
         tmp_path / "t.npy", np.random.default_rng(0).standard_normal((50, 6)).astype(np.float32)
     )

@@ -1,0 +1,102 @@
+"""What the /v1 table routes run: the table resolver, body decoders and use-case plans
+(``service.http.route_table`` declares which route takes which)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from service.app import bags, embeddings, lookup, neighbors, sequences
+from service.app.plan import Plan
+from service.decoding.bags_request import BagsRequest, decode_bags
+from service.decoding.body import wants_binary
+from service.decoding.neighbors_request import NeighborsRequest, decode_neighbors
+from service.decoding.openai_request import EmbeddingsRequest, decode_embeddings
+from service.decoding.requests import (
+    LookupRequest,
+    SequencesRequest,
+    decode_lookup,
+    decode_sequences,
+)
+from service.http.call import Call
+from service.metrics import UNKNOWN_TABLE
+from service.results import Embeddings, Neighbors, Vectors
+from service.tables.registry import TableRegistry
+
+
+def resolve_table(call: Call) -> None:
+    """The table named by the path (``TableNotFound`` when there is none)."""
+    name = call.params["table"]
+    call.table_label = UNKNOWN_TABLE  # until the registry has found the table
+    call.table = call.services.registry.get(name)
+    call.table_label = name
+
+
+def table_gathers_inline(params: Mapping[str, str], registry: TableRegistry) -> bool:
+    """The path's table gathers in the caller's stack (the direct lane may answer)."""
+    return registry.gathers_inline(params["table"])
+
+
+def _output(call: Call, encoding: str) -> str:
+    """The answer's format: binary when ``Accept`` prefers it, else the body's ``encoding``."""
+    return "binary" if wants_binary(call.headers.get("accept")) else encoding
+
+
+# ------------------------------------------------------------------------------ decoders
+def lookup_body(call: Call) -> LookupRequest:
+    """The lookup body: ids (any rank) or keys, JSON or raw int64."""
+    return decode_lookup(call.body, call.media_type, call.headers, call.services.settings.max_ids)
+
+
+def sequences_body(call: Call) -> SequencesRequest:
+    """The sequences body: ragged id sequences and their layout, JSON or raw."""
+    limit = call.services.settings.max_ids
+    return decode_sequences(call.body, call.media_type, call.headers, limit)
+
+
+def bags_body(call: Call) -> BagsRequest:
+    """The bags body: bags of ids, pooling mode, weights."""
+    return decode_bags(call.body, call.services.settings.max_ids)
+
+
+def neighbors_body(call: Call) -> NeighborsRequest:
+    """The neighbors body: query ids, keys or vectors, ``k`` and the metric."""
+    return decode_neighbors(call.body)
+
+
+def embeddings_body(call: Call) -> EmbeddingsRequest:
+    """The OpenAI embeddings body; its model (when loaded) labels the metrics."""
+    request = decode_embeddings(call.body, call.services.settings.max_ids)
+    registry = call.services.registry
+    call.table_label = request.model if registry.has(request.model) else UNKNOWN_TABLE
+    return request
+
+
+# ------------------------------------------------------------------------------- plans
+def plan_lookup(call: Call, request: LookupRequest) -> Plan[Vectors]:
+    """The lookup's plan, in the format ``Accept`` or the body asks for."""
+    limit = call.services.settings.max_output_bytes
+    return lookup.lookup(call.served_table(), request, _output(call, request.encoding), limit)
+
+
+def plan_sequences(call: Call, request: SequencesRequest) -> Plan[Vectors]:
+    """The sequences' plan, in the format ``Accept`` or the body asks for."""
+    limit = call.services.settings.max_output_bytes
+    output = _output(call, request.encoding)
+    return sequences.sequences(call.served_table(), request, output, limit)
+
+
+def plan_bags(call: Call, request: BagsRequest) -> Plan[Vectors]:
+    """The bags' plan, in the format ``Accept`` or the body asks for."""
+    limit = call.services.settings.max_output_bytes
+    return bags.bags(call.served_table(), request, _output(call, request.encoding), limit)
+
+
+# ---------------------------------------------------------------------------- use cases
+async def find_neighbors(call: Call, request: NeighborsRequest) -> Neighbors:
+    """The nearest rows of each query (a search: always from a task)."""
+    return await neighbors.neighbors(call.served_table(), request)
+
+
+async def embed(call: Call, request: EmbeddingsRequest) -> Embeddings:
+    """One mean-pooled vector per input."""
+    return await embeddings.embeddings(call.services.registry, request)
