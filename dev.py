@@ -32,14 +32,20 @@ MODELS = ROOT / "models" / "repository"
 
 
 def ensure_env(extras: str, with_torch: bool) -> None:
+    """``.venv`` with the package and ``extras`` (and torch): pip runs only when pyproject.toml
+    changed or something asked for is not installed yet. The stamp of this pyproject.toml
+    lists what is installed, so switching between commands (test's extras include run's)
+    installs nothing again."""
     if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may run on any python3
         sys.exit("Python 3.11 or newer is needed")
     if not PY.exists():
         print(f"creating {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    spec = (ROOT / "pyproject.toml").read_bytes() + extras.encode() + str(with_torch).encode()
+    spec = (ROOT / "pyproject.toml").read_bytes() + TORCH_PIN.encode()
     stamp = VENV / f".installed-{hashlib.sha256(spec).hexdigest()[:16]}"
-    if stamp.exists():
+    wanted = {extra for extra in extras.split(",") if extra} | ({"torch"} if with_torch else set())
+    installed = set(stamp.read_text().split()) if stamp.exists() else set()
+    if stamp.exists() and wanted <= installed:
         return
     subprocess.run([PY, "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
     packages = [f"-e{ROOT}[{extras}]" if extras else f"-e{ROOT}"]
@@ -48,8 +54,9 @@ def ensure_env(extras: str, with_torch: bool) -> None:
     print(f"installing {' '.join(packages)}", flush=True)
     subprocess.run([PY, "-m", "pip", "install", "-q", *packages], check=True)
     for old in VENV.glob(".installed-*"):
-        old.unlink()
-    stamp.touch()
+        if old != stamp:  # another pyproject.toml's: what it lists may be stale now
+            old.unlink()
+    stamp.write_text("".join(f"{name}\n" for name in sorted(installed | wanted)))
 
 
 def run_foreground(command: list[str | Path]) -> int:
