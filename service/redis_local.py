@@ -104,11 +104,22 @@ class RedisNode:
             args += ["--repl-diskless-sync-delay", "0"]
             args += ["--cluster-config-file", str(self.folder / "nodes.conf")]
         log = (self.folder / "redis.log").open("ab")
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        # A session of its own: the terminal's Ctrl-C (SIGINT to the foreground group) does not
+        # reach it, so whoever started it stops it after what uses it (the service) drained.
+        self.process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
-        deadline = time.monotonic() + 30
+        try:
+            self._wait_answering(self.process)
+        except BaseException:  # not answering, or Ctrl-C meanwhile: no server left behind
+            self.kill()
+            raise
+
+    def _wait_answering(self, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if process.poll() is not None:
                 log_text = (self.folder / "redis.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"redis-server on {self.port} exited:\n{log_text}")
             try:
@@ -116,7 +127,7 @@ class RedisNode:
                     return
             except redis.RedisError:
                 time.sleep(0.05)
-        raise TimeoutError(f"redis-server on {self.port} did not answer within 30 s")
+        raise TimeoutError(f"redis-server on {self.port} did not answer within {timeout:g} s")
 
     def client(self, timeout: float = 5) -> redis.Redis:
         return redis.Redis(port=self.port, password=self.password, socket_timeout=timeout)
@@ -146,6 +157,9 @@ class RedisCluster:
                     raise
                 # A busy machine or a port taken meanwhile: new nodes on new ports.
                 print(f"cluster creation failed ({exc!r}); retrying", file=sys.stderr)
+            except BaseException:  # Ctrl-C: the nodes, in sessions of their own, are ours to stop
+                self.stop()
+                raise
 
     def _create(self, folder: Path) -> None:
         self.nodes = []

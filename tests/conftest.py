@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +17,28 @@ from tests.support.server_process import ServerProcess
 from tests.support.tables import random_table, write_npy
 
 ROWS, DIM = 1000, 16
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_temp_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """$TMPDIR of this test process and of every process it starts, removed at the end.
+
+    Servers under test make their per-start folder (``embedding-service-*``: worker state,
+    metrics) in $TMPDIR and remove it at exit, except when a test or a slow stop kills them:
+    then it is left here, inside pytest's own temp tree, and removed with it, never in /tmp.
+    Set up before, so torn down after, every other session fixture (the servers).
+    """
+    folder = tmp_path_factory.mktemp("tmpdir")
+    previous = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = None  # tempfile caches the folder it found first: look again
+    yield folder
+    if previous is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = previous
+    tempfile.tempdir = None
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -60,13 +60,66 @@ def ids_array(value: Any, *, check_booleans: bool, what: str = "ids") -> np.ndar
     try:
         array = np.array(value)
     except (ValueError, TypeError, OverflowError) as exc:
-        raise InvalidIds(
-            f"{what} must be an integer or rectangular nested lists of integers",
-            {"reason": str(exc).split(".")[0]},
-        ) from None
+        raise _not_an_array(value, what, exc) from None
     if array.dtype == np.int64:  # the common case (ids within int64), with no more calls
         return array
     return as_int64_ids(array, what)
+
+
+# Ragged ids have a route of their own: what a lookup answers when its ids are ragged.
+RAGGED_IDS_HINT = (
+    'for id lists of different lengths, send them as "sequences" to '
+    "/v1/tables/{table}/sequences (padded vectors, a mask and the lengths)"
+)
+
+
+def _not_an_array(value: Any, what: str, error: Exception) -> InvalidIds:
+    """The error for ``value`` numpy cannot make an array of: where it is ragged, if it is."""
+    ragged = _first_ragged(value)
+    if ragged is None:
+        return InvalidIds(
+            f"{what} must be an integer or rectangular nested lists of integers",
+            {"reason": str(error).split(".")[0]},
+        )
+    (where, size), (first, first_size) = ragged
+    message = (
+        f"{what} must be rectangular nested lists of integers: {_item(what, where, size)}, "
+        f"{_item(what, first, first_size)}"
+    )
+    if what == "ids":
+        message += f"; {RAGGED_IDS_HINT}"
+    return InvalidIds(message, {"position": where, "length": size, "expected": first_size})
+
+
+def _item(what: str, where: list[int], size: int | None) -> str:
+    name = what + "".join(f"[{i}]" for i in where)
+    if size is None:
+        return f"{name} is a number"
+    return f"{name} has {size} item{'' if size == 1 else 's'}"
+
+
+Sized = tuple[list[int], int | None]  # a position, and its list's length (None: not a list)
+
+
+def _first_ragged(value: Any) -> tuple[Sized, Sized] | None:
+    """The first item (breadth first) whose length differs from the first at its depth, and
+    that first one: rectangular nested lists have one length per depth."""
+    level: list[tuple[list[int], Any]] = [([], value)]
+    while level:
+        first = (level[0][0], _length(level[0][1]))
+        below: list[tuple[list[int], Any]] = []
+        for where, item in level:
+            size = _length(item)
+            if size != first[1]:
+                return (where, size), first
+            if size:
+                below.extend(([*where, i], child) for i, child in enumerate(item))
+        level = below
+    return None
+
+
+def _length(item: Any) -> int | None:
+    return len(item) if type(item) is list else None
 
 
 def as_int64_ids(array: np.ndarray, what: str = "ids") -> np.ndarray:

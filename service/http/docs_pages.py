@@ -1,9 +1,12 @@
-"""The OpenAPI schema and the docs pages; Swagger UI's assets come from ``swagger-ui-bundle``
-(a pip package), so ``/docs`` works with no network."""
+"""The OpenAPI schema and the docs pages, served with no network: Swagger UI's assets come
+from ``swagger-ui-bundle`` and ReDoc's from ``fastapi-standalone-docs`` (pip packages), and
+neither page loads a font or a script from elsewhere."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +18,23 @@ from service.errors import NotFound
 from service.results import RawBody
 
 ASSETS = "/docs/assets/"
-_ASSET_TYPES = {
-    "swagger-ui-bundle.js": "application/javascript",
-    "swagger-ui.css": "text/css",
-    "favicon-32x32.png": "image/png",
+
+
+def _swagger_folder() -> Path:
+    return Path(swagger_ui_bundle.swagger_ui_path)
+
+
+def _redoc_folder() -> Path:
+    # Only its static files: the package's own app wiring (StandaloneDocs) is not used.
+    return Path(str(files("fastapi_standalone_docs") / "static" / "redoc"))
+
+
+# Every file under ASSETS: the package folder it is read from, and its media type.
+_ASSETS: dict[str, tuple[Callable[[], Path], str]] = {
+    "swagger-ui-bundle.js": (_swagger_folder, "application/javascript"),
+    "swagger-ui.css": (_swagger_folder, "text/css"),
+    "favicon-32x32.png": (_swagger_folder, "image/png"),
+    "redoc.standalone.js": (_redoc_folder, "application/javascript"),
 }
 _HTML = "text/html; charset=utf-8"
 TITLE = "Embedding lookup service"
@@ -45,23 +61,27 @@ def swagger_page() -> RawBody:
 
 def oauth2_redirect_page() -> RawBody:
     """Swagger UI's OAuth2 redirect helper page."""
-    return RawBody((_asset_folder() / "oauth2-redirect.html").read_bytes(), _HTML)
+    return RawBody((_swagger_folder() / "oauth2-redirect.html").read_bytes(), _HTML)
 
 
+@lru_cache(maxsize=1)
 def redoc_page() -> RawBody:
-    """ReDoc (its script from a CDN; /docs is the offline one)."""
-    page = get_redoc_html(openapi_url="/openapi.json", title=f"{TITLE} - ReDoc")
+    """ReDoc over ``/openapi.json``, its script from this service, no web fonts."""
+    page = get_redoc_html(
+        openapi_url="/openapi.json",
+        title=f"{TITLE} - ReDoc",
+        redoc_js_url=ASSETS + "redoc.standalone.js",
+        redoc_favicon_url=ASSETS + "favicon-32x32.png",
+        with_google_fonts=False,
+    )
     return RawBody(bytes(page.body), _HTML)
-
-
-def _asset_folder() -> Path:
-    return Path(swagger_ui_bundle.swagger_ui_path)
 
 
 @lru_cache(maxsize=8)
 def asset(name: str) -> RawBody:
-    """One of Swagger UI's files; any other name is a 404."""
-    media_type = _ASSET_TYPES.get(name)
-    if media_type is None:
+    """One of the docs pages' files; any other name is a 404."""
+    found = _ASSETS.get(name)
+    if found is None:
         raise NotFound(f"no route {ASSETS}{name}")
-    return RawBody((_asset_folder() / name).read_bytes(), media_type)
+    folder, media_type = found
+    return RawBody((folder() / name).read_bytes(), media_type)

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 DEMO_ROWS = 100_000
 DEMO_DIM = 64
+# Every demo table's options (the file demo, `dev.py redis`, compose's Redis demo): row 0 pads.
+DEMO_OPTIONS = "# Demo table: row 0 is the padding row (Keras mask_zero).\nmask_zero = true\n"
 
 
 def demo_table(rows: int = DEMO_ROWS, dim: int = DEMO_DIM) -> np.ndarray:
@@ -87,10 +89,7 @@ def write_demo_tables(folder: Path, rows: int = DEMO_ROWS, dim: int = DEMO_DIM) 
     _write_atomically(written[0], buffer.getvalue())
     _write_atomically(written[1], gather_onnx_model(table))
     for name in ("demo", "demo_onnx"):
-        _write_atomically(
-            folder / f"{name}.toml",
-            b"# Demo table: row 0 is the padding row (Keras mask_zero).\nmask_zero = true\n",
-        )
+        _write_atomically(folder / f"{name}.toml", DEMO_OPTIONS.encode())
     log.info("no table in %s: wrote the demo tables %s", folder, ", ".join(p.name for p in written))
     return written
 

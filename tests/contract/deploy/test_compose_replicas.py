@@ -15,8 +15,7 @@ import pytest
 
 from service.settings import ServiceSettings
 from service.supervisor import ACCEPT_GRACE
-
-from .test_container_files import tool
+from tests.support.tools import tool
 
 ROOT = Path(__file__).resolve().parents[3]
 NGINX_CONF = (ROOT / "deploy" / "compose" / "nginx.conf").read_text()
@@ -29,11 +28,16 @@ Service = dict[str, Any]
 EXIT_MARGIN_S = 3
 
 
+# Serving ./models/repository instead of the image's demo tables: an override file.
+OWN_TABLES = "deploy/compose/own-tables.yml"
+
+
 @cache
-def compose_config(*profiles: str) -> dict[str, Any]:
+def compose_config(*profiles: str, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     flags = [arg for profile in profiles for arg in ("--profile", profile)]
+    files = [arg for file in ("docker-compose.yml", *overrides) for arg in ("-f", file)]
     result = subprocess.run(
-        [tool("docker-compose"), *flags, "-f", "docker-compose.yml", "config", "--format", "json"],
+        [tool("docker-compose"), *flags, *files, "config", "--format", "json"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -154,3 +158,31 @@ def test_redis_profile_pushes_before_serving() -> None:
             not list(path.parent.glob(f"{path.stem}.np*"))
             and not path.with_suffix(".onnx").exists()
         )
+
+
+def test_a_fresh_clone_mounts_only_files_it_has() -> None:
+    """``docker compose up`` on a fresh clone: every bind mount's source is in the repository
+    (a missing one would be created empty by Docker and, on /models, hide the image's demo)."""
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for name, service in services().items():
+        for volume in service.get("volumes", []):
+            if volume["type"] != "bind":
+                continue
+            source = Path(volume["source"]).relative_to(ROOT).as_posix()
+            assert any(f == source or f.startswith(f"{source}/") for f in tracked), (name, source)
+
+
+def test_own_tables_override_mounts_the_model_repository_read_only() -> None:
+    config = compose_config(*PROFILES, overrides=(OWN_TABLES,))["services"]
+    for name, target in (
+        ("embedding", "/models"),
+        ("embedding-gpu", "/models"),
+        ("redis-push", "/source"),
+    ):
+        (volume,) = [v for v in config[name]["volumes"] if v["target"] == target]
+        assert volume["source"] == str(ROOT / "models" / "repository"), name
+        assert volume["read_only"], name
+        # A missing folder fails `up` rather than being created empty over the demo tables.
+        assert volume["bind"]["create_host_path"] is False, name

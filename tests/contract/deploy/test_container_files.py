@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from service.cli import build_parser
 from service.settings import ServiceSettings
+from tests.support.tools import tool
 
 ROOT = Path(__file__).resolve().parents[3]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
-
-
-def tool(name: str) -> str:
-    found = shutil.which(name) or str(Path(__import__("sys").executable).parent / name)
-    if not Path(found).exists():
-        pytest.skip(f"{name} not installed (test extra)")
-    return found
 
 
 def test_hadolint_clean() -> None:

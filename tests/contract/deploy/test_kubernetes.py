@@ -5,7 +5,6 @@ HPA target, probes, security context, drain timing) and fit the service (EMBED_*
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import tomllib
 from base64 import b64decode
@@ -19,6 +18,7 @@ import yaml
 
 from service.settings import ServiceSettings
 from service.supervisor import ACCEPT_GRACE
+from tests.support.tools import tool
 
 ROOT = Path(__file__).resolve().parents[3]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
@@ -28,31 +28,17 @@ KUSTOMIZATIONS = [
 ]
 # The oldest Kubernetes the manifests promise to fit, and the newest schema bundled.
 VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
-INSTALL_KUBECTL = (
-    "kubectl is needed to render the kustomizations: install it "
-    "(https://kubernetes.io/docs/tasks/tools/, e.g. `apt-get install kubectl` from "
-    "pkgs.k8s.io, or `curl -LO https://dl.k8s.io/release/v1.32.0/bin/linux/amd64/kubectl`)"
-)
 
 Manifest = dict[str, Any]
 # After a drain: lifespan shutdown (batch workers, Redis clients) and process exit.
 EXIT_MARGIN_S = 3
 
 
-def kubectl() -> str:
-    found = shutil.which("kubectl") or (
-        "/usr/bin/kubectl" if Path("/usr/bin/kubectl").exists() else None
-    )
-    if found is None:
-        pytest.fail(INSTALL_KUBECTL)
-    return found
-
-
 @cache
 def rendered(kustomization: str) -> tuple[Manifest, ...]:
     """The objects ``kubectl kustomize`` renders for base or an overlay."""
     result = subprocess.run(
-        [kubectl(), "kustomize", str(KUBERNETES / kustomization)],
+        [tool("kubectl"), "kustomize", str(KUBERNETES / kustomization)],
         capture_output=True,
         text=True,
         timeout=120,

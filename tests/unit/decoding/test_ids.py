@@ -40,6 +40,29 @@ def test_invalid_ids(value, error, position) -> None:
     assert raised.value.detail["position"] == position
 
 
+@pytest.mark.parametrize(
+    ("value", "position", "says"),
+    [
+        ([[1, 2], [3]], [1], "ids[1] has 1 item, ids[0] has 2 items"),
+        ([[[1, 2], [3, 4]], [[5, 6], [7]]], [1, 1], "ids[1][1] has 1 item, ids[0][0] has 2 items"),
+        ([1, [2]], [1], "ids[1] has 1 item, ids[0] is a number"),
+    ],
+)
+def test_ragged_ids_say_where_and_point_to_sequences(value, position, says) -> None:
+    with pytest.raises(InvalidIds) as raised:
+        ids_array(value, check_booleans=False)
+    assert raised.value.detail["position"] == position
+    assert says in str(raised.value)
+    assert "/v1/tables/{table}/sequences" in str(raised.value)
+    assert "setting an array element" not in str(raised.value)
+
+
+def test_ragged_lists_other_than_ids_are_not_sent_to_sequences() -> None:
+    with pytest.raises(InvalidIds) as raised:
+        ids_array([[1, 2], [3]], check_booleans=False, what="bags")
+    assert "bags[1] has 1 item" in str(raised.value) and "sequences" not in str(raised.value)
+
+
 def test_range_check_positions() -> None:
     with pytest.raises(IdOutOfRange) as raised:
         check_in_range(np.array([[0, 1], [10, -1]]), 10)
