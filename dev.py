@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Set up and run: ``python3 dev.py run`` (service on the demo table), ``python3 dev.py test``,
 ``python3 dev.py redis`` (a local Redis Cluster, the demo table pushed into it, served),
-``python3 dev.py bench`` (loadtest/bench.py) or ``python3 dev.py docs`` (regenerate the
+``python3 dev.py bench`` (loadtest/bench.py), ``python3 dev.py gpu-check`` (a GPU host: the
+CUDA build in ``.venv-gpu``, the GPU tests and a report) or ``python3 dev.py docs`` (regenerate the
 settings tables of README.md and docs/api.md from service/settings.py).
 
 Needs Python 3.11+ and the package registries: creates ``.venv``, installs the package
@@ -97,14 +98,14 @@ def main(argv: list[str]) -> int:
     rest = argv[1:]
     os.chdir(ROOT)
     if command == "run":
-        ensure_env("", with_torch=False)
+        ensure_env("cpu", with_torch=False)
         # The default model repository (ignored by git): the service writes the demo tables
         # into an existing folder only.
         MODELS.mkdir(parents=True, exist_ok=True)
         return run_foreground([BIN / "embedding-service", "serve", *rest])
     if command == "test":
         reference = os.environ.get("REFERENCE", "1") != "0"
-        extras = "test,load,reference" if reference else "test,load"
+        extras = "cpu,test,load,reference" if reference else "cpu,test,load"
         ensure_env(extras, with_torch=reference)
         ensure_redis_server()  # the Redis tests start real servers; missing is a failure
         # mypy: strict on service/, as [tool.mypy] in pyproject.toml says.
@@ -114,16 +115,16 @@ def main(argv: list[str]) -> int:
         workers = os.environ.get("PYTEST_WORKERS", "2")
         return run_foreground([PY, "-m", "pytest", "-n", workers, *rest])
     if command == "redis":
-        ensure_env("", with_torch=False)
+        ensure_env("cpu", with_torch=False)
         ensure_redis_server()
         return run_foreground([PY, "-m", "service.dev_redis", *rest])
     if command == "docs":  # the settings tables of README.md and docs/api.md, from settings.py
-        ensure_env("", with_torch=False)
+        ensure_env("cpu", with_torch=False)
         return run_foreground([PY, "-m", "service.settings_table", "--write"])
     if command == "gpu-check":  # a GPU host: onnxruntime-gpu in .venv-gpu, GPU tests, a report
         return run_foreground([sys.executable, ROOT / "loadtest" / "gpu_check.py", *rest])
     if command == "bench":
-        ensure_env("test,load", with_torch=False)
+        ensure_env("cpu,test,load", with_torch=False)
         return run_foreground([PY, "loadtest/bench.py", *rest])
     print(__doc__)
     return 0 if command == "help" else 2
