@@ -11,11 +11,11 @@ import yaml
 
 from tests.contract.deploy.test_kubernetes import (
     KUBERNETES,
-    kubectl,
     pod_spec,
     rendered,
     strict_errors,
 )
+from tests.support.tools import tool
 
 
 def test_gpu_rollout_replaces_pods_without_a_spare_gpu() -> None:
@@ -37,7 +37,10 @@ def test_runtime_class_component_renders_and_validates(tmp_path: Path) -> None:
         text.replace("# components:\n#   - runtime-class\n", "components:\n  - runtime-class\n")
     )
     result = subprocess.run(
-        [kubectl(), "kustomize", str(overlay.parent)], capture_output=True, text=True, timeout=120
+        [tool("kubectl"), "kustomize", str(overlay.parent)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     objects = tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
