@@ -18,7 +18,6 @@ import onnxruntime as ort
 from service import lifecycle, metrics
 from service.backends.base import GatherBackend
 from service.backends.gpu_memory import gpu_free_bytes
-from service.backends.hot_rows import HotRowCache
 from service.backends.numpy_gather import NumpyGatherBackend
 from service.backends.ort_gather import OrtGatherBackend
 from service.backends.placement import Placement, choose_placement
@@ -32,7 +31,8 @@ from service.backends.redis_store import (
     read_meta,
 )
 from service.batching.micro_batcher import BatchingConfig, MicroBatcher
-from service.encoding.row_text_cache import RowTextCache
+from service.caches.hot_rows import HotRowCache
+from service.caches.row_text_cache import RowTextCache
 from service.errors import (
     BackendUnavailable,
     ReloadFailed,

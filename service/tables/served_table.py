@@ -14,7 +14,7 @@ from service.backends.base import GatherBackend
 from service.backends.placement import Placement
 from service.backends.redis_store import RedisTableMeta
 from service.batching.micro_batcher import MicroBatcher
-from service.encoding.row_text_cache import RowTextCache
+from service.caches.row_text_cache import RowTextCache
 from service.errors import InvalidRequest, Overloaded
 from service.repository.options import TableOptions
 from service.repository.vocabulary import Vocabulary
