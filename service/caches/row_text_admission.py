@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import array
 import random
+import weakref
 from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 
@@ -32,6 +34,7 @@ from service.caches.shared_array import shared_array
 # request cost a 32-id request 8% of its encoding.
 _WATCH_MIN = 16
 _WATCH_EVERY = 4
+_Method = TypeVar("_Method", bound=Callable[..., object])
 WINDOW_REQUESTS = 1024  # requests per hit-rate window at most (enough for a rate to ~1%)
 # The doorkeeper is cleared at twice the ring's slots, or twice one mark per this many bytes
 # of the cache's budget, whichever is more (see ring_sized).
@@ -44,6 +47,9 @@ class AdmissionPolicy:
     ``covers(max_id)``: the cache's index grows to ``max_id`` (and calls :meth:`grow`), or
     says it cannot. ``counts``: the cache's event counters (this adds ``bypassed``).
     ``on_window_end``: called when a hit-rate window closes (the cache publishes metrics).
+    Both are methods of the cache, held weakly: the cache holds its policy, and a strong
+    reference back would make a cycle, so a replaced table's cache (up to the whole budget
+    of texts) would wait for the cyclic garbage collector instead of being freed at once.
     """
 
     def __init__(
@@ -65,8 +71,8 @@ class AdmissionPolicy:
         self.bypass = False
         """True while the hit rate is below ``min_hit_rate``: requests go bulk, but samples."""
         self._counts = counts
-        self._covers = covers
-        self._on_window_end = on_window_end
+        self._covers = weakref.WeakMethod(covers)
+        self._on_window_end = weakref.WeakMethod(on_window_end)
         self._capacity_bytes = capacity_bytes
         self._door_py, self._door = shared_array("B", 0, 0)  # 1: missed once, not admitted yet
         self._door_set = 0
@@ -121,7 +127,7 @@ class AdmissionPolicy:
     def _mark(self, flat: np.ndarray) -> int | None:
         """Set the doorkeeper marks of ``flat``; how many were not set (None: ids the
         index cannot cover)."""
-        if int(flat.min()) < 0 or not self._covers(int(flat.max())):
+        if int(flat.min()) < 0 or not _alive(self._covers)(int(flat.max())):
             return None
         door = self._door
         recurring = int(np.count_nonzero(door[flat]))
@@ -131,7 +137,7 @@ class AdmissionPolicy:
     def _mark_small(self, flat: np.ndarray) -> int | None:
         """:meth:`_mark` for a few ids, in Python."""
         keys = flat.tolist()
-        if min(keys) < 0 or not self._covers(max(keys)):
+        if min(keys) < 0 or not _alive(self._covers)(max(keys)):
             return None
         door = self._door_py
         marked = 0
@@ -157,7 +163,7 @@ class AdmissionPolicy:
             self._window_requests = 0
             self.bypass = rate < self.min_hit_rate
             self._window_seen, self._window_hits = 0, 0.0
-            self._on_window_end()
+            _alive(self._on_window_end)()
 
     # ------------------------------------------------------------- admission
     def recurring(self, ids: np.ndarray, slot_of: np.ndarray) -> np.ndarray:
@@ -214,3 +220,10 @@ class AdmissionPolicy:
         if self._door_set > self._door_limit:
             self._door.fill(0)  # TinyLFU-style reset: one-off sightings age out at once
             self._door_set = 0
+
+
+def _alive(method: weakref.WeakMethod[_Method]) -> _Method:
+    """The method behind a weak reference (its object, the cache, outlives its policy)."""
+    bound = method()
+    assert bound is not None
+    return bound

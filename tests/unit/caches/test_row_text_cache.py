@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import numpy as np
 import orjson
 import pytest
@@ -183,3 +186,19 @@ def test_discard_forgets_only_the_given_rows(size: int) -> None:
     assert cache.render(plan, changed[plan.fetch_ids], (size, 4)) == orjson.dumps(
         changed[ids], option=OPT
     )
+
+
+def test_a_dropped_cache_is_freed_at_once() -> None:
+    """No reference cycle (the policy calls back through weak references): a replaced
+    table's cache, up to its whole budget of texts, is freed when its last reference goes,
+    not at some later cyclic collection."""
+    table = table_()
+    cache = RowTextCache(1 << 20, doorkeeper=False)
+    answer(cache, table, np.arange(10))
+    gone = weakref.ref(cache)
+    gc.disable()
+    try:
+        del cache
+        assert gone() is None
+    finally:
+        gc.enable()
