@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from loadtest.bench import make_table  # noqa: E402
 from loadtest.id_distributions import DISTRIBUTIONS, IdSampler  # noqa: E402
-from service.encoding.row_text_cache import RowTextCache  # noqa: E402
+from service.caches.row_text_cache import RowTextCache  # noqa: E402
 
 OPT = orjson.OPT_SERIALIZE_NUMPY
 BUDGET = 256 * 1024 * 1024  # the default row_cache_bytes
@@ -49,8 +49,18 @@ def cached(table: np.ndarray, cache: RowTextCache) -> Encoder:
     return encode
 
 
+def nest_texts(texts: list[bytes], shape: tuple[int, ...]) -> bytes:
+    """JSON of nested lists of ``shape`` whose innermost items are ``texts`` (bracketed row
+    texts): how the original code joined its cached rows, a join per level."""
+    level = texts
+    for size in reversed(shape[1:]):
+        level = [b"[" + b",".join(level[i : i + size]) + b"]" for i in range(0, len(level), size)]
+    return b"[" + b",".join(level) + b"]"
+
+
 def old_cache(table: np.ndarray, baseline: Path) -> Encoder | None:
-    """The original code's cache path (per-row texts, first-sight admission), if checked out."""
+    """The original code's cache path (per-row texts, first-sight admission), if checked out:
+    its own module's ``lookup`` / ``store`` / ``rows_text``, which this code no longer has."""
     module_path = baseline / "service/encoding/row_text_cache.py"
     if not module_path.exists():
         return None
@@ -58,8 +68,6 @@ def old_cache(table: np.ndarray, baseline: Path) -> Encoder | None:
     assert spec is not None and spec.loader is not None
     old = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(old)
-    from service.encoding.responses import nest_texts
-
     cache = old.RowTextCache(BUDGET)
 
     def encode(ids: np.ndarray) -> bytes:
@@ -126,7 +134,7 @@ def cell(table: np.ndarray, distribution: str, size: int, args: argparse.Namespa
             hits, misses = stats["hits"] - hits_before[0], stats["misses"] - hits_before[1]
             rate = f"{hits / max(1, hits + misses):.0%}" + (" (bypassed)" if cache.bypass else "")
         rows.append(
-            f"| {distribution} | {size} | {name} | {micros:,.0f} | {micros / base:.2f}x | {rate} |"
+            f"| {distribution} | {size} | {name} | {micros:,.1f} | {micros / base:.2f}x | {rate} |"
         )
         print(rows[-1], flush=True)
     return rows

@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from loadtest.bench import Case, run_wrk  # noqa: E402
-from service.backends.hot_rows import HotRowCache  # noqa: E402
 from service.backends.redis_store import RedisLayout, RowReader, connect, read_meta  # noqa: E402
+from service.caches.hot_rows import HotRowCache  # noqa: E402
 from service.redis_local import RedisCluster, free_port  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.backends.hot_rows import HotRowCache
 from service.backends.redis_store import RedisClient, RedisLayout, RedisTableMeta, RowReader
+from service.caches.hot_rows import HotRowCache
 
 
 class RedisGatherBackend:

@@ -33,19 +33,6 @@ class EncodedResponse:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def nest_texts(texts: Sequence[bytes], shape: Sequence[int]) -> bytes:
-    """JSON text of nested lists of ``shape`` whose innermost items are ``texts``."""
-    if not shape:
-        return texts[0]
-    if 0 in shape:
-        # No vector at all: only the empty list structure (e.g. [[],[]]) remains.
-        return orjson.dumps(np.zeros(tuple(shape), dtype=np.float32), option=_NUMPY)
-    level: list[bytes] = list(texts)
-    for size in reversed(shape[1:]):
-        level = [b"[" + b",".join(level[i : i + size]) + b"]" for i in range(0, len(level), size)]
-    return b"[" + b",".join(level) + b"]"
-
-
 def as_bytes_view(array: np.ndarray) -> np.ndarray:
     """The array's bytes as a flat uint8 view (no copy; empty arrays too), for ``b"".join``.
 

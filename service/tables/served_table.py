@@ -12,11 +12,11 @@ import numpy as np
 
 from service import metrics
 from service.backends.base import GatherBackend
-from service.backends.hot_rows import HotRowCache
 from service.backends.placement import Placement
 from service.backends.redis_store import RedisTableMeta
 from service.batching.gatherer import TableGatherer
-from service.encoding.row_text_cache import RowTextCache
+from service.caches.hot_rows import HotRowCache
+from service.caches.row_text_cache import RowTextCache
 from service.errors import InvalidRequest, Overloaded
 from service.repository.options import TableOptions
 from service.repository.vocabulary import Vocabulary

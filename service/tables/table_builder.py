@@ -18,7 +18,7 @@ from service.backends.redis_store import STORE_ERRORS, RedisLayout, read_current
 from service.batching.direct_gatherer import DirectGatherer
 from service.batching.gatherer import BatchingConfig, TableGatherer
 from service.batching.micro_batcher import MicroBatcher
-from service.encoding.row_text_cache import RowTextCache
+from service.caches.row_text_cache import RowTextCache
 from service.errors import TableLoadError
 from service.repository.discovery import TableSource
 from service.repository.npy_loader import load_npy

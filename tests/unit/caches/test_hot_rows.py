@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.backends.hot_rows import HotRowCache
+from service.caches.hot_rows import HotRowCache
 
 
 def _serve(cache: HotRowCache, table: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -93,3 +93,18 @@ def test_a_store_that_wraps_around_keeps_distinct_slots() -> None:
         assert len(set(slots)) == len(slots)
         assert all(np.array_equal(cache.rows[s], table[i]) for i, s in cache._slot_of.items())
         assert all(cache._id_in[s] == i for i, s in cache._slot_of.items())
+
+
+def test_discard_forgets_only_the_given_rows_and_frees_their_slots() -> None:
+    """Per-id invalidation (rows that changed): the given ids miss next time, the others
+    still hit, and the freed slots are reused (the hand passes rows 0 and 2: just hit)."""
+    table = np.arange(20, dtype=np.float32).reshape(10, 2)
+    cache = HotRowCache(4, 2, np.dtype(np.float32))
+    cache.store([0, 1, 2, 3], table[[0, 1, 2, 3]])
+    cache.discard([1, 3, 7])  # 7 was never cached: ignored
+    assert len(cache) == 2
+    assert cache.lookup([0, 1, 2, 3]).tolist()[1::2] == [-1, -1]
+    cache.store([5, 6], table[[5, 6]])  # into the freed slots: 0 and 2 stay
+    assert sorted(cache._slot_of) == [0, 2, 5, 6]
+    for row_id, slot in cache._slot_of.items():
+        assert np.array_equal(cache.rows[slot], table[row_id])

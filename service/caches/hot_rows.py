@@ -9,6 +9,7 @@ itemsize`` for the rows plus ~100 bytes of index per cached row.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from itertools import repeat
 
 import numpy as np
@@ -72,6 +73,15 @@ class HotRowCache:
             self._id_in[slot] = key
             slots.append(slot)
         self.rows[slots] = rows[: len(slots)]
+
+    def discard(self, ids: Iterable[int]) -> None:
+        """Forget the rows of ``ids`` (rows that changed); other rows stay cached."""
+        slot_of, id_in, referenced = self._slot_of, self._id_in, self._referenced
+        for key in ids:
+            slot = slot_of.pop(key, -1)
+            if slot >= 0:
+                id_in[slot] = -1  # free: the hand takes it without evicting anyone
+                referenced[slot] = 0
 
     def _free_slot(self, taken: list[int]) -> int:
         """The next slot by CLOCK, or ``-1`` when the hand comes back to a slot in ``taken``.
