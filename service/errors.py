@@ -14,6 +14,12 @@ import numpy as np
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
+RETRY_AFTER_SECONDS = 1
+"""The ``Retry-After`` of every 503 that passes by itself (a full queue or ids budget, too
+many connections, a table loading or being unloaded, a store failing over): one second is
+long enough for a queue to drain and short enough that a client does not idle."""
+RETRY_AFTER = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+
 
 def json_safe(value: Any) -> Any:
     """``value`` with everything orjson cannot write made writable.
@@ -42,18 +48,23 @@ class ServiceError(Exception):
 
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal"
+    retry: ClassVar[bool] = False
+    """Whether the error passes by itself: then it is sent with ``RETRY_AFTER``."""
 
     def __init__(
         self,
         message: str,
         detail: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        *,
+        retry: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         # Written to JSON later: make sure it can be, whatever the decoder put in.
         self.detail = json_safe(detail) if detail else detail
-        self.headers = headers or {}
+        passes = self.retry if retry is None else retry
+        self.headers = {**RETRY_AFTER, **(headers or {})} if passes else headers or {}
 
 
 class InvalidBody(ServiceError):
@@ -149,7 +160,7 @@ class ReloadIncomplete(ServiceError):
 
 class TableUnavailable(ServiceError):
     """The table is in the model repository but not served: it failed to load (``detail`` has
-    the reason), or this worker is still loading it (with ``Retry-After``)."""
+    the reason), or this worker is still loading it (raised with ``retry=True``)."""
 
     status = 503
     code = "table_unavailable"
@@ -160,6 +171,7 @@ class Overloaded(ServiceError):
 
     status = 503
     code = "overloaded"
+    retry = True
 
 
 class HeadersTooLarge(ServiceError):
@@ -177,10 +189,7 @@ class BackendUnavailable(ServiceError):
 
     status = 503
     code = "backend_unavailable"
-    retry_after_seconds = 1
-
-    def __init__(self, message: str, detail: dict[str, Any] | None = None) -> None:
-        super().__init__(message, detail, {"Retry-After": str(self.retry_after_seconds)})
+    retry = True
 
 
 class Timeout(ServiceError):

@@ -60,8 +60,6 @@ class TableGatherer(ABC):
     """Gathers the rows of one table's backend for requests; ``gather`` is the call they make
     (``gather_inline`` where ``inline``)."""
 
-    # Seconds a client should wait before retrying a 503.
-    retry_after_seconds = 1
     # Clock, replaceable in tests so timing is not measured with sleeps.
     clock = staticmethod(time.perf_counter)
 
@@ -138,10 +136,7 @@ class TableGatherer(ABC):
         self._check_open()
         if held and held + n > self.config.max_queue_ids:
             self._m_events["rejected"].inc()
-            raise Overloaded(
-                f"table {self.table!r} has {held} ids {where}; retry shortly",
-                headers=self._retry(),
-            )
+            raise Overloaded(f"table {self.table!r} has {held} ids {where}; retry shortly")
 
     def _backend_call(self, ids: np.ndarray) -> Awaitable[np.ndarray]:
         if self._gather_async is not None:
@@ -170,8 +165,5 @@ class TableGatherer(ABC):
             {"request_id": incident},
         )
 
-    def _retry(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after_seconds)}
-
     def _unloading(self) -> Overloaded:
-        return Overloaded("the table is being unloaded; retry", headers=self._retry())
+        return Overloaded("the table is being unloaded; retry")

@@ -29,7 +29,6 @@ from service.decoding.v2_request import V2InferRequest
 from service.errors import Overloaded
 from service.semantics.sequence_layout import output_length
 
-RETRY_AFTER_SECONDS = 1
 PUBLISH_SECONDS = 0.05  # how stale the ids-in-flight gauge may be
 SCOPE_KEY = "embedding.admission"
 """Where ``FrontApp`` puts a request's ``Admission`` in the ASGI scope (FastAPI passes the
@@ -136,7 +135,6 @@ class Admission:
                 f"this worker has {budget.in_flight} ids in flight; {n} more would pass its "
                 f"budget of {budget.limit}: retry shortly",
                 {"ids": n, "ids_in_flight": budget.in_flight, "max_ids_in_flight": budget.limit},
-                {"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
         self.held += n
 

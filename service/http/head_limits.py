@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 
 # How long a refused connection is read and drained before it is closed for good.
 LINGER_SECONDS = 2.0
-RETRY_AFTER_SECONDS = 1
 SWEEP_SECONDS = 1.0  # the most a slow head outlives its deadline (a quarter of short ones)
 
 
@@ -102,7 +101,6 @@ class HeadLimitedProtocol(UvicornHttpProtocol):
                 Overloaded(
                     "the server has too many open connections; retry shortly",
                     {"max_connections": self.limits.max_connections},
-                    {"Retry-After": str(RETRY_AFTER_SECONDS)},
                 )
             )
             return

@@ -92,7 +92,7 @@ class TableRegistry:
                 raise TableUnavailable(
                     f"table {name!r} is not loaded yet in this worker; retry shortly",
                     {"table": name},
-                    {"Retry-After": "1"},
+                    retry=True,
                 )
             raise TableNotFound(f"no table named {name!r}", {"table": name})
         return table

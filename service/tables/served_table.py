@@ -69,7 +69,7 @@ class ServedTable:
         at a time, and never stall the event loop or the table's gathers)."""
         if self._search_closed:
             # This version was retired (reload or unload): a retry reaches the new one.
-            raise Overloaded("the table is being unloaded; retry", headers={"Retry-After": "1"})
+            raise Overloaded("the table is being unloaded; retry")
         if self._index is None:
             self._index = ExactNeighborIndex(self.local_weights("neighbors"))
             self._search_pool = ThreadPoolExecutor(1, thread_name_prefix=f"search-{self.name}")
