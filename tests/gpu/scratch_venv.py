@@ -1,5 +1,7 @@
 """A virtualenv with the package's ``gpu`` extra (the real onnxruntime-gpu wheel), built once and
-kept under the temp folder, keyed by what it installs: later test runs reuse it."""
+kept in the user's cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``; the test run's own temp
+folder is removed at its end), keyed by what it installs: later test runs, and later clones on
+the same machine, reuse it."""
 
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import tempfile
 import tomllib
 import venv
 from pathlib import Path
@@ -29,7 +30,8 @@ def location() -> Path:
     explicit = os.environ.get(LOCATION_VARIABLE)
     if explicit:
         return Path(explicit)
-    return Path(tempfile.gettempdir()) / f"embedding-service-gpu-wheel-{_key()}"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "embedding-service" / f"gpu-wheel-{_key()}"
 
 
 def python(folder: Path) -> Path:
