@@ -31,7 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from service.updates.base_manifest import FileIdentity, Fold, folded_sequence, record_fold
+from service.repository.weights import file_version
+from service.updates.base_manifest import (
+    FileIdentity,
+    Fold,
+    folded_sequence,
+    record_fold,
+    served_version,
+)
 from service.updates.delta_files import (
     DELTA,
     SNAPSHOT,
@@ -151,6 +158,8 @@ def _fold(log: FileUpdateLog) -> int | None:
     """``fold_into_base``, this process being the only compactor of the table file."""
     for leftover in log.table_file.parent.glob(f".{log.table_file.name}{FOLD_TEMP}*"):
         leftover.unlink(missing_ok=True)  # of a compaction that died mid-way
+    if served_version(log.table_file, file_version(log.table_file)) != log.version:
+        return None  # the file was replaced: a new version, with its own log
     sequence = compact_log(log)
     if not sequence:
         return None
