@@ -22,7 +22,8 @@ def main(table: Path, first: int, count: int) -> None:
     dim = log.shape.dim
     for k in range(first, first + count):
         result = log.write(np.array([2 * k, 2 * k + 1]), np.full((2, dim), k, np.float32), f"u{k}")
-        print(k, result.sequence, flush=True)
+        sys.stdout.write(f"{k} {result.sequence}\n")
+        sys.stdout.flush()
         if k % 5 == 0:
             compact_log(log)
         if k % 11 == 0:

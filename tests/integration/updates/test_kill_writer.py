@@ -42,13 +42,14 @@ def _killed_writer(table: Path, first: int, rng: random.Random) -> dict[int, int
     wanted = rng.randrange(0, 25)
     while len(acks) < wanted:
         line = process.stdout.readline()
-        if not line:
+        if not line.endswith("\n"):
             break
         k, sequence = line.split()
         acks[int(k)] = int(sequence)
     time.sleep(rng.uniform(0, 0.01))  # a random moment: mid-write, mid-compaction, ...
     os.kill(process.pid, signal.SIGKILL)
-    for line in process.stdout.read().splitlines():  # acks printed before the kill landed
+    rest = process.stdout.read()  # acks printed before the kill landed; a cut last line is none
+    for line in rest.split("\n")[:-1]:
         k, sequence = line.split()
         acks[int(k)] = int(sequence)
     process.wait()
