@@ -4,8 +4,8 @@ Each applied update is published on the table's channel and appended to the vers
 log stream (``redis_keys``). ``RedisUpdateFeed.events`` yields an ``UpdateEvent`` per update as
 its message arrives, and polls the stream every ``poll_interval_s`` as the safety net for a
 message missed (a dropped subscription, a failover): an update is yielded once, by whichever
-comes first. When the reader fell behind further than the stream keeps, it yields an event
-with ``ids=None``: drop every cached row of the version.
+comes first. When the reader fell behind further than the stream keeps (its last entry seen
+was trimmed away), it yields an event with ``ids=None``: drop every cached row.
 """
 
 from __future__ import annotations
@@ -124,12 +124,13 @@ class RedisUpdateFeed:
                 return events
 
     async def _missed_some(self) -> bool:
-        """Whether entries after the last one seen were trimmed from the log before being read."""
+        """Whether the log was trimmed past the last entry seen (entries after it may be lost).
+
+        The log is trimmed from its oldest end only: while the last entry seen is still
+        there, every entry after it is too. A reader that far behind (``LOG_ENTRIES``
+        updates between two polls) drops every cached row instead.
+        """
         if self._last == _START:
             return False
-        try:
-            info = await self.client.xinfo_stream(self.keys.log)
-        except aioredis.ResponseError:  # no log at all (yet, or dropped)
-            return False
-        deleted = info.get("max-deleted-entry-id", b"0-0")
-        return _entry(deleted) > _entry(self._last)
+        kept = await self.client.xrange(self.keys.log, min=self._last, max=self._last)
+        return not kept
