@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=None)
     args = parser.parse_args()
     folder = args.folder or Path(tempfile.mkdtemp(prefix="updates-bench-"))
+    folder.mkdir(parents=True, exist_ok=True)
     table = folder / "bench.npy"
     rng = np.random.default_rng(0)
     np.save(table, rng.standard_normal((args.rows, args.dim), dtype=np.float32))
@@ -93,7 +94,7 @@ def main() -> None:
         print(f"| {batch:,} | {rate:,.0f} | {rate / batch:,.0f} |")
     print("\n| ids | updated rows | gather us | apply us | apply / gather |")
     print("| ---: | ---: | ---: | ---: | ---: |")
-    for updated in (0, UPDATED_ROWS):
+    for updated in (0, min(UPDATED_ROWS, args.rows // 2)):
         overlay = overlay_with(table, weights, updated)
         for size in (32, 1024):
             print(apply_row(weights, overlay, rng.integers(0, args.rows, size), updated))
