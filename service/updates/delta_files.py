@@ -110,6 +110,17 @@ def durable_write(target: Path, parts: list[bytes]) -> Path:
     return target
 
 
+def durable_folder(folder: Path) -> None:
+    """Create ``folder`` (and missing parents) so that a power loss cannot drop it."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        made.mkdir(exist_ok=True)
+        fsync_folder(made.parent)
+
+
 def fsync_folder(folder: Path) -> None:
     """Make a rename (or a new entry) in ``folder`` durable."""
     descriptor = os.open(folder, os.O_RDONLY)

@@ -22,6 +22,7 @@ from service.updates.delta_files import (
     DELTA,
     SNAPSHOT,
     UpdateFile,
+    durable_folder,
     file_name,
     listed,
     read_update_ids,
@@ -68,7 +69,8 @@ class FileUpdateLog:
         skipped.
         """
         served = base if base is not None else FileIdentity.of(self.table_file)
-        overlay = UpdateOverlay(self.folder, self.shape.dim, folded_sequence(self.folder, served))
+        skip = folded_sequence(self.folder, served)
+        overlay = UpdateOverlay(self.folder, self.shape.dim, skip, self.shape.rows)
         overlay.refresh()
         return overlay
 
@@ -99,7 +101,7 @@ class FileUpdateLog:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the log's lock (blocking): one writer or compaction at a time, in any process."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        durable_folder(self.folder)
         descriptor = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX)

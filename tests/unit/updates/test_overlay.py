@@ -51,15 +51,18 @@ def test_the_higher_sequence_wins_whatever_the_order_read(log: FileUpdateLog) ->
         assert rows[:, 0].tolist() == [-1, -2, -2]
 
 
+@pytest.mark.parametrize("dense_max_rows", [0, 1 << 20], ids=["searched", "dense"])
 def test_recent_rows_settle_without_changing_answers(
-    log: FileUpdateLog, monkeypatch: pytest.MonkeyPatch
+    log: FileUpdateLog, monkeypatch: pytest.MonkeyPatch, dense_max_rows: int
 ) -> None:
     monkeypatch.setattr(overlay_module, "RECENT_ROWS", 2)
+    monkeypatch.setattr(overlay_module, "DENSE_MAX_ROWS", dense_max_rows)
     overlay = log.overlay()
     for n in range(10):
         log.write(np.array([n, n + 1]), rows_of(n, 2))
         overlay.refresh()
     assert overlay.state is not None and overlay.state.settled.ids.size > 0
+    assert (overlay.state.settled.positions is not None) == (dense_max_rows > 0)
     rows = np.zeros((11, DIM), np.float32)
     overlay.apply(np.arange(11), rows)
     assert rows[:, 0].tolist() == [*range(10), 9]  # id k: last written by update k
