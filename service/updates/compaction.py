@@ -48,6 +48,7 @@ from service.updates.delta_files import (
     fsync_folder,
     listed,
     read_file,
+    row_count,
 )
 from service.updates.delta_files import write_file as write_update_file
 from service.updates.file_log import FileUpdateLog
@@ -140,7 +141,7 @@ def _snapshot_rows(log: FileUpdateLog) -> int:
     start = max((number for number, kind in files if kind == SNAPSHOT), default=0)
     if not start or folded_sequence(log.folder, FileIdentity.of(log.table_file)) >= start:
         return 0
-    return int(read_file(log.folder / file_name(start, SNAPSHOT)).ids.size)
+    return row_count(log.folder / file_name(start, SNAPSHOT))
 
 
 def fold_into_base(log: FileUpdateLog) -> int | None:

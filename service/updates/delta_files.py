@@ -24,6 +24,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -152,12 +153,22 @@ def read_file(path: Path) -> UpdateFile:
     return UpdateFile(int(sequence), ids, rows, update_ids, int(index["since"]))
 
 
+def _header(handle: BinaryIO, path: Path) -> tuple[Any, ...]:
+    """The header fields of the open update file ``handle`` (read from its start)."""
+    header = handle.read(_HEADER.size)
+    if len(header) < _HEADER.size or header[: len(MAGIC)] != MAGIC:
+        raise DamagedUpdateFile(f"{path}: not an update file")
+    return _HEADER.unpack(header)
+
+
+def row_count(path: Path) -> int:
+    """How many rows the file at ``path`` holds (its header only)."""
+    with path.open("rb") as handle:
+        return int(_header(handle, path)[2])
+
+
 def read_update_ids(path: Path) -> dict[str, int]:
     """Only the update-id index of the file at ``path`` (its header and index, not its rows)."""
     with path.open("rb") as handle:
-        header = handle.read(_HEADER.size)
-        if len(header) < _HEADER.size or header[: len(MAGIC)] != MAGIC:
-            raise DamagedUpdateFile(f"{path}: not an update file")
-        index_bytes = _HEADER.unpack(header)[5]
-        index = json.loads(handle.read(index_bytes))
+        index = json.loads(handle.read(_header(handle, path)[5]))
     return {str(k): int(v) for k, v in index["update_ids"].items()}
