@@ -17,9 +17,11 @@ File tables (``.npy``, ONNX; ``layout``, ``delta_files``, ``file_log``, ``overla
   answers the first sequence (the last 10,000 ids at least, across restarts).
 - ``log.overlay(base=FileIdentity) -> UpdateOverlay`` -- per process: ``apply(ids, rows)``
   patches gathered float32 rows in place (one attribute check when nothing was ever
-  updated), ``refresh()`` reads new files and swaps the state in one reference (a response
-  gets all of an update or none), returning the ids changed (drop them from caches);
-  ``OverlayStale`` from it means: load the table again.
+  updated; else a dense-index gather plus a small binary search), ``refresh()`` reads new
+  files and swaps the state in one reference (a response gets all of an update or none),
+  returning the ids changed (drop them from caches); ``OverlayStale`` from it means: load
+  the table again. Take ``base`` as ``FileIdentity.of(path)`` before mapping the file (and
+  map again if it changed meanwhile).
 - ``compaction.compact_if_due(log)`` -- in the background: deltas folded into a snapshot
   after ``MAX_DELTA_FILES``; an ``.npy`` base rewritten (aside, renamed in) once the snapshot
   holds ``fold_rows(rows)`` rows. Neither changes an answer, the version or the sequence:
