@@ -1,0 +1,167 @@
+"""Row updates of Redis tables against real redis-server processes (one node and a cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from redis.asyncio.cluster import RedisCluster
+
+from service.backends.redis_store import RedisLayout, RowReader, connect
+from service.errors import IdOutOfRange
+from service.publishing.push import push_table
+from service.updates.offline import run_update
+from service.updates.redis_feed import RedisUpdateFeed, UpdateEvent
+from service.updates.redis_writer import RedisRowUpdates, VersionMissing
+from service.updates.validation import check_update
+from tests.support.tables import random_table
+
+ROWS, DIM = 1000, 8
+DEADLINE_S = 30.0
+Scenario = Callable[[RedisRowUpdates, str], Awaitable[None]]
+
+
+@pytest.fixture(params=["single", "cluster"])
+def store(request: pytest.FixtureRequest) -> Any:
+    return request.getfixturevalue(f"redis_{request.param}")
+
+
+def _run(store: Any, tmp_path: Path, name: str, scenario: Scenario) -> None:
+    """Push a ``ROWS x DIM`` table as ``name``, then run ``scenario(writer, version)``."""
+    np.save(tmp_path / f"{name}.npy", random_table(ROWS, DIM, 3))
+
+    async def main() -> None:
+        pushed = await push_table(tmp_path / f"{name}.npy", store.url, name, progress=False)
+        writer = await RedisRowUpdates.connect(store.url, name)
+        try:
+            await scenario(writer, pushed.version)
+        finally:
+            await writer.aclose()
+
+    asyncio.run(main())
+
+
+async def _read(writer: RedisRowUpdates, ids: list[int]) -> np.ndarray:
+    meta = await writer.meta()
+    return await RowReader(writer.client, RedisLayout(writer.name), meta).read(np.array(ids), 5.0)
+
+
+def _rows(value: float, n: int = 1) -> np.ndarray:
+    return np.full((n, DIM), value, np.float32)
+
+
+def test_updates_are_written_and_sequenced(
+    store: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario(writer: RedisRowUpdates, version: str) -> None:
+        first = await writer.write(np.array([1, 500, 999]), _rows(-1, 3), "a")
+        second = await writer.write(np.array([500]), _rows(-2))
+        assert (first.sequence, second.sequence) == (1, 2)
+        assert (await _read(writer, [1, 500, 999, 2]))[:, 0].tolist()[:3] == [-1, -2, -1]
+        again = await writer.write(np.array([1]), _rows(-9), "a")
+        assert (again.sequence, again.applied) == (1, False)
+        assert (await _read(writer, [1]))[0, 0] == -1
+        with pytest.raises(IdOutOfRange):
+            await writer.write(np.array([ROWS]), _rows(0))
+        with pytest.raises(VersionMissing):
+            await writer.write(np.array([1]), _rows(0), version="nope")
+        feed = RedisUpdateFeed(writer.client, store.url, writer.name, version)
+        assert await feed.applied_sequence() == 2
+        await feed.aclose()
+        if isinstance(writer.client, RedisCluster):  # its masters have replicas: waited for
+            assert any(has for _, has in writer._replicated.values())
+
+    with caplog.at_level(logging.WARNING):
+        _run(store, tmp_path, "written", scenario)
+    assert "no replica acknowledged" not in caplog.text
+
+
+def test_the_higher_sequence_wins_a_race(store: Any, tmp_path: Path) -> None:
+    async def scenario(writer: RedisRowUpdates, version: str) -> None:
+        one, two = await asyncio.gather(
+            writer.write(np.array([7, 8]), _rows(1, 2)), writer.write(np.array([8]), _rows(2))
+        )
+        winner = 1 if one.sequence > two.sequence else 2
+        assert (await _read(writer, [8]))[0, 0] == winner
+        # A late write of an older sequence (a stalled writer) changes nothing.
+        meta = await writer.meta()
+        stale = await writer.write(np.array([9]), _rows(3))
+        late = await writer.write(np.array([9]), _rows(4))
+        old = check_update(np.array([9]), _rows(3), ROWS, DIM, meta.dtype)
+        await writer._write_rows(meta, stale.sequence, old)
+        assert late.sequence > stale.sequence and (await _read(writer, [9]))[0, 0] == 4
+
+    _run(store, tmp_path, "raced", scenario)
+
+
+async def _next_event(events: Any) -> UpdateEvent:
+    event: UpdateEvent = await asyncio.wait_for(anext(events), DEADLINE_S)
+    return event
+
+
+def test_the_feed_yields_each_update_once(store: Any, tmp_path: Path) -> None:
+    async def scenario(writer: RedisRowUpdates, version: str) -> None:
+        await writer.write(np.array([3]), _rows(0))  # before the feed: not yielded
+        feed = RedisUpdateFeed(writer.client, store.url, writer.name, version)
+        quiet = RedisUpdateFeed(writer.client, store.url, writer.name, version)
+        await feed.start()
+        await quiet.start()
+        try:
+            events = feed.events(poll_interval_s=0.05)
+            written = await writer.write(np.array([4, 5]), _rows(1, 2))
+            event = await _next_event(events)
+            assert (event.sequence, event.ids.tolist()) == (written.sequence, [4, 5])  # type: ignore[union-attr]
+            later = await writer.write(np.array([6]), _rows(1))
+            event = await _next_event(events)
+            assert event.sequence == later.sequence
+            # A process whose messages were lost still learns of both, by polling the log.
+            polled = await quiet.poll()
+            assert [e.sequence for e in polled] == [written.sequence, later.sequence]
+            assert await quiet.poll() == []
+        finally:
+            await feed.aclose()
+            await quiet.aclose()
+
+    _run(store, tmp_path, "fed", scenario)
+
+
+def test_a_reader_behind_the_trimmed_log_drops_everything(store: Any, tmp_path: Path) -> None:
+    async def scenario(writer: RedisRowUpdates, version: str) -> None:
+        await writer.write(np.array([3]), _rows(0))
+        feed = RedisUpdateFeed(writer.client, store.url, writer.name, version)
+        await feed.start()
+        try:
+            await writer.write(np.array([4]), _rows(1))
+            await writer.client.xtrim(feed.keys.log, maxlen=0, approximate=False)
+            polled = await feed.poll()
+            assert polled[0].ids is None and polled[0].sequence == 2
+        finally:
+            await feed.aclose()
+
+    _run(store, tmp_path, "trimmed", scenario)
+
+
+def test_the_offline_command_updates_a_redis_table(redis_single: Any, tmp_path: Path) -> None:
+    np.save(tmp_path / "offline.npy", random_table(ROWS, DIM, 4))
+    asyncio.run(push_table(tmp_path / "offline.npy", redis_single.url, "offline", progress=False))
+    np.save(tmp_path / "ids.npy", np.array([10, 20]))
+    np.save(tmp_path / "rows.npy", _rows(5, 2))
+    outcome = run_update(
+        "offline", tmp_path / "ids.npy", tmp_path / "rows.npy", redis_url=redis_single.url
+    )
+    assert outcome.summary()["sequence"] == 1 and outcome.summary()["rows"] == 2
+
+    async def read() -> np.ndarray:
+        client = await connect(redis_single.url, 5.0)
+        writer = RedisRowUpdates(client, "offline")
+        try:
+            return await _read(writer, [10, 20])
+        finally:
+            await writer.aclose()
+
+    assert (asyncio.run(read()) == 5).all()

@@ -1,0 +1,78 @@
+"""The in-memory overlay: all of an update or none, the newest row wins, nothing when empty."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.repository.npy_loader import load_npy
+from service.repository.weights import TableWeights
+from service.updates import overlay as overlay_module
+from service.updates.file_log import FileUpdateLog
+from tests.unit.updates.conftest import DIM, rows_of
+
+
+def test_with_no_update_there_is_nothing_to_apply(log: FileUpdateLog) -> None:
+    overlay = log.overlay()
+    assert overlay.state is None and overlay.sequence == 0
+    rows = np.ones((2, DIM), np.float32)
+    overlay.apply(np.array([1, 2]), rows)
+    assert (rows == 1).all()
+    assert overlay.refresh().size == 0
+
+
+def test_refresh_returns_the_changed_ids_and_swaps_whole_updates(
+    weights: TableWeights, log: FileUpdateLog
+) -> None:
+    overlay = log.overlay()
+    log.write(np.array([5, 7, 9]), rows_of(-1, 3))
+    before = weights.take(np.array([5, 7, 9]))
+    overlay.apply(np.array([5, 7, 9]), before)  # not refreshed yet: none of it
+    assert before[:, 0].tolist() == [20, 28, 36]
+    assert overlay.refresh().tolist() == [5, 7, 9]
+    after = weights.take(np.array([[5, 7], [9, 1]]))
+    overlay.apply(np.array([[5, 7], [9, 1]]), after)  # any shape of ids
+    assert after[..., 0].tolist() == [[-1, -1], [-1, 4]]
+    assert overlay.sequence == 1 and overlay.rows == 3
+
+
+def test_the_higher_sequence_wins_whatever_the_order_read(log: FileUpdateLog) -> None:
+    late = log.overlay()
+    log.write(np.array([1, 2]), rows_of(-1, 2))
+    early = log.overlay()
+    log.write(np.array([2, 3]), rows_of(-2, 2))
+    early.refresh()
+    for overlay in (late, early, log.overlay()):
+        late.refresh()
+        rows = np.zeros((3, DIM), np.float32)
+        overlay.apply(np.array([1, 2, 3]), rows)
+        assert rows[:, 0].tolist() == [-1, -2, -2]
+
+
+@pytest.mark.parametrize("dense_max_rows", [0, 1 << 20], ids=["searched", "dense"])
+def test_recent_rows_settle_without_changing_answers(
+    log: FileUpdateLog, monkeypatch: pytest.MonkeyPatch, dense_max_rows: int
+) -> None:
+    monkeypatch.setattr(overlay_module, "RECENT_ROWS", 2)
+    monkeypatch.setattr(overlay_module, "DENSE_MAX_ROWS", dense_max_rows)
+    overlay = log.overlay()
+    for n in range(10):
+        log.write(np.array([n, n + 1]), rows_of(n, 2))
+        overlay.refresh()
+    assert overlay.state is not None and overlay.state.settled.ids.size > 0
+    assert (overlay.state.settled.positions is not None) == (dense_max_rows > 0)
+    rows = np.zeros((11, DIM), np.float32)
+    overlay.apply(np.arange(11), rows)
+    assert rows[:, 0].tolist() == [*range(10), 9]  # id k: last written by update k
+
+
+def test_float16_tables_serve_the_stored_rounding(tmp_path: Path) -> None:
+    path = tmp_path / "half.npy"
+    np.save(path, np.zeros((4, 2), np.float16))
+    log = FileUpdateLog.for_weights(load_npy(path))
+    log.write(np.array([1]), np.full((1, 2), 0.1, np.float32))
+    rows = np.zeros((1, 2), np.float32)
+    log.overlay().apply(np.array([1]), rows)
+    assert rows[0, 0] == np.float32(np.float16(0.1))
