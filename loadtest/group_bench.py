@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,33 +35,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from loadtest.bench import LUA as BENCH_LUA  # noqa: E402
+from loadtest import wrk_runs  # noqa: E402
 from loadtest.bench import service_commit  # noqa: E402
-from loadtest.bench_servers import Server, cpu_seconds, pinned  # noqa: E402
+from loadtest.bench_servers import Server, cpu_seconds  # noqa: E402
 from loadtest.id_distributions import IdSampler  # noqa: E402
 
 DATA = ROOT / "bench_data"
 GROUP = "bench"
-OCTET = "application/octet-stream"
-# Each line of a bodies file is "<path> <body>": the singles rotate over the members' routes.
-# The summary line is bench.py's, so both benches report alike.
-LUA = r"""
-local requests_ = {}
-local binary = os.getenv("BENCH_BINARY") == "1"
-for line in io.lines(os.getenv("BENCH_BODIES")) do
-  local path, body = line:match("^(%S+) (.*)$")
-  if binary then
-    body = (body:gsub("..", function(cc) return string.char(tonumber(cc, 16)) end))
-  end
-  requests_[#requests_ + 1] = {path, body}
-end
-local i = 0
-local headers = {["Content-Type"] = os.getenv("BENCH_CTYPE"), ["Accept"] = os.getenv("BENCH_ACCEPT")}
-request = function()
-  i = i % #requests_ + 1
-  return wrk.format("POST", requests_[i][1], headers, requests_[i][2])
-end
-""" + BENCH_LUA[BENCH_LUA.index("done = function") :]
 
 
 @dataclass(frozen=True)
@@ -135,30 +114,6 @@ def write_bodies(mode: Mode, distribution: str, args: argparse.Namespace, warm: 
     return path
 
 
-def run_wrk(
-    port: int, mode: Mode, bodies: Path, seconds: float, args: argparse.Namespace, core: str | None
-) -> dict[str, float]:
-    """One wrk run over ``bodies``; its summary (requests, errors, latency percentiles)."""
-    script = DATA / "group_bench.lua"
-    script.write_text(LUA)
-    binary = mode.wire == "binary"
-    env = {
-        **os.environ,
-        "BENCH_BODIES": str(bodies),
-        "BENCH_BINARY": "1" if binary else "0",
-        "BENCH_CTYPE": OCTET if binary else "application/json",
-        "BENCH_ACCEPT": OCTET if binary else "application/json",
-    }
-    # One wrk thread: two would start at the same line and send every body twice.
-    cmd = ["wrk", "-t", "1", "-c", str(args.connections), "-d", f"{max(1, round(seconds))}s"]
-    cmd += ["--timeout", "10s", "-s", str(script), f"http://127.0.0.1:{port}"]
-    out = subprocess.run(pinned(core, cmd), env=env, capture_output=True, text=True, check=True)
-    line = next(line for line in out.stdout.splitlines() if line.startswith("BENCH "))
-    result: dict[str, float] = json.loads(line[6:])
-    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
-    return result
-
-
 def require_group_routes(server: Server, members: list[str]) -> None:
     """Stop with a clear message unless the server serves the group and its members."""
     base = f"http://127.0.0.1:{server.port}"
@@ -206,17 +161,12 @@ def measure(
     server: Server, mode: Mode, distribution: str, args: argparse.Namespace, core: str | None
 ) -> Row:
     """Warm up on one bodies file, then measure on another: throughput and server CPU."""
-    run_wrk(
-        server.port,
-        mode,
-        write_bodies(mode, distribution, args, warm=True),
-        args.warmup,
-        args,
-        core,
-    )
+    binary, conns = mode.wire == "binary", args.connections
+    warm = write_bodies(mode, distribution, args, warm=True)
+    wrk_runs.run(server.port, warm, binary, conns, args.warmup, core)
     bodies = write_bodies(mode, distribution, args, warm=False)
     before = cpu_seconds(server.pid)
-    result = run_wrk(server.port, mode, bodies, args.duration, args, core)
+    result = wrk_runs.run(server.port, bodies, binary, conns, args.duration, core)
     return Row(mode, distribution, result, cpu_seconds(server.pid) - before, args.members)
 
 
@@ -298,22 +248,9 @@ def main() -> None:
     modes = [m for m in MODES if not wanted or f"{m.kind}:{m.wire}" in wanted]
     repo = make_repository(args)
     root = args.service_root.resolve()
-    command = [
-        sys.executable,
-        "-m",
-        "service",
-        "serve",
-        "--models",
-        str(repo),
-        "--port",
-        "{port}",
-        "--log-level",
-        "warning",
-    ]
     rows: list[Row] = []
     for distribution in args.dists.split(","):
-        server = Server("service", command, {"PYTHONPATH": str(root)}, cwd=root)
-        server.start(cores[0])  # fresh per distribution: empty caches
+        server = wrk_runs.start_service(repo, root, cores[0])  # fresh: empty caches
         try:
             require_group_routes(server, member_names(args.members))
             for mode in modes:
