@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,9 +210,7 @@ def render(rows: list[Row], args: argparse.Namespace) -> str:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = wrk_runs.parser(__doc__)
     parser.add_argument("--members", type=int, default=26, help="tables in the group")
     parser.add_argument("--rows", type=int, default=100_000, help="rows of each member")
     parser.add_argument("--dim", type=int, default=32, help="dim of each member")
@@ -233,17 +229,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--modes", default="", help="only these kind:wire pairs, e.g. group:base64,singles:binary"
     )
-    parser.add_argument(
-        "--service-root", type=Path, default=ROOT, help="checkout to run the service from"
-    )
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    if not shutil.which("wrk"):
-        sys.exit("wrk is needed: apt-get install wrk")
-    cores = ("0", "1") if (os.cpu_count() or 1) >= 2 else (None, None)
+    cores = wrk_runs.cores()
     wanted = {m for m in args.modes.split(",") if m}
     modes = [m for m in MODES if not wanted or f"{m.kind}:{m.wire}" in wanted]
     repo = make_repository(args)

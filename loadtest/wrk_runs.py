@@ -7,10 +7,13 @@ prints is bench.py's, so the benches report alike.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from loadtest.bench import LUA as BENCH_LUA
@@ -63,10 +66,30 @@ def run(
     return result
 
 
-def start_service(repo: Path, root: Path, core: str | None) -> Server:
-    """The service of checkout ``root`` over ``repo``, started (pinned to ``core``) and ready."""
+def start_service(repo: Path, root: Path, core: str | None, extra: Sequence[str] = ()) -> Server:
+    """The service of checkout ``root`` over ``repo`` (``extra``: more ``serve`` options),
+    started (pinned to ``core``) and ready."""
     command = [sys.executable, "-m", "service", "serve", "--models", str(repo)]
-    command += ["--port", "{port}", "--log-level", "warning"]
+    command += ["--port", "{port}", "--log-level", "warning", *extra]
     server = Server("service", command, {"PYTHONPATH": str(root)}, cwd=root)
     server.start(core)
     return server
+
+
+def parser(description: str | None) -> argparse.ArgumentParser:
+    """A bench's argument parser: its docstring as help, and ``--service-root``."""
+    made = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    root = Path(__file__).resolve().parent.parent
+    made.add_argument(
+        "--service-root", type=Path, default=root, help="checkout to run the service from"
+    )
+    return made
+
+
+def cores() -> tuple[str | None, str | None]:
+    """The server's core and wrk's ("0" and "1" where there are two); stops without wrk."""
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install wrk")
+    return ("0", "1") if (os.cpu_count() or 1) >= 2 else (None, None)
