@@ -63,6 +63,13 @@ def answered_version(info: dict) -> str | None:
     return str(info.get("labels", {}).get(VERSION, info.get("version")))
 
 
+def checked_json(response) -> dict:
+    """The JSON of a set-up request's answer; a clear error (the run cannot go on) otherwise."""
+    if response.status_code != 200:
+        raise RuntimeError(f"{response.url}: {response.status_code} {response.text[:200]}")
+    return response.json()
+
+
 def version_error(response, expected: str | None) -> str | None:
     """Why ``response`` was answered by the wrong version (None when right or unpinned)."""
     got = response.headers.get("X-Table-Version")
@@ -108,7 +115,7 @@ class TableShape:
             info = next(t for t in tables if t["name"] == wanted) if wanted else tables[0]
             if VERSION:  # that version's sizes and labels
                 path = f"/v1/tables/{info['name']}"
-                info = client.get(path, params=PARAMS, name="/v1/tables/[table]").json()
+                info = checked_json(client.get(path, params=PARAMS, name="/v1/tables/[table]"))
                 cls.version = answered_version(info)
             cls.rows, cls.dim = int(info["rows"]), int(info["dim"])
             cls.cdf = zipf_cdf(cls.rows)
@@ -267,15 +274,13 @@ class GroupShape:
         with cls._lock:
             if cls.ready:
                 return
-            info = client.get(f"/v1/groups/{GROUP}", params=PARAMS, name="/v1/groups/[group]")
-            if info.status_code != 200:
-                raise RuntimeError(f"GET /v1/groups/{GROUP}: {info.status_code} {info.text[:200]}")
-            group = info.json()
+            path = f"/v1/groups/{GROUP}"
+            group = checked_json(client.get(path, name="/v1/groups/[group]"))  # no ?version=
             cls.version = answered_version(group)
             for name in group["tables"]:
                 member = name.removeprefix(f"{GROUP}.")
                 path = f"/v1/tables/{GROUP}.{member}"
-                table = client.get(path, params=PARAMS, name="/v1/tables/[table]").json()
+                table = checked_json(client.get(path, params=PARAMS, name="/v1/tables/[table]"))
                 rows = int(table["rows"])
                 cls.members[member] = (rows, int(table["dim"]), zipf_cdf(rows))
             cls.ready = True
