@@ -48,9 +48,8 @@ def lookup_call(
             _shape(response.headers["x-shape"])
         )
 
-    if (
-        dtype != "float32"
-    ):  # the binary request has no field for dtype: ask for it with JSON instead
+    if dtype != "float32":
+        # The binary request has no field for dtype: ask for it with JSON instead.
         body = {"ids": array.tolist(), "dtype": dtype}
         return Call("POST", path, parse_binary, json=body, headers={"Accept": OCTET}, params=params)
     headers = {"Content-Type": OCTET, "Accept": OCTET, "X-Shape": ",".join(map(str, array.shape))}
