@@ -12,9 +12,16 @@ Configuration (environment):
   EMBED_LOCUST_SEQUENCES     sequences per request (default 8), each up to 2x EMBED_LOCUST_IDS/8 long
   EMBED_LOCUST_TABLE_FILE    a local .npy copy of the table: a sample of responses is checked value by value
   EMBED_LOCUST_VERIFY        fraction of responses value-checked when the copy is given (default 0.05)
+  EMBED_LOCUST_VERSION       pin every request to this version or label (``?version=``); every
+                             answer's X-Table-Version must then name it (a label: its version)
+  EMBED_LOCUST_GROUP         also run group lookups (``POST /v1/groups/{name}/lookup``) of every
+                             member of this group, EMBED_LOCUST_IDS ids each; weight "group" in
+                             EMBED_LOCUST_WEIGHTS (default 1 when the group is named)
 
-Every response is checked for status and shape; a wrong shape or value is a locust failure.
-The table's row count and dim are read from /v1/tables.
+Every response is checked for status and shape (and version); a wrong one is a locust failure.
+The table's row count and dim are read from /v1/tables (/v1/tables/{table}?version= when pinned);
+a group's members from /v1/groups/{name}, their sizes from /v1/tables/{group}.{member}. A group
+answer must name one version, the same in its body and its X-Table-Version header.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import base64
 import os
 import random
 import threading
+from typing import ClassVar
 
 import numpy as np
 from locust import HttpUser, between, task
@@ -40,6 +48,50 @@ IDS_PER_REQUEST = int(os.environ.get("EMBED_LOCUST_IDS", "32"))
 SEQUENCES = int(os.environ.get("EMBED_LOCUST_SEQUENCES", "8"))
 VERIFY = float(os.environ.get("EMBED_LOCUST_VERIFY", "0.05"))
 TABLE_FILE = os.environ.get("EMBED_LOCUST_TABLE_FILE")
+VERSION = os.environ.get("EMBED_LOCUST_VERSION") or None
+GROUP = os.environ.get("EMBED_LOCUST_GROUP") or None
+PARAMS = {"version": VERSION} if VERSION else {}
+
+
+def answered_version(info: dict) -> str | None:
+    """The version a pinned request must be answered by, from the ``TableInfo`` (or
+    ``GroupInfo``) read with the same ``?version=``: a label resolves to its version."""
+    if VERSION is None:
+        return None
+    if VERSION.isdigit():
+        return str(int(VERSION))
+    return str(info.get("labels", {}).get(VERSION, info.get("version")))
+
+
+def checked_json(response) -> dict:
+    """The JSON of a set-up request's answer; a clear error (the run cannot go on) otherwise."""
+    if response.status_code != 200:
+        raise RuntimeError(f"{response.url}: {response.status_code} {response.text[:200]}")
+    return response.json()
+
+
+def version_error(response, expected: str | None) -> str | None:
+    """Why ``response`` was answered by the wrong version (None when right or unpinned)."""
+    got = response.headers.get("X-Table-Version")
+    if expected is not None and got != expected:
+        return f"X-Table-Version {got!r}, pinned {VERSION!r} is version {expected!r}"
+    return None
+
+
+def zipf_cdf(rows: int) -> np.ndarray | None:
+    """The cumulative id distribution of a table of ``rows`` rows (None: uniform)."""
+    if DISTRIBUTION != "zipf":
+        return None
+    weights = 1.0 / np.arange(1, rows + 1, dtype=np.float64) ** ZIPF_A
+    return np.cumsum(weights / weights.sum())
+
+
+def draw_ids(rows: int, cdf: np.ndarray | None, size: int | tuple[int, ...]) -> np.ndarray:
+    """Ids of one request: uniform, or drawn from ``cdf`` (rank k is id k)."""
+    if cdf is None:
+        return np.random.randint(0, rows, size=size)
+    draws = np.random.random_sample(size)
+    return np.minimum(np.searchsorted(cdf, draws), rows - 1)
 
 
 class TableShape:
@@ -51,6 +103,7 @@ class TableShape:
     dim = 0
     cdf: np.ndarray | None = None
     local: np.ndarray | None = None
+    version: str | None = None
 
     @classmethod
     def ensure(cls, client) -> None:
@@ -60,20 +113,19 @@ class TableShape:
             tables = client.get("/v1/tables", name="/v1/tables").json()["tables"]
             wanted = os.environ.get("EMBED_LOCUST_TABLE")
             info = next(t for t in tables if t["name"] == wanted) if wanted else tables[0]
+            if VERSION:  # that version's sizes and labels
+                path = f"/v1/tables/{info['name']}"
+                info = checked_json(client.get(path, params=PARAMS, name="/v1/tables/[table]"))
+                cls.version = answered_version(info)
             cls.rows, cls.dim = int(info["rows"]), int(info["dim"])
-            if DISTRIBUTION == "zipf":
-                weights = 1.0 / np.arange(1, cls.rows + 1, dtype=np.float64) ** ZIPF_A
-                cls.cdf = np.cumsum(weights / weights.sum())
+            cls.cdf = zipf_cdf(cls.rows)
             if TABLE_FILE:
                 cls.local = np.load(TABLE_FILE, mmap_mode="r")
             cls.name = info["name"]
 
     @classmethod
     def ids(cls, size: int | tuple[int, ...]) -> np.ndarray:
-        if cls.cdf is None:
-            return np.random.randint(0, cls.rows, size=size)
-        draws = np.random.random_sample(size)
-        return np.minimum(np.searchsorted(cls.cdf, draws), cls.rows - 1)
+        return draw_ids(cls.rows, cls.cdf, size)
 
     @classmethod
     def expected(cls, ids: np.ndarray) -> np.ndarray | None:
@@ -99,6 +151,10 @@ class _TableUser(HttpUser):
         if vectors is None or vectors.shape != shape:
             response.failure(f"shape {None if vectors is None else vectors.shape} != {shape}")
             return
+        wrong = version_error(response, TableShape.version)
+        if wrong:
+            response.failure(wrong)
+            return
         expected = TableShape.expected(ids)
         if expected is not None and not np.array_equal(vectors, expected):
             response.failure("vectors differ from the local copy of the table")
@@ -115,6 +171,7 @@ class JsonLookupUser(_TableUser):
         with self.client.post(
             f"{self.path}/lookup",
             json={"ids": ids.tolist()},
+            params=PARAMS,
             name="lookup json",
             catch_response=True,
         ) as r:
@@ -133,6 +190,7 @@ class Base64LookupUser(_TableUser):
         with self.client.post(
             f"{self.path}/lookup",
             json={"ids": ids.tolist(), "encoding": "base64"},
+            params=PARAMS,
             name="lookup base64",
             catch_response=True,
         ) as r:
@@ -156,6 +214,7 @@ class BinaryLookupUser(_TableUser):
             f"{self.path}/lookup",
             data=ids.tobytes(),
             headers=headers,
+            params=PARAMS,
             name="lookup binary",
             catch_response=True,
         ) as r:
@@ -177,7 +236,11 @@ class SequencesUser(_TableUser):
         sequences = np.split(flat, np.cumsum(lengths)[:-1])
         body = {"sequences": [s.tolist() for s in sequences]}
         with self.client.post(
-            f"{self.path}/sequences", json=body, name="sequences", catch_response=True
+            f"{self.path}/sequences",
+            json=body,
+            params=PARAMS,
+            name="sequences",
+            catch_response=True,
         ) as r:
             if r.status_code != 200:
                 r.failure(f"status {r.status_code}: {r.text[:200]}")
@@ -192,5 +255,87 @@ class SequencesUser(_TableUser):
                 r.failure(f"shape {data['shape']} / lengths {data['lengths']} wrong")
             elif mask.sum() > lengths.sum():
                 r.failure("more masked-in positions than ids sent")
+            elif wrong := version_error(r, TableShape.version):
+                r.failure(wrong)
             else:
                 r.success()
+
+
+class GroupShape:
+    """The group's members, each one's rows, dim and id sampler, fetched once per process."""
+
+    _lock = threading.Lock()
+    ready = False
+    members: ClassVar[dict[str, tuple[int, int, np.ndarray | None]]] = {}  # rows, dim, cdf
+    version: str | None = None
+
+    @classmethod
+    def ensure(cls, client) -> None:
+        with cls._lock:
+            if cls.ready:
+                return
+            path = f"/v1/groups/{GROUP}"
+            group = checked_json(client.get(path, name="/v1/groups/[group]"))  # no ?version=
+            cls.version = answered_version(group)
+            for name in group["tables"]:
+                member = name.removeprefix(f"{GROUP}.")
+                path = f"/v1/tables/{GROUP}.{member}"
+                table = checked_json(client.get(path, params=PARAMS, name="/v1/tables/[table]"))
+                rows = int(table["rows"])
+                cls.members[member] = (rows, int(table["dim"]), zipf_cdf(rows))
+            cls.ready = True
+
+    @classmethod
+    def body(cls) -> tuple[dict, dict[str, tuple[int, int]]]:
+        """A group lookup body (EMBED_LOCUST_IDS ids per member) and the shapes to expect."""
+        ids = {m: draw_ids(rows, cdf, IDS_PER_REQUEST) for m, (rows, _, cdf) in cls.members.items()}
+        shapes = {m: (IDS_PER_REQUEST, dim) for m, (_, dim, _) in cls.members.items()}
+        tables = {m: {"ids": member_ids.tolist()} for m, member_ids in ids.items()}
+        return {"tables": tables, "encoding": "base64"}, shapes
+
+
+def group_error(response, shapes: dict[str, tuple[int, int]]) -> str | None:
+    """What is wrong with a group lookup's answer: status, members, shapes, versions."""
+    if response.status_code != 200:
+        return f"status {response.status_code}: {response.text[:200]}"
+    data = response.json()
+    if set(data["tables"]) != set(shapes):
+        return f"members {sorted(data['tables'])} != {sorted(shapes)}"
+    for member, answer in data["tables"].items():
+        vectors = np.frombuffer(base64.b64decode(answer["vectors"]), "<f4")
+        if tuple(answer["shape"]) != shapes[member] or vectors.size != np.prod(shapes[member]):
+            return f"{member}: shape {answer['shape']} != {shapes[member]}"
+    header = response.headers.get("X-Table-Version")
+    if header is not None and header != str(data["version"]):
+        return f"body version {data['version']!r}, X-Table-Version {header!r}"
+    if GroupShape.version is not None and str(data["version"]) != GroupShape.version:
+        return f"version {data['version']!r}, pinned {VERSION!r} is {GroupShape.version!r}"
+    return None
+
+
+if GROUP:  # defined only when asked for: without it the user mix is the tables' alone
+
+    class GroupLookupUser(HttpUser):
+        """Group lookups: every member of EMBED_LOCUST_GROUP in one request, at one version."""
+
+        weight = WEIGHTS.get("group", 1)
+        wait_time = between(0, 0.01)
+
+        def on_start(self) -> None:
+            GroupShape.ensure(self.client)
+
+        @task
+        def group_lookup(self) -> None:
+            body, shapes = GroupShape.body()
+            with self.client.post(
+                f"/v1/groups/{GROUP}/lookup",
+                json=body,
+                params=PARAMS,
+                name="group lookup",
+                catch_response=True,
+            ) as r:
+                wrong = group_error(r, shapes)
+                if wrong:
+                    r.failure(wrong)
+                else:
+                    r.success()

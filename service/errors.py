@@ -95,6 +95,13 @@ class TableNotFound(ServiceError):
     code = "table_not_found"
 
 
+class VersionNotFound(ServiceError):
+    """A version or label the table (or group) does not serve; ``detail`` lists those it does."""
+
+    status = 404
+    code = "version_not_found"
+
+
 class MethodNotAllowed(ServiceError):
     """Known route, wrong method."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import httpx
 import numpy as np
@@ -10,6 +11,8 @@ import pytest
 
 from service import errors
 from service.client import AsyncEmbeddingClient, EmbeddingClient
+from tests.support.server_process import ServerProcess
+from tests.support.tables import random_table
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
@@ -103,3 +106,62 @@ def test_api_key_is_sent() -> None:
     ) as client:
         assert client.tables() == []
     assert seen["auth"] == "Bearer k"
+
+
+VERSIONS = {1: random_table(50, 8, seed=1), 2: random_table(50, 8, seed=2)}
+MEMBERS = {"user": random_table(30, 4, seed=3), "item": random_table(40, 6, seed=4)}
+
+
+@pytest.fixture(scope="module")
+def versioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server over a table with versions 1 and 2 (label ``stable`` = 1) and a group at 7."""
+    models = tmp_path_factory.mktemp("versioned") / "models"
+    for number, table in VERSIONS.items():
+        (models / "t" / str(number)).mkdir(parents=True)
+        np.save(models / "t" / str(number) / "t.npy", table)
+    (models / "t" / "table.toml").write_text("versions = {all = true}\n[labels]\nstable = 1\n")
+    (models / "two_tower" / "7").mkdir(parents=True)
+    (models / "two_tower" / "group.toml").write_text("")
+    for member, table in MEMBERS.items():
+        np.save(models / "two_tower" / "7" / f"{member}.npy", table)
+    with ServerProcess(models) as server:
+        server.wait_ready()
+        info = httpx.get(f"{server.url}/v1/tables/t", timeout=10)
+        if info.status_code != 200 or "versions" not in info.json():
+            pytest.skip("this server does not serve versions yet (the serving side of issue 24)")
+        yield server
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_versions_are_pinned_and_named(versioned, binary) -> None:
+    with EmbeddingClient(versioned.url, binary=binary) as client:
+        for version, expected in ((1, 1), ("2", 2), ("stable", 1)):
+            looked = client.lookup_versioned("t", [[3, 4]], version=version)
+            assert looked.version == str(expected)
+            np.testing.assert_array_equal(looked.vectors, VERSIONS[expected][[[3, 4]]])
+        assert client.lookup_versioned("t", [0]).version == "2"  # the highest, no default label
+        info = client.table("t")
+        assert info["versions"] == ["1", "2"] and info["labels"] == {"stable": "1"}
+        with pytest.raises(errors.VersionNotFound) as raised:
+            client.lookup("t", [1], version=9)
+        assert raised.value.detail["versions"] == ["1", "2"]
+
+
+def test_group_lookup_through_the_client(versioned) -> None:
+    async def run() -> None:
+        async with AsyncEmbeddingClient(versioned.url) as client:
+            result = await client.group_lookup(
+                "two_tower", {"user": [[1, 2]], "item": [3]}, version=7
+            )
+            assert (result.group, result.version) == ("two_tower", "7")
+            np.testing.assert_array_equal(result.vectors["user"], MEMBERS["user"][[[1, 2]]])
+            np.testing.assert_array_equal(result.vectors["item"], MEMBERS["item"][[3]])
+            info = await client.group("two_tower")
+            # member names, bare or qualified: API.md says "member names"
+            members = {name.removeprefix("two_tower.") for name in info["tables"]}
+            assert members == {"item", "user"} and info["version"] == "7"
+            assert [g["name"] for g in await client.groups()] == ["two_tower"]
+            with pytest.raises(errors.VersionNotFound):
+                await client.group_lookup("two_tower", {"user": [1]}, version=8)
+
+    asyncio.run(run())
