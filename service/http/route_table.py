@@ -16,6 +16,7 @@ from typing import Any, Literal, TypedDict
 
 from service.app.plan import Plan
 from service.decoding.body import JSON, OCTET_STREAM
+from service.encoding.group_response import encode_group
 from service.encoding.openai_response import encode_embeddings
 from service.encoding.responses import (
     EncodedResponse,
@@ -26,6 +27,7 @@ from service.encoding.responses import (
 )
 from service.encoding.v2_response import encode_inference
 from service.http import document_handlers as documents
+from service.http import group_handlers as groups
 from service.http import schemas
 from service.http import table_handlers as tables
 from service.http import v2_handlers as v2
@@ -226,6 +228,7 @@ ROUTES: list[Route] = [
         auth="key",
         use_case=documents.table_info,
         encoder=encode_document,
+        resolve=tables.resolve_table,
         doc=_doc(
             "One table's TableInfo.",
             "tables",
@@ -298,12 +301,53 @@ ROUTES: list[Route] = [
         decoders={ANY_TYPE: tables.embeddings_body},
     ),
     Route(
+        path="/v1/groups",
+        methods=("GET",),
+        label="groups",
+        auth="key",
+        use_case=groups.list_groups,
+        encoder=encode_document,
+        doc=_doc("Every served group's GroupInfo.", "groups", response=schemas.GroupsList),
+    ),
+    Route(
+        path="/v1/groups/{group}",
+        methods=("GET",),
+        label="group",
+        auth="key",
+        use_case=groups.group_info,
+        encoder=encode_document,
+        doc=_doc(
+            "One group's GroupInfo.",
+            "groups",
+            response=schemas.GroupInfo,
+            errors={404: ERRORS[404]},
+        ),
+    ),
+    Route(
+        path="/v1/groups/{group}/lookup",
+        methods=("POST",),
+        label="lookup",
+        auth="key",
+        use_case=groups.lookup,
+        encoder=encode_group,
+        doc=_doc(
+            "Several members of a group in one request, every one at the same group version.",
+            "groups",
+            body=schemas.GroupLookupBody,
+            response=schemas.GroupLookupResult,
+            errors=ERRORS,
+        ),
+        decoders={JSON: groups.group_lookup_body},
+        resolve=groups.resolve_group,
+    ),
+    Route(
         path="/v1/admin/tables/{table}/reload",
         methods=("POST",),
         label="reload",
         auth="admin",
         use_case=documents.reload_table,
         encoder=encode_document,
+        resolve=tables.resolve_version,
         doc=_doc(
             "Load the table again from the repository and swap it in without downtime "
             "(only with EMBED_ADMIN_KEY, sent as 'Authorization: Bearer <key>').",
@@ -325,6 +369,7 @@ ROUTES: list[Route] = [
         "model",
         use_case=v2.model_metadata,
         encoder=encode_document,
+        resolve=v2.resolve_model,
         doc=_doc("Model metadata.", *_V2_TAGS, errors=V2_ERRORS),
     ),
     *_v2_model_routes(
@@ -333,6 +378,7 @@ ROUTES: list[Route] = [
         "ready",
         use_case=v2.model_ready,
         encoder=encode_document,
+        resolve=v2.resolve_model,
         doc=_doc("Model readiness.", *_V2_TAGS, errors=V2_ERRORS),
     ),
     *_v2_model_routes(

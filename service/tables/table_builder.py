@@ -87,8 +87,14 @@ class TableBuilder:
         table = await self._build_redis(source)
         return table, redis_source_version(table.weights.version, files)
 
-    def _build_file(self, source: TableSource) -> ServedTable:
-        options = read_table_options(source.options_path)
+    async def build_version(self, source: TableSource, options: TableOptions) -> ServedTable:
+        """Version ``source.version`` of a versioned table or group member, with ``options``
+        (read by the repository layer: a versioned ``table.toml`` also holds the policy). It
+        serves beside the other versions: it replaces none (no GPU room is reclaimed)."""
+        return await asyncio.to_thread(self._build_file, source, options)
+
+    def _build_file(self, source: TableSource, given: TableOptions | None = None) -> ServedTable:
+        options = read_table_options(source.options_path) if given is None else given
         if options.redis is not None:
             raise TableLoadError(
                 f"{source.options_path}: redis is set but {source.path.name} lies beside it; "
@@ -106,7 +112,7 @@ class TableBuilder:
                 )
             options = options.model_copy(update={"backend": "numpy", "device": "cpu"})
         self._warm_up(source, options, weights)
-        placement, backend = self._backend(source, options, weights)
+        placement, backend = self._backend(source, options, weights, given is None)
         return ServedTable(
             name=source.name,
             weights=weights,
@@ -120,6 +126,7 @@ class TableBuilder:
             ),
             pad_id=pad_id,
             vocabulary=vocabulary,
+            served_version="" if source.version is None else str(source.version),
         )
 
     def _warm_up(self, source: TableSource, options: TableOptions, weights: TableWeights) -> None:
@@ -136,10 +143,11 @@ class TableBuilder:
         )
 
     def _backend(
-        self, source: TableSource, options: TableOptions, weights: TableWeights
+        self, source: TableSource, options: TableOptions, weights: TableWeights, replaces: bool
     ) -> tuple[Placement, GatherBackend]:
-        """Where a file table is served and its backend: the one place that makes either."""
-        serving = self._serving(source.name)
+        """Where a file table is served and its backend: the one place that makes either.
+        ``replaces``: the table replaces the one serving under its name (a reload)."""
+        serving = self._serving(source.name) if replaces else None
         placement = choose_placement(
             device=options.device,
             backend=options.backend,
