@@ -23,6 +23,7 @@ from service.repository.discovery import TableSource
 from service.repository.layout import discover_repository
 from service.settings import ServiceSettings
 from service.tables.installed_tables import InstalledTables
+from service.tables.redis_versions import RedisVersions
 from service.tables.reloads import Reloads
 from service.tables.served_table import ServedTable
 from service.tables.source_versions import source_version
@@ -70,6 +71,11 @@ class TableRegistry:
         self._versioned = VersionedServing(
             self.installed, self._builder, float(settings.drain_seconds)
         )
+        drain = float(settings.drain_seconds)
+        self._redis_versions = RedisVersions(
+            self._builder.redis_version,
+            lambda table: self.installed.retire_later(table, drain),
+        )
         self._redis_retries: dict[str, asyncio.Task[None]] = {}
         self._watcher: asyncio.Task[None] | None = None
 
@@ -97,9 +103,12 @@ class TableRegistry:
         immutable version: a request holds it to its end, whatever flips meanwhile."""
         if version is not None:
             versions = self.installed.version_sets.get(name)
-            if versions is None:
-                versions = VersionSet.single(self.get(name))
-            return versions.pick(version)
+            if versions is not None:
+                return versions.pick(version)
+            current = self.get(name)
+            if current.weights.format == "redis":
+                return self._redis_versions.pick(current, version)
+            return VersionSet.single(current).pick(version)
         table = self.installed.tables.get(name)
         if table is None:
             self.check_not_failed(name)
@@ -135,6 +144,9 @@ class TableRegistry:
         ``version`` the default version."""
         versions = self.installed.version_sets.get(table.name)
         if versions is None:
+            current = self.installed.tables.get(table.name, table)
+            if current.weights.format == "redis":
+                return {**table.info(), "versions": self._redis_versions.versions(current)}
             return table.info()
         return {
             **table.info(),
@@ -236,6 +248,7 @@ class TableRegistry:
         repository = await asyncio.to_thread(discover_repository, Path(self.settings.models))
         async with self.installed.installing:
             await self._versioned.sync(repository, first)
+        await self._redis_versions.refresh(list(self.installed.tables.values()))
 
     async def reload_local(self, name: str, generation: int | None = None) -> ServedTable:
         """Reload ``name`` in this worker only (``Reloads.reload_local``)."""
