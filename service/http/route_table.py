@@ -86,6 +86,9 @@ class Route:
     decoders: Mapping[str, Decoder] = field(default_factory=dict)
     resolve: Resolver | None = None
     direct: Direct | None = None
+    versioned: bool = False
+    """The route answers one version of a table or group: it takes ``?version=`` (its
+    resolver reads it) and names the version in ``X-Table-Version``; set by ``_versioned``."""
     """``None``: the direct lane never answers this route (its work always waits, or is
     not worth it)."""
 
@@ -110,6 +113,11 @@ def planned(planner: Planner, gathers_inline: InlineCheck) -> PlannedRun:
     return PlannedRun(use_case=use_case, direct=Direct(gathers_inline, answer))
 
 
+def _versioned(resolve: Resolver) -> dict[str, Any]:
+    """A route resolved by ``resolve``, which reads ``?version=`` (declared here, once)."""
+    return {"resolve": resolve, "versioned": True}
+
+
 def _doc(summary: str, *tags: str, **more: Any) -> RouteDoc:
     return RouteDoc(summary, tags, **more)
 
@@ -123,7 +131,7 @@ def _v1_table_route(word: str, decoders: Mapping[str, Decoder], doc: RouteDoc, *
         encoder=encode_neighbors if word == "neighbors" else encode_vectors,
         doc=doc,
         decoders=decoders,
-        resolve=tables.resolve_table,
+        **_versioned(tables.resolve_table),
         **run,
     )
 
@@ -228,7 +236,7 @@ ROUTES: list[Route] = [
         auth="key",
         use_case=documents.table_info,
         encoder=encode_document,
-        resolve=tables.resolve_table,
+        **_versioned(tables.resolve_table),
         doc=_doc(
             "One table's TableInfo.",
             "tables",
@@ -338,7 +346,7 @@ ROUTES: list[Route] = [
             errors=ERRORS,
         ),
         decoders={JSON: groups.group_lookup_body},
-        resolve=groups.resolve_group,
+        **_versioned(groups.resolve_group),
     ),
     Route(
         path="/v1/admin/tables/{table}/reload",
@@ -347,7 +355,7 @@ ROUTES: list[Route] = [
         auth="admin",
         use_case=documents.reload_table,
         encoder=encode_document,
-        resolve=tables.resolve_version,
+        **_versioned(tables.resolve_version),
         doc=_doc(
             "Load the table again from the repository and swap it in without downtime "
             "(only with EMBED_ADMIN_KEY, sent as 'Authorization: Bearer <key>').",
