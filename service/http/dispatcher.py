@@ -23,7 +23,7 @@ from service.http.body_reader import (
 from service.http.call import Call, Services
 from service.http.client_gone import CLIENT_GONE_KEY, CLIENT_LEFT, unless_client_leaves
 from service.http.error_responses import error_response_for, unexpected_error_response
-from service.http.route_table import ANY_TYPE, Route
+from service.http.route_spec import ANY_TYPE, Route
 
 Scope = MutableMapping[str, Any]
 VERSION_HEADER = "x-table-version"

@@ -20,7 +20,7 @@ from service.errors import InvalidRequest, MethodNotAllowed, NotFound, ServiceEr
 from service.http.asgi_front import send_response
 from service.http.dispatcher import Dispatcher
 from service.http.error_responses import error_response_for, unexpected_error_response
-from service.http.route_table import Route
+from service.http.route_spec import Route
 
 
 def _as_response(error: ServiceError, path: str = "") -> Response:
