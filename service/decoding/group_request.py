@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.decoding.body import choice, json_object
-from service.decoding.ids import ids_array, keys_array
+from service.decoding.ids import body_may_hold_booleans, ids_array, keys_array
 from service.decoding.requests import ENCODINGS, OUTPUT_DTYPES, LookupRequest
 from service.decoding.shapes import check_id_count
 from service.errors import InvalidRequest, ServiceError
@@ -42,9 +42,10 @@ def decode_group_lookup(body: bytes, max_ids: int) -> GroupLookupRequest:
     dtype = choice(fields.get("dtype"), "dtype", OUTPUT_DTYPES, "float32")
     members: dict[str, LookupRequest] = {}
     total = 0
+    booleans = body_may_hold_booleans(body)  # one scan of the body for every member
     for stem, member in tables.items():
         try:
-            members[stem] = _member(member, encoding, dtype, max_ids)
+            members[stem] = _member(member, encoding, dtype, max_ids, booleans)
         except ServiceError as exc:
             exc.detail = {**(exc.detail or {}), "table": stem}
             raise
@@ -53,13 +54,13 @@ def decode_group_lookup(body: bytes, max_ids: int) -> GroupLookupRequest:
     return GroupLookupRequest(members, encoding, dtype)
 
 
-def _member(member: Any, encoding: str, dtype: str, max_ids: int) -> LookupRequest:
+def _member(member: Any, encoding: str, dtype: str, max_ids: int, booleans: bool) -> LookupRequest:
     if type(member) is not dict or not MEMBER_FIELDS.issuperset(member) or len(member) != 1:
         raise InvalidRequest('each member takes {"ids": ...} or {"keys": ...}')
     if "keys" in member:
         keys, shape = keys_array(member["keys"])
         check_id_count(len(keys), max_ids)
         return LookupRequest(None, encoding, dtype, keys, shape)
-    ids = ids_array(member["ids"], check_booleans=True)
+    ids = ids_array(member["ids"], check_booleans=booleans)
     check_id_count(ids.size, max_ids)
     return LookupRequest(ids, encoding, dtype)
