@@ -81,6 +81,7 @@ class InstalledTables:
         self.tables[name] = versions.default
         self.version_sets[name] = versions
         self.failures.pop(name, None)
+        self.state.tables[name] = versions.default.served_version  # published by the caller
         self.count()
 
     def install_group(self, group: GroupSet) -> None:
@@ -92,6 +93,7 @@ class InstalledTables:
             self.version_sets[member] = versions
             self.member_of[member] = group.name
             self.failures.pop(member, None)
+            self.state.tables[member] = group.default
         self.groups[group.name] = group
         self.failures.pop(group.name, None)
         self.count()
@@ -102,6 +104,7 @@ class InstalledTables:
         names = [name] if group is None else [f"{name}.{stem}" for stem in group.members]
         for table in names:
             self.tables.pop(table, None)
+            self.state.tables.pop(table, None)
             self.version_sets.pop(table, None)
             self.member_of.pop(table, None)
             self.failures.pop(table, None)

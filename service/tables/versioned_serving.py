@@ -86,6 +86,8 @@ class VersionedServing:
                 self._installed.version_failures[name] = {name: repository.problems[name]}
                 continue
             self._unload(name)
+        # Which versions this worker serves, for the other workers and the tests.
+        await self._installed.publish()
 
     async def _sync_one(self, item: VersionedTable | Group, first: bool) -> None:
         followed = self._followed.setdefault(item.name, _Followed())
@@ -155,7 +157,9 @@ class VersionedServing:
         """Serve what ``resolution`` serves in one step; name its failures."""
         installed = self._installed
         installed.version_failures[item.name] = dict(resolution.failures)
-        names = [item.name] if isinstance(item, VersionedTable) else item.table_names()
+        names = (
+            [item.name] if isinstance(item, VersionedTable) else [item.name, *item.table_names()]
+        )
         if resolution.default is None:
             if item.name not in installed.version_sets and item.name not in installed.groups:
                 for name in names:

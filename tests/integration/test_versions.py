@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from tests.support.polling import wait_until
-from tests.support.server_process import ServerProcess
+from tests.support.server_process import ServerProcess, every_worker_serves, wait_for_workers
 
 ROWS, DIM = 50, 4
 DEADLINE = 60.0
@@ -58,9 +58,18 @@ def repository(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, Path]]:
     models = repository(tmp_path_factory.mktemp("versions"))
-    with ServerProcess(models, "--workers", "2", env=POLL) as server:
-        server.wait_ready(DEADLINE)
+    run = models.parent / "run"
+    with ServerProcess(models, "--workers", "2", env={**POLL, "EMBED_RUN_DIR": str(run)}) as server:
+        serving(server, run, 2)
         yield server, models
+
+
+def serving(server: ServerProcess, run: Path, workers: int) -> None:
+    """Ready, and every worker serves the versioned table and the group (a worker still
+    loading answers 503 with Retry-After: never a flip's doing)."""
+    server.wait_ready(DEADLINE)
+    for table in ("emb", "tt.user"):
+        wait_for_workers(server, run, every_worker_serves(table, workers), DEADLINE)
 
 
 def lookup(url: str, table: str, version: str | None = None, **kw: object) -> httpx.Response:
@@ -100,6 +109,12 @@ def test_pinned_and_unpinned_lookups_name_their_version(served: tuple[ServerProc
             f"{server.url}/v1/tables/emb/{word}", params={"version": "1"}, json=body
         )
         assert response.headers["x-table-version"] == "1", response.text
+    neighbors = httpx.post(
+        f"{server.url}/v1/tables/emb/neighbors", params={"version": "1"}, json={"ids": [1], "k": 2}
+    )
+    assert neighbors.status_code == 200 and neighbors.headers["x-table-version"] == "1"
+    ready = httpx.get(f"{server.url}/v2/models/emb/versions/stable/ready")
+    assert ready.status_code == 200 and ready.headers["x-table-version"] == "1"
     flat = lookup(server.url, "flat", json={"ids": [0]})
     assert (
         flat.headers["x-table-version"]
@@ -196,12 +211,17 @@ def _hammer(url: str, stop: threading.Event, seen: list[str], errors: list[str])
 
 def test_flips_under_load_never_mix_and_reach_a_second_process(tmp_path: Path) -> None:
     models = repository(tmp_path)
+    runs = [tmp_path / "run1", tmp_path / "run2"]
     with (
-        ServerProcess(models, "--workers", "2", env=POLL) as first,
-        ServerProcess(models, "--workers", "1", env=POLL) as second,
+        ServerProcess(
+            models, "--workers", "2", env={**POLL, "EMBED_RUN_DIR": str(runs[0])}
+        ) as first,
+        ServerProcess(
+            models, "--workers", "1", env={**POLL, "EMBED_RUN_DIR": str(runs[1])}
+        ) as second,
     ):
-        first.wait_ready(DEADLINE)
-        second.wait_ready(DEADLINE)
+        for server, run, workers in ((first, runs[0], 2), (second, runs[1], 1)):
+            serving(server, run, workers)
         stop, seen, errors = threading.Event(), [], []  # type: ignore[var-annotated]
         threads = [
             threading.Thread(target=_hammer, args=(server.url, stop, seen, errors))
@@ -240,8 +260,9 @@ def test_flips_under_load_never_mix_and_reach_a_second_process(tmp_path: Path) -
 
 def test_a_broken_version_is_held_back_and_named_while_ready(tmp_path: Path) -> None:
     models = repository(tmp_path)
-    with ServerProcess(models, "--workers", "2", env=POLL) as server:
-        server.wait_ready(DEADLINE)
+    run = tmp_path / "run"
+    with ServerProcess(models, "--workers", "2", env={**POLL, "EMBED_RUN_DIR": str(run)}) as server:
+        serving(server, run, 2)
         broken = models / "tt" / ".8.tmp"
         broken.mkdir()
         np.save(broken / "user.npy", rows_of(8))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.errors import GroupNotFound, TableUnavailable, VersionNotFound
+from service.errors import GroupNotFound, TableNotFound, TableUnavailable, VersionNotFound
 from service.settings import ServiceSettings
 from service.tables.registry import TableRegistry
 from service.tables.version_sets import VersionSet, sorted_versions
@@ -171,5 +171,31 @@ def test_a_single_version_set_names_its_table(models: Path) -> None:
         flat = registry.get("flat")
         single = VersionSet.single(flat)
         assert single.pick(None) is flat and single.detail()["labels"] == {}
+
+    serve(models, scenario)
+
+
+def test_the_admin_reload_of_a_version_loads_it_again(models: Path) -> None:
+    async def scenario(registry: TableRegistry) -> None:
+        before = registry.get("emb", "1")
+        reloaded = await registry.reload("emb", "stable")
+        assert reloaded.served_version == "1" and reloaded is not before
+        assert registry.get("emb", "1") is reloaded
+        assert registry.get("emb", "2").served_version == "2"
+        with pytest.raises(VersionNotFound):
+            await registry.reload("emb", "7")
+
+    serve(models, scenario)
+
+
+def test_a_versioned_table_that_leaves_the_repository_is_unloaded(models: Path) -> None:
+    async def scenario(registry: TableRegistry) -> None:
+        for path in sorted((models / "emb").rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        (models / "emb").rmdir()
+        await registry.follow_versions()
+        assert not registry.has("emb") and "emb" not in registry.status()[1]
+        with pytest.raises(TableNotFound):
+            registry.get("emb")
 
     serve(models, scenario)
