@@ -78,3 +78,7 @@ class RedisVersions:
             built = self._built.get(table.name, OrderedDict())
             for version in [v for v in built if v not in metas]:
                 self._retire(built.pop(version))
+
+    def tables(self) -> list[ServedTable]:
+        """Every pinned version built (the registry closes them at exit)."""
+        return [table for built in self._built.values() for table in built.values()]

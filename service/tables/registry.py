@@ -356,5 +356,8 @@ class TableRegistry:
         metrics.WORKERS.set(0)
         for task in list(self._redis_retries.values()):
             task.cancel()
+        for table in self._redis_versions.tables():
+            await table.batcher.close()
+            table.backend.close()
         await self.installed.close()
         await self._clients.close()

@@ -21,7 +21,7 @@ from service.errors import TableLoadError
 from service.repository.groups import Group
 from service.repository.layout import Repository
 from service.repository.versioned_tables import VersionedTable
-from service.repository.versions import HeldBack, Resolution
+from service.repository.versions import HeldBack, Resolution, version_changes
 from service.tables.installed_tables import InstalledTables
 from service.tables.served_table import ServedTable
 from service.tables.table_builder import TableBuilder
@@ -93,6 +93,15 @@ class VersionedServing:
         followed = self._followed.setdefault(item.name, _Followed())
         identities = item.identities
         previous, followed.seen = followed.seen, identities
+        changes = version_changes(previous, identities)
+        if changes and not first:
+            log.info(
+                "%s: versions appeared %s, disappeared %s, changed %s (loaded once settled)",
+                item.name,
+                list(changes.appeared),
+                list(changes.disappeared),
+                list(changes.changed),
+            )
         settled = {
             number
             for number, identity in identities.items()
