@@ -95,8 +95,16 @@ class TableNotFound(ServiceError):
     code = "table_not_found"
 
 
+class GroupNotFound(ServiceError):
+    """Unknown group name (``/v1/groups/{group}``)."""
+
+    status = 404
+    code = "group_not_found"
+
+
 class VersionNotFound(ServiceError):
-    """A version or label the table (or group) does not serve; ``detail`` lists those it does."""
+    """A version or label the table (or group) does not serve; ``detail`` names those it does:
+    ``{"versions": [...], "labels": {...}}``."""
 
     status = 404
     code = "version_not_found"

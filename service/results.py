@@ -107,3 +107,12 @@ class RawBody:
     body: bytes
     media_type: str
     status: int = 200
+
+
+@dataclass
+class GroupVectors:
+    """A group lookup's answer: each member's vectors, all at one group version."""
+
+    group: str
+    version: str
+    members: list[tuple[str, Vectors]]  # (stem, vectors), in the request's order

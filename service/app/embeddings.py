@@ -15,11 +15,19 @@ from service.errors import InvalidRequest
 from service.results import Embeddings
 from service.semantics.pooling import segment_means
 from service.tables.registry import TableRegistry
+from service.tables.served_table import ServedTable
 
 
-async def embeddings(registry: TableRegistry, call: EmbeddingsRequest) -> Embeddings:
-    """Mean of each input's rows (after ``max_norm``), optionally shortened to ``dimensions``."""
-    table = registry.get(call.model)
+async def embeddings(
+    registry: TableRegistry, call: EmbeddingsRequest, table: ServedTable | None = None
+) -> Embeddings:
+    """Mean of each input's rows (after ``max_norm``), optionally shortened to ``dimensions``.
+
+    ``model`` is ``table`` or ``table@version`` (a version or a label); ``table``: the one
+    already resolved from it."""
+    if table is None:
+        name, _, version = call.model.partition("@")
+        table = registry.get(name, version or None)
     check_in_range(call.flat_ids, table.rows, lambda at: segment_position(call.lengths, at))
     if call.dimensions is not None and call.dimensions > table.dim:
         raise InvalidRequest(f"dimensions {call.dimensions} exceeds the table's {table.dim}")

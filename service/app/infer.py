@@ -18,7 +18,7 @@ from service.app.plan import FinalRows, Plan, Ready
 from service.decoding.ids import check_in_range
 from service.decoding.shapes import check_output_bytes
 from service.decoding.v2_request import V2InferRequest
-from service.errors import NotFound, TableNotFound
+from service.errors import TableNotFound
 from service.results import Document, Inference, Tensor, Timing
 from service.tables.registry import TableRegistry
 from service.tables.served_table import ServedTable
@@ -35,16 +35,29 @@ class V2Model(NamedTuple):
 
 
 def resolve_model(registry: TableRegistry, model: str, version: str | None = None) -> V2Model:
-    """The table behind ``model`` and whether it is the ``.sequences`` variant."""
-    if version is not None and version != MODEL_VERSION:
-        raise NotFound(f"model {model!r} has no version {version!r} (only {MODEL_VERSION!r})")
-    if registry.has(model):
-        return V2Model(registry.get(model), False)
-    if model.endswith(SEQUENCES_SUFFIX) and registry.has(model[: -len(SEQUENCES_SUFFIX)]):
-        return V2Model(registry.get(model[: -len(SEQUENCES_SUFFIX)]), True)
-    registry.check_not_failed(model)  # failed is not missing: 503 table_unavailable
-    registry.check_not_failed(model.removesuffix(SEQUENCES_SUFFIX))
-    raise TableNotFound(f"unknown model {model!r}")
+    """The table behind ``model`` at ``version`` (a version or a label; None: the default),
+    and whether it is the ``.sequences`` variant. A flat table's one version is also
+    ``"1"`` (V2's version of a model with one)."""
+    name, sequences = model, False
+    if not registry.has(model) and model.endswith(SEQUENCES_SUFFIX):
+        name, sequences = model[: -len(SEQUENCES_SUFFIX)], True
+    if not registry.has(name):
+        registry.check_not_failed(model)  # failed is not missing: 503 table_unavailable
+        registry.check_not_failed(name)
+        raise TableNotFound(f"unknown model {model!r}")
+    if version == MODEL_VERSION and not registry.versioned(name):
+        version = None
+    return V2Model(registry.get(name, version), sequences)
+
+
+def v2_versions(registry: TableRegistry, name: str) -> list[str]:
+    """The versions V2 lists for table ``name``: its served versions, ``["1"]`` when flat."""
+    return registry.versions(name).versions() if registry.versioned(name) else [MODEL_VERSION]
+
+
+def v2_version(registry: TableRegistry, table: ServedTable) -> str:
+    """The V2 version of one served table: its version, ``"1"`` for a flat table."""
+    return table.served_version if registry.versioned(table.name) else MODEL_VERSION
 
 
 def output_names(sequences: bool) -> tuple[str, ...]:
@@ -87,13 +100,19 @@ def _embeddings(table: ServedTable, ids: np.ndarray, binary: bool, timing: Timin
 
 
 def infer(
-    table: ServedTable, sequences: bool, model: str, call: V2InferRequest, max_output_bytes: int
+    table: ServedTable,
+    sequences: bool,
+    model: str,
+    call: V2InferRequest,
+    max_output_bytes: int,
+    version: str = MODEL_VERSION,
 ) -> Plan[Inference]:
-    """``embeddings`` (and ``mask`` for ``.sequences``) of the call's ids."""
+    """``embeddings`` (and ``mask`` for ``.sequences``) of the call's ids; ``version``: the
+    model version the answer names."""
     ids = call.ids
     check_in_range(ids, table.rows)
     check_output_bytes(ids.size, table.dim, 4, max_output_bytes)
-    result = Inference(model, MODEL_VERSION, call.request_id, [])
+    result = Inference(model, version, call.request_id, [])
     wanted = call.outputs or list(output_names(sequences))
     mask = None
     if sequences and table.pad_id is not None:
@@ -120,16 +139,16 @@ def infer(
     return embeddings.then(outputs)
 
 
-def model_metadata(registry: TableRegistry, model: str, version: str | None) -> Document:
-    """A model's inputs and outputs."""
-    table, sequences = resolve_model(registry, model, version)
+def model_metadata(registry: TableRegistry, model: str, resolved: V2Model) -> Document:
+    """A model's inputs and outputs; ``versions``: every version served."""
+    table, sequences = resolved
     ids_shape = [-1, -1] if sequences else [-1]
     outputs = [{"name": "embeddings", "datatype": "FP32", "shape": [*ids_shape, table.dim]}]
     if sequences:
         outputs.append({"name": "mask", "datatype": "BOOL", "shape": ids_shape})
     payload: dict[str, Any] = {
         "name": model,
-        "versions": [MODEL_VERSION],
+        "versions": v2_versions(registry, table.name),
         "platform": "embedding_lookup",
         "inputs": [{"name": "ids", "datatype": "INT64", "shape": ids_shape}],
         "outputs": outputs,
@@ -137,9 +156,9 @@ def model_metadata(registry: TableRegistry, model: str, version: str | None) -> 
     return Document(payload)
 
 
-def model_ready(registry: TableRegistry, model: str, version: str | None) -> Document:
-    """Whether a model's batch worker is alive."""
-    table, _ = resolve_model(registry, model, version)
+def model_ready(model: str, resolved: V2Model) -> Document:
+    """Whether a model's (version's) batch worker is alive."""
+    table, _ = resolved
     healthy = table.batcher.healthy
     return Document({"name": model, "ready": healthy}, 200 if healthy else 503)
 

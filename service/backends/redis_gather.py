@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.backends.redis_store import RedisClient, RedisLayout, RedisTableMeta, RowReader
+from service.backends.redis_store import (
+    RedisClient,
+    RedisLayout,
+    RedisTableMeta,
+    RowReader,
+    complete_versions,
+)
 from service.caches.hot_rows import HotRowCache
 
 
@@ -29,9 +35,23 @@ class RedisGatherBackend:
     ) -> None:
         self.meta = meta
         self._client = client
+        self._layout = layout
+        self._cache_rows = cache_rows
+        self._timeout_ms = timeout_ms
         self._reader = RowReader(client, layout, meta)
         self._timeout_s = timeout_ms / 1000
         self.cache = HotRowCache(min(cache_rows, meta.rows), meta.dim, np.dtype(meta.dtype))
+
+    def at_version(self, meta: RedisTableMeta) -> RedisGatherBackend:
+        """A backend of the same table, client and settings pinned to another version (its
+        own hot-row cache: no row of one version ever answers for another)."""
+        return RedisGatherBackend(
+            self._client, self._layout, meta, self._cache_rows, self._timeout_ms
+        )
+
+    async def versions(self) -> dict[str, RedisTableMeta]:
+        """Every complete version of the table still in Redis (one ``HGETALL``)."""
+        return await complete_versions(self._client, self._layout, self.meta.url)
 
     def gather(self, ids: np.ndarray) -> np.ndarray:
         raise NotImplementedError("Redis tables are gathered with gather_async")

@@ -230,6 +230,19 @@ async def read_meta(
     return RedisTableMeta.from_json(version, raw, url)
 
 
+async def complete_versions(
+    client: RedisClient, layout: RedisLayout, url: str
+) -> dict[str, RedisTableMeta]:
+    """Every complete version in the versions hash (pushed, not dropped), by version."""
+    records = await client.hgetall(layout.versions)
+    metas: dict[str, RedisTableMeta] = {}
+    for key, raw in records.items():
+        version = key.decode() if isinstance(key, bytes) else str(key)
+        if json.loads(raw).get("state") == "complete":
+            metas[version] = RedisTableMeta.from_json(version, raw, url)
+    return metas
+
+
 class PackedCommands:
     """Sends pre-packed commands per node in one write, reads the replies back in order.
 

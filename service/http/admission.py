@@ -22,6 +22,7 @@ from typing import Any
 
 from service import metrics
 from service.decoding.bags_request import BagsRequest
+from service.decoding.group_request import GroupLookupRequest
 from service.decoding.neighbors_request import NeighborsRequest
 from service.decoding.openai_request import EmbeddingsRequest
 from service.decoding.requests import LookupRequest, SequencesRequest
@@ -56,6 +57,8 @@ def ids_in(request: object) -> int:
     ids; V2 infer: its ids; neighbors: queries x k (the ids it answers). Anything else
     (probes, metadata, no body): 0, never refused.
     """
+    if isinstance(request, GroupLookupRequest):
+        return request.ids_count()
     if isinstance(request, LookupRequest):
         if request.keys is not None or request.ids is None:
             return len(request.keys or ())

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 from service.app.infer import V2Model
+from service.errors import InvalidRequest
 from service.settings import ServiceSettings
 from service.tables.registry import TableRegistry
 from service.tables.served_table import ServedTable
+from service.tables.version_sets import GroupVersion
 
 
 @dataclass
@@ -34,6 +37,30 @@ class Call:
     table_label: str = ""
     table: ServedTable | None = None
     model: V2Model | None = None
+    query: bytes = b""  # the raw query string (only ``version=`` is read)
+    group: GroupVersion | None = None  # a group route's group version, picked once
+    # X-Table-Version of the answer: set by the resolver once the version is known.
+    version_header: str | None = None
+
+    def use_table(self, table: ServedTable) -> ServedTable:
+        """``table`` answers this request: its name labels the metrics, its version the
+        ``X-Table-Version`` header."""
+        self.table = table
+        self.table_label = table.name
+        self.version_header = table.served_version
+        return table
+
+    def version(self) -> str | None:
+        """The ``version=`` query parameter (a version or a label), or None: the default.
+        Unpinned requests (no query string) pay one truth test."""
+        if not self.query:
+            return None
+        values = [v for k, v in parse_qsl(self.query.decode("latin-1")) if k == "version"]
+        if len(values) > 1:
+            raise InvalidRequest("version= is given more than once", {"version": values})
+        if values and not values[0]:
+            raise InvalidRequest("version= is empty: give a version number or a label")
+        return values[0] if values else None
 
     def served_table(self) -> ServedTable:
         """The table the resolver found (a route without a table resolver has none)."""

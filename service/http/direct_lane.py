@@ -38,7 +38,7 @@ from service.encoding.responses import EncodedResponse
 from service.http.body_reader import parse_content_length
 from service.http.dispatcher import Dispatcher, Scope
 from service.http.route_matcher import RouteMatcher
-from service.http.route_table import Route
+from service.http.route_spec import Route
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,11 @@ from service.http.body_reader import (
 from service.http.call import Call, Services
 from service.http.client_gone import CLIENT_GONE_KEY, CLIENT_LEFT, unless_client_leaves
 from service.http.error_responses import error_response_for, unexpected_error_response
-from service.http.route_table import ANY_TYPE, Route
+from service.http.route_spec import ANY_TYPE, Route
 
 Scope = MutableMapping[str, Any]
+VERSION_HEADER = "x-table-version"
+"""Names the version that answered a table route (API.md, "Versions")."""
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 
@@ -82,7 +84,9 @@ class Dispatcher:
 
         One coroutine on purpose: at W1 an extra await level is a measurable share."""
         started = time.perf_counter()
-        call = Call(params, scope_headers(scope), self.services)
+        call = Call(
+            params, scope_headers(scope), self.services, query=scope.get("query_string", b"")
+        )
         try:
             self._check_head(route, call, scope)
             body = await read_body(receive, self.max_body_bytes) if route.decoders else b""
@@ -111,7 +115,9 @@ class Dispatcher:
         direct = route.direct
         assert direct is not None, "a route without a direct answer"
         started = time.perf_counter()
-        call = Call(params, scope_headers(scope), self.services)
+        call = Call(
+            params, scope_headers(scope), self.services, query=scope.get("query_string", b"")
+        )
         try:
             self._check_head(route, call, scope)
             request = self._decode(route, call, scope, body)
@@ -150,7 +156,10 @@ class Dispatcher:
     def _counted(
         self, call: Call, route: Route, response: EncodedResponse, started: float
     ) -> EncodedResponse:
-        """``response``, counted in the request metrics."""
+        """``response``, counted in the request metrics, with ``X-Table-Version`` once the
+        route resolved its table's version (errors after that included)."""
+        if call.version_header is not None:
+            response.headers[VERSION_HEADER] = call.version_header
         seconds = time.perf_counter() - started
         metrics.observe_request(call.table_label, route.label, response.status, seconds)
         return response

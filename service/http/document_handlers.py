@@ -31,15 +31,17 @@ async def list_tables(call: Call, _: None) -> Document:
 
 
 async def table_info(call: Call, _: None) -> Document:
-    """One table's TableInfo."""
-    return tables.table_info(call.services.registry, call.params["table"])
+    """One table's TableInfo (of the version ``version=`` picks)."""
+    return tables.table_info(call.services.registry, call.served_table())
 
 
 async def reload_table(call: Call, _: None) -> Document:
-    """Reload one table in every worker (the admin route)."""
+    """Reload one table (at ``version=``, for a versioned one) in every worker (admin)."""
     name = call.params["table"]
     call.table_label = name if call.services.registry.has(name) else UNKNOWN_TABLE
-    return await tables.reload_table(call.services.registry, name)
+    document, table = await tables.reload_table(call.services.registry, name, call.version())
+    call.use_table(table)
+    return document
 
 
 async def openapi(call: Call, _: None) -> RawBody:

@@ -20,7 +20,7 @@ from service.errors import InvalidRequest, MethodNotAllowed, NotFound, ServiceEr
 from service.http.asgi_front import send_response
 from service.http.dispatcher import Dispatcher
 from service.http.error_responses import error_response_for, unexpected_error_response
-from service.http.route_table import Route
+from service.http.route_spec import Route
 
 
 def _as_response(error: ServiceError, path: str = "") -> Response:
@@ -96,15 +96,36 @@ def _endpoint(route: Route, dispatcher: Dispatcher) -> Callable[..., Any]:
     return endpoint
 
 
-def _body_doc(route: Route) -> dict[str, Any] | None:
-    """Documents a request body that the route reads raw (JSON and/or octet-stream)."""
+VERSION_PARAMETER = {
+    "name": "version",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "A served version number (`3`) or label (`stable`); the default without it.",
+}
+VERSION_HEADER_DOC = {
+    "X-Table-Version": {
+        "description": "The version that answered (on every response of a table route).",
+        "schema": {"type": "string"},
+    }
+}
+
+
+def _extra_doc(route: Route) -> dict[str, Any] | None:
+    """Documents a request body that the route reads raw (JSON and/or octet-stream), and for
+    a versioned route its ``version`` query parameter and ``X-Table-Version`` header."""
+    extra: dict[str, Any] = {}
+    if route.versioned or route.path.startswith("/v2/models/") or route.label == "embeddings":
+        extra["responses"] = {"200": {"headers": VERSION_HEADER_DOC}}
+    if route.versioned:
+        extra["parameters"] = [VERSION_PARAMETER]
     model = route.doc.body
     if model is None:
-        return None
+        return extra or None
     content: dict[str, Any] = {JSON: {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
     if OCTET_STREAM in route.decoders:
         content[OCTET_STREAM] = {"schema": {"type": "string", "format": "binary"}}
-    return {"requestBody": {"required": True, "content": content}}
+    return {**extra, "requestBody": {"required": True, "content": content}}
 
 
 def add_routes(app: FastAPI, routes: Sequence[Route], dispatcher: Dispatcher) -> None:
@@ -122,7 +143,7 @@ def add_routes(app: FastAPI, routes: Sequence[Route], dispatcher: Dispatcher) ->
             response_class=Response,
             tags=list(route.doc.tags),
             responses=dict(route.doc.errors),
-            openapi_extra=_body_doc(route),
+            openapi_extra=_extra_doc(route),
             include_in_schema=route.doc.in_schema,
         )
         if "HEAD" in route.methods:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from service.http.route_table import Route
+from service.http.route_spec import Route
 
 
 @dataclass

@@ -10,15 +10,13 @@ what each runs lives in the handler modules (``table_handlers``, ``v2_handlers``
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from collections.abc import Mapping
+from typing import Any
 
-from service.app.plan import Plan
 from service.decoding.body import JSON, OCTET_STREAM
+from service.encoding.group_response import encode_group
 from service.encoding.openai_response import encode_embeddings
 from service.encoding.responses import (
-    EncodedResponse,
     encode_document,
     encode_neighbors,
     encode_raw,
@@ -26,86 +24,26 @@ from service.encoding.responses import (
 )
 from service.encoding.v2_response import encode_inference
 from service.http import document_handlers as documents
+from service.http import group_handlers as groups
 from service.http import schemas
 from service.http import table_handlers as tables
 from service.http import v2_handlers as v2
-from service.http.call import Call
-from service.tables.registry import TableRegistry
-
-Auth = Literal["public", "probe", "key", "admin"]
-"""public: never a key; probe: a key only with EMBED_AUTH_HEALTH; key: an API key when keys
-are configured; admin: the admin key (the route exists only when one is set)."""
-
-ANY_TYPE = "*"  # a decoder under this key reads the body whatever its Content-Type
-
-Decoder = Callable[[Call], Any]
-UseCase = Callable[[Call, Any], Awaitable[Any]]
-InlineUseCase = Callable[[Call, Any], Any]
-Planner = Callable[[Call, Any], Plan[Any]]
-Encoder = Callable[[Any], EncodedResponse]
-Resolver = Callable[[Call], None]
-InlineCheck = Callable[[Mapping[str, str], TableRegistry], bool]
+from service.http.route_spec import (
+    ANY_TYPE,
+    Auth,
+    Decoder,
+    Encoder,
+    Resolver,
+    Route,
+    RouteDoc,
+    UseCase,
+    planned,
+)
 
 
-@dataclass(frozen=True)
-class RouteDoc:
-    """What the OpenAPI schema says of a route."""
-
-    summary: str
-    tags: tuple[str, ...]
-    body: type | None = None
-    response: type | None = None
-    errors: Mapping[int | str, dict[str, Any]] = field(default_factory=dict)
-    in_schema: bool = True
-
-
-@dataclass(frozen=True)
-class Direct:
-    """How the direct lane (``service.http.direct_lane``) answers a route: ``gathers_inline``
-    says whether a request of these path parameters goes to a table that gathers inline (so
-    its answer never waits on the event loop); ``answer`` is the use case's synchronous path
-    (plan, gather inline, finish)."""
-
-    gathers_inline: InlineCheck
-    answer: InlineUseCase
-
-
-@dataclass(frozen=True, kw_only=True)
-class Route:
-    """One route: path template, methods, use case, decoders, encoder, auth, metric label."""
-
-    path: str
-    methods: tuple[str, ...]
-    label: str
-    auth: Auth
-    use_case: UseCase
-    encoder: Encoder
-    doc: RouteDoc
-    decoders: Mapping[str, Decoder] = field(default_factory=dict)
-    resolve: Resolver | None = None
-    direct: Direct | None = None
-    """``None``: the direct lane never answers this route (its work always waits, or is
-    not worth it)."""
-
-
-class PlannedRun(TypedDict):
-    """A route's ``use_case`` and ``direct``, made from one planner."""
-
-    use_case: UseCase
-    direct: Direct
-
-
-def planned(planner: Planner, gathers_inline: InlineCheck) -> PlannedRun:
-    """A route's use case and direct answer, both from one planner: awaited from a task,
-    or run inline by the lane."""
-
-    def use_case(call: Call, request: Any) -> Awaitable[Any]:
-        return planner(call, request).run()
-
-    def answer(call: Call, request: Any) -> Any:
-        return planner(call, request).run_inline()
-
-    return PlannedRun(use_case=use_case, direct=Direct(gathers_inline, answer))
+def _versioned(resolve: Resolver) -> dict[str, Any]:
+    """A route resolved by ``resolve``, which reads ``?version=`` (declared here, once)."""
+    return {"resolve": resolve, "versioned": True}
 
 
 def _doc(summary: str, *tags: str, **more: Any) -> RouteDoc:
@@ -121,8 +59,31 @@ def _v1_table_route(word: str, decoders: Mapping[str, Decoder], doc: RouteDoc, *
         encoder=encode_neighbors if word == "neighbors" else encode_vectors,
         doc=doc,
         decoders=decoders,
-        resolve=tables.resolve_table,
+        **_versioned(tables.resolve_table),
         **run,
+    )
+
+
+def _keyed_post(
+    path: str,
+    label: str,
+    use_case: UseCase,
+    encoder: Encoder,
+    doc: RouteDoc,
+    decoders: Mapping[str, Decoder],
+    **more: Any,
+) -> Route:
+    """A POST route with a body, behind the API key."""
+    return Route(
+        path=path,
+        methods=("POST",),
+        label=label,
+        auth="key",
+        use_case=use_case,
+        encoder=encoder,
+        doc=doc,
+        decoders=decoders,
+        **more,
     )
 
 
@@ -149,16 +110,57 @@ V2_ERRORS = schemas.V2_ERROR_RESPONSES
 """The error responses a V2 route documents (the protocol's own error body)."""
 
 
+def _posted_doc(summary: str, tag: str, body: type, response: type) -> RouteDoc:
+    """The docs of a route with a body: its models and the /v1 error responses."""
+    return _doc(summary, tag, body=body, response=response, errors=ERRORS)
+
+
+def _collection(
+    words: tuple[str, str],
+    use_cases: tuple[UseCase, UseCase],
+    responses: tuple[type, type],
+    **one: Any,
+) -> list[Route]:
+    """``GET /v1/<things>`` (every one's info) and ``GET /v1/<things>/{<thing>}`` (one's,
+    404 when there is none; ``one``: more of that route, such as its resolver)."""
+    many, single = words
+    info = responses[1].__name__
+    return [
+        _document(
+            f"/v1/{many}",
+            many,
+            use_cases[0],
+            _doc(f"Every served {single}'s {info}.", many, response=responses[0]),
+        ),
+        _document(
+            f"/v1/{many}/{{{single}}}",
+            single,
+            use_cases[1],
+            _doc(f"One {single}'s {info}.", many, response=responses[1], errors={404: ERRORS[404]}),
+            **one,
+        ),
+    ]
+
+
 def _v2_server_route(path: str, label: str, use_case: UseCase, summary: str) -> Route:
     """A V2 server route: GET, a document, V2's error body."""
+    return _document(path, label, use_case, _doc(summary, *_V2_TAGS, errors=V2_ERRORS))
+
+
+def _document(
+    path: str, label: str, use_case: UseCase, doc: RouteDoc, auth: Auth = "key", **more: Any
+) -> Route:
+    """A GET route answering a JSON document."""
+    methods = more.pop("methods", ("GET",))
     return Route(
         path=path,
-        methods=("GET",),
+        methods=methods,
         label=label,
-        auth="key",
+        auth=auth,
         use_case=use_case,
         encoder=encode_document,
-        doc=_doc(summary, *_V2_TAGS, errors=V2_ERRORS),
+        doc=doc,
+        **more,
     )
 
 
@@ -176,30 +178,26 @@ def _docs_page(path: str, label: str, auth: Auth, use_case: UseCase, summary: st
 
 
 ROUTES: list[Route] = [
-    Route(
-        path="/healthz",
-        methods=("GET", "HEAD"),
-        label="healthz",
+    _document(
+        "/healthz",
+        "healthz",
+        documents.healthz,
+        _doc("Liveness: answers as soon as the process serves.", "health", response=schemas.Health),
         auth="probe",
-        use_case=documents.healthz,
-        encoder=encode_document,
-        doc=_doc(
-            "Liveness: answers as soon as the process serves.", "health", response=schemas.Health
-        ),
+        methods=("GET", "HEAD"),
     ),
-    Route(
-        path="/readyz",
-        methods=("GET", "HEAD"),
-        label="readyz",
-        auth="probe",
-        use_case=documents.readyz,
-        encoder=encode_document,
-        doc=_doc(
+    _document(
+        "/readyz",
+        "readyz",
+        documents.readyz,
+        _doc(
             "Readiness: every table loaded and every batch worker alive (503 otherwise).",
             "health",
             response=schemas.Readiness,
             errors={503: {"model": schemas.Readiness, "description": "Not ready"}},
         ),
+        auth="probe",
+        methods=("GET", "HEAD"),
     ),
     Route(
         path="/metrics",
@@ -210,28 +208,11 @@ ROUTES: list[Route] = [
         encoder=encode_raw,
         doc=_doc("Prometheus text exposition.", "health"),
     ),
-    Route(
-        path="/v1/tables",
-        methods=("GET",),
-        label="tables",
-        auth="key",
-        use_case=documents.list_tables,
-        encoder=encode_document,
-        doc=_doc("Every loaded table's TableInfo.", "tables", response=schemas.TablesList),
-    ),
-    Route(
-        path="/v1/tables/{table}",
-        methods=("GET",),
-        label="table",
-        auth="key",
-        use_case=documents.table_info,
-        encoder=encode_document,
-        doc=_doc(
-            "One table's TableInfo.",
-            "tables",
-            response=schemas.TableInfo,
-            errors={404: ERRORS[404]},
-        ),
+    *_collection(
+        ("tables", "table"),
+        (documents.list_tables, documents.table_info),
+        (schemas.TablesList, schemas.TableInfo),
+        **_versioned(tables.resolve_table),
     ),
     _v1_table_route(
         "lookup",
@@ -281,32 +262,46 @@ ROUTES: list[Route] = [
         ),
         use_case=tables.find_neighbors,  # a search always waits: never the lane
     ),
-    Route(
-        path="/v1/embeddings",
-        methods=("POST",),
-        label="embeddings",
-        auth="key",
-        use_case=tables.embed,
-        encoder=encode_embeddings,
-        doc=_doc(
+    _keyed_post(
+        "/v1/embeddings",
+        "embeddings",
+        tables.embed,
+        encode_embeddings,
+        _posted_doc(
             "OpenAI embeddings API with token-id input; one mean-pooled vector per input.",
             "openai",
-            body=schemas.EmbeddingsBody,
-            response=schemas.EmbeddingsResult,
-            errors=ERRORS,
+            schemas.EmbeddingsBody,
+            schemas.EmbeddingsResult,
         ),
-        decoders={ANY_TYPE: tables.embeddings_body},
+        {ANY_TYPE: tables.embeddings_body},
     ),
-    Route(
-        path="/v1/admin/tables/{table}/reload",
-        methods=("POST",),
-        label="reload",
-        auth="admin",
-        use_case=documents.reload_table,
-        encoder=encode_document,
-        doc=_doc(
+    *_collection(
+        ("groups", "group"),
+        (groups.list_groups, groups.group_info),
+        (schemas.GroupsList, schemas.GroupInfo),
+    ),
+    _keyed_post(
+        "/v1/groups/{group}/lookup",
+        "lookup",
+        groups.lookup,
+        encode_group,
+        _posted_doc(
+            "Several members of a group in one request, every one at the same group version.",
+            "groups",
+            schemas.GroupLookupBody,
+            schemas.GroupLookupResult,
+        ),
+        {JSON: groups.group_lookup_body},
+        **_versioned(groups.resolve_group),
+    ),
+    _document(
+        "/v1/admin/tables/{table}/reload",
+        "reload",
+        documents.reload_table,
+        _doc(
             "Load the table again from the repository and swap it in without downtime "
-            "(only with EMBED_ADMIN_KEY, sent as 'Authorization: Bearer <key>').",
+            "(only with EMBED_ADMIN_KEY, sent as 'Authorization: Bearer <key>'). A versioned "
+            "table: read the repository now, loading ?version= (every version) again.",
             "admin",
             response=schemas.TableInfo,
             errors={
@@ -315,6 +310,9 @@ ROUTES: list[Route] = [
                 409: {"model": schemas.ErrorBody, "description": "New version failed to load"},
             },
         ),
+        auth="admin",
+        methods=("POST",),
+        **_versioned(tables.resolve_version),
     ),
     _v2_server_route("/v2", "v2", v2.server_metadata, "Server metadata."),
     _v2_server_route("/v2/health/live", "live", v2.live, "Server liveness."),
@@ -325,6 +323,7 @@ ROUTES: list[Route] = [
         "model",
         use_case=v2.model_metadata,
         encoder=encode_document,
+        resolve=v2.resolve_model,
         doc=_doc("Model metadata.", *_V2_TAGS, errors=V2_ERRORS),
     ),
     *_v2_model_routes(
@@ -333,6 +332,7 @@ ROUTES: list[Route] = [
         "ready",
         use_case=v2.model_ready,
         encoder=encode_document,
+        resolve=v2.resolve_model,
         doc=_doc("Model readiness.", *_V2_TAGS, errors=V2_ERRORS),
     ),
     *_v2_model_routes(

@@ -167,13 +167,54 @@ class TableInfo(BaseModel):
     mask_zero: bool
     max_norm: float | None
     norm_type: float
-    version: str
+    version: str = Field(..., description="The default version (unpinned requests get it).")
+    versions: list[str] = Field(..., description="Every version served, ascending.")
+    labels: dict[str, str] = Field(..., description="Label -> the version it names.")
     placement_reason: str
     batching: BatchingInfo
 
 
 class TablesList(BaseModel):
     tables: list[TableInfo]
+
+
+class GroupInfo(BaseModel):
+    """A group of tables that flip together (API.md, "Groups")."""
+
+    name: str
+    tables: list[str] = Field(..., description="Its members, as tables: <group>.<member>.")
+    versions: list[str]
+    labels: dict[str, str]
+    version: str = Field(..., description="The default version.")
+
+
+class GroupsList(BaseModel):
+    groups: list[GroupInfo]
+
+
+class GroupMemberIds(_Strict):
+    ids: Ids | None = None
+    keys: Keys | None = None
+
+
+class GroupLookupBody(_Strict):
+    """Members of the group -> their ids; every member is read at one group version."""
+
+    tables: dict[str, GroupMemberIds]
+    encoding: Literal["float", "base64"] = "float"
+    dtype: Literal["float32", "float16"] = "float32"
+
+
+class GroupMemberVectors(BaseModel):
+    shape: list[int]
+    dtype: Literal["float32", "float16"]
+    vectors: Floats | str
+
+
+class GroupLookupResult(BaseModel):
+    group: str
+    version: str
+    tables: dict[str, GroupMemberVectors]
 
 
 class Health(BaseModel):

@@ -24,11 +24,20 @@ from service.tables.registry import TableRegistry
 
 
 def resolve_table(call: Call) -> None:
-    """The table named by the path (``TableNotFound`` when there is none)."""
-    name = call.params["table"]
+    """The table named by the path at the query's ``version=`` (the default without one):
+    the one place every /v1 table route finds its table (``TableNotFound``,
+    ``VersionNotFound``)."""
     call.table_label = UNKNOWN_TABLE  # until the registry has found the table
-    call.table = call.services.registry.get(name)
-    call.table_label = name
+    call.use_table(call.services.registry.get(call.params["table"], call.version()))
+
+
+def resolve_version(call: Call) -> None:
+    """Check the query's ``version=`` of the path's table, if it is served (the admin reload
+    resolves the table itself, after loading it again)."""
+    version = call.version()
+    registry = call.services.registry
+    if version is not None and registry.has(call.params["table"]):
+        registry.get(call.params["table"], version)
 
 
 def table_gathers_inline(params: Mapping[str, str], registry: TableRegistry) -> bool:
@@ -64,10 +73,14 @@ def neighbors_body(call: Call) -> NeighborsRequest:
 
 
 def embeddings_body(call: Call) -> EmbeddingsRequest:
-    """The OpenAI embeddings body; its model (when loaded) labels the metrics."""
+    """The OpenAI embeddings body; its model (``table`` or ``table@version``, when served)
+    is resolved here: it labels the metrics and names the version that answers."""
     request = decode_embeddings(call.body, call.services.settings.max_ids)
     registry = call.services.registry
-    call.table_label = request.model if registry.has(request.model) else UNKNOWN_TABLE
+    name, _, version = request.model.partition("@")
+    call.table_label = name if registry.has(name) else UNKNOWN_TABLE
+    if registry.has(name):
+        call.use_table(registry.get(name, version or None))
     return request
 
 
@@ -98,5 +111,5 @@ async def find_neighbors(call: Call, request: NeighborsRequest) -> Neighbors:
 
 
 async def embed(call: Call, request: EmbeddingsRequest) -> Embeddings:
-    """One mean-pooled vector per input."""
-    return await embeddings.embeddings(call.services.registry, request)
+    """One mean-pooled vector per input, from the table (and version) the body named."""
+    return await embeddings.embeddings(call.services.registry, request, call.table)

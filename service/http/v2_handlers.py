@@ -22,7 +22,7 @@ def resolve_model(call: Call) -> None:
         call.services.registry, call.params["model"], call.params.get("version")
     )
     call.model = model
-    call.table_label = model.table.name
+    call.use_table(model.table)
 
 
 def model_gathers_inline(params: Mapping[str, str], registry: TableRegistry) -> bool:
@@ -47,7 +47,8 @@ def plan_infer(call: Call, request: V2InferRequest) -> Plan[Inference]:
     """The infer plan: ``embeddings`` (and ``mask`` for ``.sequences``)."""
     table, sequences = call.served_model()
     limit = call.services.settings.max_output_bytes
-    return infer.infer(table, sequences, call.params["model"], request, limit)
+    version = infer.v2_version(call.services.registry, table)
+    return infer.infer(table, sequences, call.params["model"], request, limit, version)
 
 
 async def server_metadata(call: Call, _: None) -> Document:
@@ -66,12 +67,10 @@ async def ready(call: Call, _: None) -> Document:
 
 
 async def model_metadata(call: Call, _: None) -> Document:
-    """A model's inputs and outputs."""
-    registry, params = call.services.registry, call.params
-    return infer.model_metadata(registry, params["model"], params.get("version"))
+    """A model's inputs and outputs, and its served versions."""
+    return infer.model_metadata(call.services.registry, call.params["model"], call.served_model())
 
 
 async def model_ready(call: Call, _: None) -> Document:
-    """Whether a model's batch worker is alive."""
-    registry, params = call.services.registry, call.params
-    return infer.model_ready(registry, params["model"], params.get("version"))
+    """Whether a model's (version's) batch worker is alive."""
+    return infer.model_ready(call.params["model"], call.served_model())

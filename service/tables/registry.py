@@ -13,14 +13,17 @@ import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from service import lifecycle, metrics
 from service.backends.gpu_memory import gpu_free_bytes
 from service.backends.ort_runtime import available_providers
-from service.errors import TableLoadError, TableNotFound, TableUnavailable
-from service.repository.discovery import TableSource, discover_tables
+from service.errors import GroupNotFound, TableLoadError, TableNotFound, TableUnavailable
+from service.repository.discovery import TableSource
+from service.repository.layout import discover_repository
 from service.settings import ServiceSettings
 from service.tables.installed_tables import InstalledTables
+from service.tables.redis_versions import RedisVersions
 from service.tables.reloads import Reloads
 from service.tables.served_table import ServedTable
 from service.tables.source_versions import source_version
@@ -31,7 +34,9 @@ from service.tables.table_builder import (
     TableBuilder,
     default_backend_factory,
 )
+from service.tables.version_sets import GroupSet, VersionSet
 from service.tables.version_watcher import VersionWatcher
+from service.tables.versioned_serving import VersionedServing
 from service.tables.worker_state import WorkerState
 
 log = logging.getLogger(__name__)
@@ -63,6 +68,14 @@ class TableRegistry:
             serving=self.installed.tables.get,
         )
         self._reloads = Reloads(settings, self.installed, self._builder, self._clients)
+        self._versioned = VersionedServing(
+            self.installed, self._builder, float(settings.drain_seconds)
+        )
+        drain = float(settings.drain_seconds)
+        self._redis_versions = RedisVersions(
+            self._builder.redis_version,
+            lambda table: self.installed.retire_later(table, drain),
+        )
         self._redis_retries: dict[str, asyncio.Task[None]] = {}
         self._watcher: asyncio.Task[None] | None = None
 
@@ -82,9 +95,20 @@ class TableRegistry:
         return self._reloads.attempted
 
     # ------------------------------------------------------------------ queries
-    def get(self, name: str) -> ServedTable:
-        """The table called ``name``; ``TableUnavailable`` when it is in the repository but
-        failed to load (failed is not missing), else ``TableNotFound``."""
+    def get(self, name: str, version: str | None = None) -> ServedTable:
+        """The table called ``name`` at ``version`` (a version string or a label; None: the
+        default version); ``TableUnavailable`` when it is in the repository but failed to load
+        (failed is not missing), else ``TableNotFound``; ``VersionNotFound`` (404, naming what
+        is served) for a version or label it does not serve. The table returned is one
+        immutable version: a request holds it to its end, whatever flips meanwhile."""
+        if version is not None:
+            versions = self.installed.version_sets.get(name)
+            if versions is not None:
+                return versions.pick(version)
+            current = self.get(name)
+            if current.weights.format == "redis":
+                return self._redis_versions.pick(current, version)
+            return VersionSet.single(current).pick(version)
         table = self.installed.tables.get(name)
         if table is None:
             self.check_not_failed(name)
@@ -106,6 +130,47 @@ class TableRegistry:
                 {"table": name, "reason": reason},
             )
 
+    def versions(self, name: str) -> VersionSet:
+        """Every served version of ``name`` (one for a flat table); errors as ``get``."""
+        versions = self.installed.version_sets.get(name)
+        return versions if versions is not None else VersionSet.single(self.get(name))
+
+    def versioned(self, name: str) -> bool:
+        """True for a versioned table or a group member (versions named by number)."""
+        return name in self.installed.version_sets
+
+    def info(self, table: ServedTable) -> dict[str, Any]:
+        """``TableInfo`` of ``table`` (one version): ``versions`` and ``labels`` of its name,
+        ``version`` the default version."""
+        versions = self.installed.version_sets.get(table.name)
+        if versions is None:
+            current = self.installed.tables.get(table.name, table)
+            if current.weights.format == "redis":
+                return {**table.info(), "versions": self._redis_versions.versions(current)}
+            return table.info()
+        return {
+            **table.info(),
+            "version": versions.default.served_version,
+            **versions.detail(),
+        }
+
+    def group(self, name: str) -> GroupSet:
+        """The group called ``name``; ``GroupNotFound`` (404) when there is none."""
+        group = self.installed.groups.get(name)
+        if group is None:
+            reason = self.failures.get(name)
+            if reason is not None:
+                raise TableUnavailable(
+                    f"group {name!r} is in the model repository but serves no version",
+                    {"group": name, "reason": reason},
+                )
+            raise GroupNotFound(f"no group named {name!r}", {"group": name})
+        return group
+
+    def groups(self) -> list[GroupSet]:
+        """The groups served, by name."""
+        return [self.installed.groups[name] for name in sorted(self.installed.groups)]
+
     def has(self, name: str) -> bool:
         """True when ``name`` is served."""
         return name in self.installed.tables
@@ -125,11 +190,15 @@ class TableRegistry:
         for table in self.installed.tables.values():
             if not table.batcher.healthy:
                 failed[table.name] = "batch worker stopped"
+        degraded = bool(failed)
+        # Held-back versions and unbound labels leave their table serving: named, still ready.
+        for failures in self.installed.version_failures.values():
+            failed.update(failures)
         if lifecycle.draining():
             return "draining", failed
         if self.loading:
             return "loading", failed
-        return ("degraded" if failed else "ready"), failed
+        return ("degraded" if degraded else "ready"), failed
 
     def gathers_inline(self, name: str) -> bool:
         """True when ``name`` is loaded and gathers in the caller's stack (numpy, batching
@@ -153,13 +222,33 @@ class TableRegistry:
     def publish_row_cache_metrics(self) -> None:
         """Move this worker's cache counts into the metrics (each worker, every poll, and
         before a scrape): the row-text cache's events and the Redis hot-row gauges."""
-        for table in self.tables():
+        for table in self.installed.all_tables():
             table.publish_cache_metrics()
 
     # ------------------------------------------------------------------ reloads
-    async def reload(self, name: str) -> ServedTable:
-        """Reload ``name`` in every worker of the server (``Reloads.reload``)."""
-        return await self._reloads.reload(name)
+    async def reload(self, name: str, version: str | None = None) -> ServedTable:
+        """Reload ``name`` in every worker of the server (``Reloads.reload``).
+
+        A versioned table or group member: this worker reads the repository again now and
+        loads version ``version`` (every version when None) again, with its held-back failure
+        forgotten; the other workers follow within the watch interval. Returns the table at
+        ``version`` (the default when None)."""
+        if not self._versioned.follows(name):
+            if version is not None:
+                self.get(name, version)  # a flat table's one version, or 404
+            return await self._reloads.reload(name)
+        owner = self.installed.member_of.get(name, name)
+        number = self.get(name, version).served_version if version is not None else None
+        self._versioned.forget(owner, None if number is None else int(number))
+        await self.follow_versions()
+        return self.get(name, version)
+
+    async def follow_versions(self, first: bool = False) -> None:
+        """Read the repository and follow its versioned tables and groups (each poll)."""
+        repository = await asyncio.to_thread(discover_repository, Path(self.settings.models))
+        async with self.installed.installing:
+            await self._versioned.sync(repository, first)
+        await self._redis_versions.refresh(list(self.installed.tables.values()))
 
     async def reload_local(self, name: str, generation: int | None = None) -> ServedTable:
         """Reload ``name`` in this worker only (``Reloads.reload_local``)."""
@@ -184,12 +273,14 @@ class TableRegistry:
         self.state.acks = dict(await asyncio.to_thread(self.state.requests))
         await self.installed.publish()
         folder = Path(self.settings.models)
-        sources, problems = await asyncio.to_thread(discover_tables, folder)
-        for name, reason in problems.items():
+        repository = await asyncio.to_thread(discover_repository, folder)
+        for name, reason in repository.problems.items():
             log.error("table %s not loaded: %s", name, reason)
             self.failures[name] = reason
-        for name, source in sources.items():
+        for name, source in repository.flat.items():
             await self._load_first(name, source)
+        async with self.installed.installing:
+            await self._versioned.sync(repository, first=True)
         self.installed.count()
         metrics.WORKERS.set(1)
         self.loading = False
@@ -265,5 +356,8 @@ class TableRegistry:
         metrics.WORKERS.set(0)
         for task in list(self._redis_retries.values()):
             task.cancel()
+        for table in self._redis_versions.tables():
+            await table.batcher.close()
+            table.backend.close()
         await self.installed.close()
         await self._clients.close()

@@ -158,10 +158,12 @@ class Reloads:
         return entry is None or time.monotonic() >= entry[0]
 
     async def reload_all(self) -> None:
-        """Reload every table of the repository in every worker (SIGHUP); failures keep the
-        old versions."""
+        """Reload every flat table of the repository in every worker (SIGHUP); failures keep
+        the old versions. Versioned tables and groups follow the repository by themselves."""
         sources, _ = await asyncio.to_thread(discover_tables, Path(self.settings.models))
-        for name in sorted(set(sources) | set(self._installed.tables)):
+        installed = self._installed
+        flat = [name for name in installed.tables if name not in installed.version_sets]
+        for name in sorted(set(sources) | set(flat)):
             try:
                 await self.reload(name)
             except Exception as exc:

@@ -39,6 +39,9 @@ class ServedTable:
     row_cache: RowTextCache
     pad_id: int | None
     vocabulary: Vocabulary | None = None
+    # The version that answers for this table (X-Table-Version, TableInfo): "N" for a version
+    # of a versioned table or group, else (flat, Redis) the weights' version as always.
+    served_version: str = ""
     _index: ExactNeighborIndex | None = field(default=None, repr=False)
     _search_pool: ThreadPoolExecutor | None = field(default=None, repr=False)
     # Searches started and not yet answered (running or queued on the search thread): a
@@ -52,6 +55,8 @@ class ServedTable:
     def __post_init__(self) -> None:
         self.rows = self.weights.rows
         self.dim = self.weights.dim
+        if not self.served_version:
+            self.served_version = self.weights.version
 
     def local_weights(self, route: str) -> TableWeights:
         """The table's local rows, for routes that scan them; 422 for a Redis table."""
@@ -134,7 +139,9 @@ class ServedTable:
             "mask_zero": self.options.mask_zero,
             "max_norm": self.options.max_norm,
             "norm_type": self.options.norm_type,
-            "version": self.weights.version,
+            "version": self.served_version,
+            "versions": [self.served_version],
+            "labels": {},
             "placement_reason": self.placement.reason,
             "vocabulary": self.vocabulary.info() if self.vocabulary else None,
             "batching": {

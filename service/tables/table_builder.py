@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -14,7 +15,13 @@ from service.backends.ort_gather import OrtGatherBackend
 from service.backends.placed import build_placed_backend
 from service.backends.placement import Placement, choose_placement, held_gpu_bytes
 from service.backends.redis_gather import RedisGatherBackend
-from service.backends.redis_store import STORE_ERRORS, RedisLayout, read_current, read_meta
+from service.backends.redis_store import (
+    STORE_ERRORS,
+    RedisLayout,
+    RedisTableMeta,
+    read_current,
+    read_meta,
+)
 from service.batching.direct_gatherer import DirectGatherer
 from service.batching.gatherer import BatchingConfig, TableGatherer
 from service.batching.micro_batcher import MicroBatcher
@@ -87,8 +94,14 @@ class TableBuilder:
         table = await self._build_redis(source)
         return table, redis_source_version(table.weights.version, files)
 
-    def _build_file(self, source: TableSource) -> ServedTable:
-        options = read_table_options(source.options_path)
+    async def build_version(self, source: TableSource, options: TableOptions) -> ServedTable:
+        """Version ``source.version`` of a versioned table or group member, with ``options``
+        (read by the repository layer: a versioned ``table.toml`` also holds the policy). It
+        serves beside the other versions: it replaces none (no GPU room is reclaimed)."""
+        return await asyncio.to_thread(self._build_file, source, options)
+
+    def _build_file(self, source: TableSource, given: TableOptions | None = None) -> ServedTable:
+        options = read_table_options(source.options_path) if given is None else given
         if options.redis is not None:
             raise TableLoadError(
                 f"{source.options_path}: redis is set but {source.path.name} lies beside it; "
@@ -106,20 +119,21 @@ class TableBuilder:
                 )
             options = options.model_copy(update={"backend": "numpy", "device": "cpu"})
         self._warm_up(source, options, weights)
-        placement, backend = self._backend(source, options, weights)
+        placement, backend = self._backend(source, options, weights, given is None)
         return ServedTable(
             name=source.name,
             weights=weights,
             options=options,
             placement=placement,
             backend=backend,
-            batcher=self._gatherer(source, options, backend),
+            batcher=self._gatherer(source.name, options, backend),
             # A numpy gather copies a repeated row again; other backends pay more for it.
             row_cache=RowTextCache.from_settings(
                 self.settings, source.name, repeats_cheap=backend.inline_safe
             ),
             pad_id=pad_id,
             vocabulary=vocabulary,
+            served_version="" if source.version is None else str(source.version),
         )
 
     def _warm_up(self, source: TableSource, options: TableOptions, weights: TableWeights) -> None:
@@ -136,10 +150,11 @@ class TableBuilder:
         )
 
     def _backend(
-        self, source: TableSource, options: TableOptions, weights: TableWeights
+        self, source: TableSource, options: TableOptions, weights: TableWeights, replaces: bool
     ) -> tuple[Placement, GatherBackend]:
-        """Where a file table is served and its backend: the one place that makes either."""
-        serving = self._serving(source.name)
+        """Where a file table is served and its backend: the one place that makes either.
+        ``replaces``: the table replaces the one serving under its name (a reload)."""
+        serving = self._serving(source.name) if replaces else None
         placement = choose_placement(
             device=options.device,
             backend=options.backend,
@@ -201,16 +216,33 @@ class TableBuilder:
                 f"rows in Redis at {where}; {backend.cache.capacity} hot rows cached",
             ),
             backend=backend,
-            batcher=self._gatherer(source, options, backend),
+            batcher=self._gatherer(source.name, options, backend),
             # Rows outside the hot-row cache are read from Redis (API.md): no text cache.
             row_cache=RowTextCache(0),
             pad_id=pad_id,
             vocabulary=vocabulary,
         )
 
-    def _gatherer(
-        self, source: TableSource, options: TableOptions, backend: GatherBackend
-    ) -> TableGatherer:
+    def redis_version(self, current: ServedTable, meta: RedisTableMeta) -> ServedTable:
+        """Another version of the Redis table ``current`` (a pinned request's), from its meta:
+        the same client, options and vocabulary; its own backend, hot-row cache and batcher.
+        Synchronous: the meta was read already (``RedisGatherBackend.versions``)."""
+        assert isinstance(current.backend, RedisGatherBackend), "a Redis table"
+        backend = current.backend.at_version(meta)
+        return dataclasses.replace(
+            current,
+            weights=meta,
+            backend=backend,
+            batcher=self._gatherer(current.name, current.options, backend),
+            row_cache=RowTextCache(0),
+            served_version=meta.version,
+            _index=None,
+            _search_pool=None,
+            _searches=0,
+            _search_closed=False,
+        )
+
+    def _gatherer(self, name: str, options: TableOptions, backend: GatherBackend) -> TableGatherer:
         """A MicroBatcher for a table that batches, else a DirectGatherer."""
         s = self.settings
         config = BatchingConfig(
@@ -225,7 +257,7 @@ class TableBuilder:
             timeout_ms=options.timeout_ms or s.timeout_ms,
         )
         gatherer = MicroBatcher if config.enabled else DirectGatherer
-        return gatherer(backend, config, source.name)
+        return gatherer(backend, config, name)
 
 
 def _pad_and_vocabulary(

@@ -50,6 +50,8 @@ class WatchedTables(Protocol):
 
     def publish_row_cache_metrics(self) -> None: ...
 
+    async def follow_versions(self, first: bool = False) -> None: ...
+
 
 class VersionWatcher:
     """Polls at ``interval`` seconds until cancelled."""
@@ -77,6 +79,9 @@ class VersionWatcher:
         await self.follow_requests()
         if self.watch_files:
             await self.follow_sources()
+            # Versioned tables and groups: new, removed and changed version folders, policy
+            # and labels (TableRegistry.follow_versions).
+            await self.registry.follow_versions()
         self.registry.publish_row_cache_metrics()
 
     async def follow_requests(self) -> None:

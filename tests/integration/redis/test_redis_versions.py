@@ -202,3 +202,38 @@ def test_a_reload_serves_the_new_version_with_a_new_cache(
             assert reloaded.json()["version"] == v2
             rows = client.post("/v1/tables/again/lookup", json=lookup).json()["vectors"]
             assert np.array_equal(np.array(rows, np.float32), new[ids])
+
+
+def test_a_pinned_version_is_any_complete_version_still_in_redis(
+    tmp_path: Path, redis_single: RedisNode
+) -> None:
+    old, new = random_table(ROWS, DIM, 21), random_table(ROWS, DIM, 22)
+    one, two = write_npy(tmp_path, "one", old), write_npy(tmp_path, "two", new)
+    v1 = push_cli(str(one), "--redis", redis_single.url, "--name", "pinned")
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "pinned.toml").write_text(redis_table_toml(redis_single.url))
+    ids = [0, 7, 11]
+    with ServerProcess(folder, env={"EMBED_RELOAD_POLL_SECONDS": "0.1"}) as server:
+        server.wait_ready()
+        v2 = push_cli(str(two), "--redis", redis_single.url, "--name", "pinned")
+        source = f"{server.url}/v1/tables/pinned"
+        deadline = time.monotonic() + 60
+        while httpx.get(source).json()["versions"] != sorted([v1, v2]):
+            assert time.monotonic() < deadline, httpx.get(source).json()
+            time.sleep(0.05)
+        while httpx.get(source).json()["version"] != v2:
+            assert time.monotonic() < deadline, "the new version never became current"
+            time.sleep(0.05)
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for version, rows in ((v1, old), (v2, new), (None, new)):
+                params = {"version": version} if version else {}
+                response = client.post("/v1/tables/pinned/lookup", params=params, json={"ids": ids})
+                assert response.status_code == 200, response.text
+                assert response.headers["x-table-version"] == (version or v2)
+                assert np.array_equal(np.array(response.json()["vectors"], np.float32), rows[ids])
+            missing = client.post(
+                "/v1/tables/pinned/lookup", params={"version": "nope"}, json={"ids": ids}
+            )
+            assert missing.status_code == 404
+            assert missing.json()["error"]["detail"]["versions"] == sorted([v1, v2])

@@ -27,7 +27,7 @@ class _Registry:
     def has(self, _name: str) -> bool:
         return False
 
-    async def reload(self, _name: str) -> Any:
+    async def reload(self, _name: str, _version: str | None = None) -> Any:
         raise self.error
 
 

@@ -84,6 +84,12 @@ async def serving(folder: Path) -> AsyncIterator[Harness]:
     for name, table in TABLES.items():
         options = 'backend = "onnxruntime"\nbatching = true\n' if name == "batched" else None
         write_npy(folder, name, table, options)
+    # A versioned table: versions 1 and 2, label stable = 1.
+    (folder / "vt").mkdir()
+    (folder / "vt" / "table.toml").write_text("versions = {all = true}\n[labels]\nstable = 1\n")
+    for number in (1, 2):
+        (folder / "vt" / str(number)).mkdir()
+        np.save(folder / "vt" / str(number) / "vt.npy", random_table(20, 4, 10 + number))
     app = create_app(ServiceSettings(models=folder))
     await app.registry.load()
     try:
@@ -142,6 +148,12 @@ CLAIMED = [
     post("/v1/tables/small/lookup", b""),  # Content-Length: 0, no JSON: 400
     post("/v2/models/small/infer", orjson.dumps({"inputs": [V2_IDS]})),  # V2, the table
     post("/v2/models/small.sequences/versions/1/infer", orjson.dumps({"inputs": [V2_IDS]})),
+    # Versions: X-Table-Version on every answer, pinned or not, the 404 of an unknown one.
+    lookup([3], "vt"),
+    post("/v1/tables/vt/lookup?version=1", orjson.dumps({"ids": [3]})),
+    post("/v1/tables/vt/bags?version=stable", orjson.dumps({"bags": [[1, 2]]})),
+    post("/v1/tables/vt/lookup?version=9", orjson.dumps({"ids": [3]})),
+    post("/v2/models/vt/versions/stable/infer", orjson.dumps({"inputs": [V2_IDS]})),
 ]
 
 
@@ -164,7 +176,7 @@ def test_small_requests_to_inline_tables_are_answered_by_the_lane_as_the_asgi_pa
             assert lane_body == asgi_body, request
             statuses.append(status(lane_head))
         assert harness.lane.answered == len(CLAIMED) and harness.lane.handed_back == 0
-        assert statuses == [200] * 7 + [422, 400, 415, 422, 400, 200, 200]
+        assert statuses == [200] * 7 + [422, 400, 415, 422, 400, 200, 200, 200, 200, 200, 404, 200]
 
     run(tmp_path, test)
 

@@ -49,6 +49,7 @@ REQUESTS: list[tuple[str, Any, dict[str, str], int]] = [
     ("/v1/embeddings", {"model": "t", "input": [[1, 2], [3]]}, {}, 200),
     ("/v1/embeddings", {"model": "t", "input": 4, "encoding_format": "base64"}, {}, 200),
     ("/v1/embeddings", {"model": "nope", "input": 4}, {}, 404),
+    ("/v1/groups/none/lookup", {"tables": {"a": {"ids": [1]}}}, {}, 404),
     ("/v1/admin/tables/t/reload", b"", ADMIN, 200),
     ("/v1/admin/tables/t/reload", b"", {}, 401),
     ("/v2/models/t/infer", V2_IDS, {}, 200),

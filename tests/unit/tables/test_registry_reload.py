@@ -55,6 +55,9 @@ class FakeStore:
         self.after_meta()
         return raw
 
+    async def hgetall(self, key: bytes | str) -> dict[str, str]:
+        return dict(self.versions)
+
     async def aclose(self) -> None:
         pass
 
