@@ -217,3 +217,11 @@ class TableLoadError(Exception):
 class TableRemoved(TableLoadError):
     """The table's files are no longer in the repository (a reload of a removed table: the
     admin route answers 404 when no version of it was ever served)."""
+
+
+class UpdateVersionNotFound(ServiceError):
+    """A row update to a version the table does not serve (issue 25; the lead folds it into
+    issue 24's ``VersionNotFound`` at merge)."""
+
+    status = 404
+    code = "version_not_found"

@@ -34,6 +34,7 @@ class Call:
     table_label: str = ""
     table: ServedTable | None = None
     model: V2Model | None = None
+    query: bytes = b""  # the raw query string (the rows route reads ``?version=``)
 
     def served_table(self) -> ServedTable:
         """The table the resolver found (a route without a table resolver has none)."""

@@ -83,6 +83,7 @@ class Dispatcher:
         One coroutine on purpose: at W1 an extra await level is a measurable share."""
         started = time.perf_counter()
         call = Call(params, scope_headers(scope), self.services)
+        call.query = scope.get("query_string", b"")
         try:
             self._check_head(route, call, scope)
             body = await read_body(receive, self.max_body_bytes) if route.decoders else b""

@@ -168,6 +168,7 @@ class TableInfo(BaseModel):
     max_norm: float | None
     norm_type: float
     version: str
+    update_sequence: int = Field(0, description="Row updates applied to this version.")
     placement_reason: str
     batching: BatchingInfo
 

@@ -31,6 +31,7 @@ from service.tables.table_builder import (
     TableBuilder,
     default_backend_factory,
 )
+from service.tables.update_follower import UpdateFollower
 from service.tables.version_watcher import VersionWatcher
 from service.tables.worker_state import WorkerState
 
@@ -65,6 +66,7 @@ class TableRegistry:
         self._reloads = Reloads(settings, self.installed, self._builder, self._clients)
         self._redis_retries: dict[str, asyncio.Task[None]] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self._updates: UpdateFollower | None = None  # row updates (issue 25)
 
     @property
     def failures(self) -> dict[str, str]:
@@ -199,6 +201,7 @@ class TableRegistry:
         self._watcher = asyncio.get_running_loop().create_task(
             watcher.run(), name="version-watcher"
         )
+        self._updates = UpdateFollower(self.tables, self.reload_local).start()  # issue 25
 
     async def _load_first(self, name: str, source: TableSource) -> None:
         """Load and serve one table at start-up; a failure leaves its reason in ``failures``.
@@ -260,6 +263,8 @@ class TableRegistry:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        if self._updates is not None:
+            await self._updates.close()  # issue 25
         with contextlib.suppress(OSError):
             self.state.withdraw()
         metrics.WORKERS.set(0)

@@ -6,7 +6,7 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from service.repository.options import TableOptions
 from service.repository.vocabulary import Vocabulary
 from service.repository.weights import TableWeights
 from service.semantics.neighbors import ExactNeighborIndex
+
+if TYPE_CHECKING:
+    from service.tables.table_updates import TableUpdates
 
 
 @dataclass
@@ -39,6 +42,7 @@ class ServedTable:
     row_cache: RowTextCache
     pad_id: int | None
     vocabulary: Vocabulary | None = None
+    updates: TableUpdates | None = None  # row updates (table_updates); None: refused (409)
     _index: ExactNeighborIndex | None = field(default=None, repr=False)
     _search_pool: ThreadPoolExecutor | None = field(default=None, repr=False)
     # Searches started and not yet answered (running or queued on the search thread): a
@@ -135,6 +139,7 @@ class ServedTable:
             "max_norm": self.options.max_norm,
             "norm_type": self.options.norm_type,
             "version": self.weights.version,
+            "update_sequence": self.updates.sequence if self.updates is not None else 0,
             "placement_reason": self.placement.reason,
             "vocabulary": self.vocabulary.info() if self.vocabulary else None,
             "batching": {

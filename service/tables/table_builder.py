@@ -30,6 +30,7 @@ from service.settings import ServiceSettings
 from service.tables.served_table import ServedTable
 from service.tables.source_versions import file_source_version, redis_source_version
 from service.tables.store_clients import StoreClients, redacted
+from service.tables.table_updates import attach_updates
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,12 @@ class TableBuilder:
         read before the build (files changed during it read as changed next poll); a Redis
         table serves the version it pinned, whatever the pointer says by now."""
         if source.format != "redis":
-            return await asyncio.to_thread(self._build_file, source), version
+            table = await asyncio.to_thread(self._build_file, source)
+            await attach_updates(table, self._clients)  # row updates (issue 25)
+            return table, version
         files = await asyncio.to_thread(file_source_version, source)
         table = await self._build_redis(source)
+        await attach_updates(table, self._clients)  # row updates (issue 25)
         return table, redis_source_version(table.weights.version, files)
 
     def _build_file(self, source: TableSource) -> ServedTable:
