@@ -8,8 +8,7 @@
 Binary transport by default (raw little-endian ids in, raw float32 out: no JSON on the hot
 path), JSON with ``binary=False``. Connection pooling and timeouts come from httpx; 503
 ``overloaded`` answers are retried with exponential backoff, honouring ``Retry-After``.
-Errors are raised as the service's own exception classes (``service.errors``), carrying the
-server's ``code``, ``message`` and ``detail``.
+Errors are the service's own exception classes (``service.errors``). Row updates: ``update_rows``.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ import httpx
 import numpy as np
 
 from service import errors
+from service.client_updates import AsyncRowUpdates, RowUpdates
 
 OCTET = "application/octet-stream"
 ERROR_CLASSES: dict[str, type[errors.ServiceError]] = {
@@ -231,7 +231,7 @@ class _ClientBase:
         return call.parse(response)
 
 
-class EmbeddingClient(_ClientBase):
+class EmbeddingClient(RowUpdates, _ClientBase):
     """Blocking client; one pooled httpx connection pool per instance."""
 
     def __init__(
@@ -312,7 +312,7 @@ class EmbeddingClient(_ClientBase):
         self.close()
 
 
-class AsyncEmbeddingClient(_ClientBase):
+class AsyncEmbeddingClient(AsyncRowUpdates, _ClientBase):
     """asyncio client with the same methods as ``EmbeddingClient``, awaited."""
 
     def __init__(
