@@ -117,30 +117,32 @@ def test_every_bad_update_is_refused_with_nothing_applied(tmp_path: Path) -> Non
         ("nope", {"ids": [1], "vectors": [[0.0] * DIM]}, {}, 404, "table_not_found"),
         ("t", {"ids": [1], "vectors": [[0.0] * DIM]}, {"version": "9"}, 404, "version_not_found"),
     ]
-    with start(models, "--max-ids", "8", workers=1) as server:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            for table_name, body, query, status, code in cases:
-                path = url_rows.format(table_name)
-                response = client.post(path, json=body, headers=AUTH, params=query)
-                assert response.status_code == status, (body, response.text)
-                if code is not None:
-                    assert response.json()["error"]["code"] == code, response.text
-            nan_rows = np.full((1, DIM), np.nan, "<f4").tobytes()
-            binary = np.array([2], "<i8").tobytes() + nan_rows
-            headers = {**AUTH, "Content-Type": "application/octet-stream", "X-Rows": "1"}
-            response = client.post(url_rows.format("t"), content=binary, headers=headers)
-            assert response.status_code == 422, response.text
-            response = client.post(url_rows.format("t"), content=binary[:-1], headers=headers)
-            assert response.status_code == 400, response.text
-            unauthorised = client.post(url_rows.format("t"), json=cases[0][1])
-            assert unauthorised.status_code == 401
-            assert table_info(server.url, "t")["update_sequence"] == 0
-            assert np.array_equal(lookup(client, "t", list(range(8))), table[:8])
-            good = np.arange(DIM, dtype="<f4").reshape(1, DIM)
-            body = np.array([2], "<i8").tobytes() + good.tobytes()
-            response = client.post(url_rows.format("t"), content=body, headers=headers)
-            assert response.status_code == 200 and response.json()["sequence"] == 1
-            assert np.array_equal(lookup(client, "t", [2]), good)
+    with (
+        start(models, "--max-ids", "8", workers=1) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
+        for table_name, body, query, status, code in cases:
+            path = url_rows.format(table_name)
+            response = client.post(path, json=body, headers=AUTH, params=query)
+            assert response.status_code == status, (body, response.text)
+            if code is not None:
+                assert response.json()["error"]["code"] == code, response.text
+        nan_rows = np.full((1, DIM), np.nan, "<f4").tobytes()
+        binary = np.array([2], "<i8").tobytes() + nan_rows
+        headers = {**AUTH, "Content-Type": "application/octet-stream", "X-Rows": "1"}
+        response = client.post(url_rows.format("t"), content=binary, headers=headers)
+        assert response.status_code == 422, response.text
+        response = client.post(url_rows.format("t"), content=binary[:-1], headers=headers)
+        assert response.status_code == 400, response.text
+        unauthorised = client.post(url_rows.format("t"), json=cases[0][1])
+        assert unauthorised.status_code == 401
+        assert table_info(server.url, "t")["update_sequence"] == 0
+        assert np.array_equal(lookup(client, "t", list(range(8))), table[:8])
+        good = np.arange(DIM, dtype="<f4").reshape(1, DIM)
+        body = np.array([2], "<i8").tobytes() + good.tobytes()
+        response = client.post(url_rows.format("t"), content=body, headers=headers)
+        assert response.status_code == 200 and response.json()["sequence"] == 1
+        assert np.array_equal(lookup(client, "t", [2]), good)
 
 
 def _whole(rows: np.ndarray) -> float:
