@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 
 from service import errors
-from service.client_updates import AsyncRowUpdates, RowUpdates
+from service.client_updates import RowUpdates
 
 OCTET = "application/octet-stream"
 ERROR_CLASSES: dict[str, type[errors.ServiceError]] = {
@@ -312,7 +312,7 @@ class EmbeddingClient(RowUpdates, _ClientBase):
         self.close()
 
 
-class AsyncEmbeddingClient(AsyncRowUpdates, _ClientBase):
+class AsyncEmbeddingClient(RowUpdates, _ClientBase):
     """asyncio client with the same methods as ``EmbeddingClient``, awaited."""
 
     def __init__(

@@ -51,7 +51,7 @@ def update_rows_call(
 
 
 class RowUpdates:
-    """``update_rows`` for ``EmbeddingClient``."""
+    """``update_rows`` for ``EmbeddingClient`` and ``AsyncEmbeddingClient`` (awaited there)."""
 
     if TYPE_CHECKING:
 
@@ -66,33 +66,9 @@ class RowUpdates:
         version: str | None = None,
         *,
         admin_key: str | None = None,
-    ) -> dict[str, Any]:
-        """Replace rows ``ids`` of ``table`` (at ``version``) with ``vectors`` (n x dim);
-        ``{"table", "version", "sequence", "rows"}`` once durable. The same ``update_id``
-        again answers the first update's sequence and applies nothing."""
-        call = update_rows_call(table, ids, vectors, update_id, version, admin_key)
-        answer: dict[str, Any] = self._send(call)
-        return answer
-
-
-class AsyncRowUpdates:
-    """``update_rows`` for ``AsyncEmbeddingClient``."""
-
-    if TYPE_CHECKING:
-
-        async def _send(self, call: Any) -> Any: ...
-
-    async def update_rows(
-        self,
-        table: str,
-        ids: Any,
-        vectors: Any,
-        update_id: str | None = None,
-        version: str | None = None,
-        *,
-        admin_key: str | None = None,
-    ) -> dict[str, Any]:
-        """:meth:`RowUpdates.update_rows`, awaited."""
-        call = update_rows_call(table, ids, vectors, update_id, version, admin_key)
-        answer: dict[str, Any] = await self._send(call)
-        return answer
+    ) -> Any:
+        """Replace rows ``ids`` of ``table`` (at ``version``) with ``vectors`` (n x dim):
+        ``{"table", "version", "sequence", "rows"}`` once durable (the async client: an
+        awaitable of it). The same ``update_id`` again answers the first update's sequence
+        and applies nothing."""
+        return self._send(update_rows_call(table, ids, vectors, update_id, version, admin_key))

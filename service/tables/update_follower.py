@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from service.tables.served_table import ServedTable
 from service.tables.table_updates import FileTableUpdates, TableUpdates
 from service.updates.catch_up import OverlayStale
-from service.updates.compaction import compact_if_due
+from service.updates.compaction import compact_if_due, held_alone
 from service.updates.file_log import FileUpdateLog
 from service.updates.layout import logs_of
 
@@ -126,17 +124,6 @@ def compact_alone(log_: FileUpdateLog) -> str:
         return compact_if_due(log_) if alone else ""
 
 
-@contextlib.contextmanager
-def _compactor(log_: FileUpdateLog) -> Iterator[bool]:
+def _compactor(log_: FileUpdateLog) -> contextlib.AbstractContextManager[bool]:
     """Whether this process holds the log's compactor lock (never waits for it)."""
-    lock = logs_of(log_.table_file) / f"{log_.version}.{COMPACTOR_LOCK}"
-    descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(descriptor)
+    return held_alone(logs_of(log_.table_file) / f"{log_.version}.{COMPACTOR_LOCK}")

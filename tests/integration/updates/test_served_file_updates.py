@@ -3,6 +3,7 @@ repository (API.md, "Row updates"). Every wait polls with a deadline; no wall-cl
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -12,8 +13,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from service.client import AsyncEmbeddingClient, EmbeddingClient
 from service.repository.compact import convert_table
 from tests.integration.updates.served import (
+    ADMIN,
     AUTH,
     applied_in_workers,
     fresh_lookup,
@@ -92,8 +95,18 @@ def test_same_update_id_answers_the_first_sequence_and_applies_nothing(tmp_path:
     models, _ = _repository(tmp_path)
     with start(models, workers=1) as server:
         first = update(server.url, "t", [7], np.ones((1, DIM)), "job-1").json()
-        again = update(server.url, "t", [7], np.zeros((1, DIM)), "job-1").json()
+        with EmbeddingClient(server.url) as client:
+            again = client.update_rows("t", [7], np.zeros((1, DIM)), "job-1", admin_key=ADMIN)
         assert again == first
+
+        async def twice() -> dict:
+            async with AsyncEmbeddingClient(server.url, api_key=ADMIN) as client:
+                answer: dict = await client.update_rows(
+                    "t", [7], np.zeros((1, DIM)), "job-1", version=first["version"]
+                )
+                return answer
+
+        assert asyncio.run(twice()) == first
         assert np.array_equal(fresh_lookup(server.url, "t", [7]), np.ones((1, DIM)))
         assert table_info(server.url, "t")["update_sequence"] == 1
 
