@@ -35,7 +35,8 @@ from service.errors import TableLoadError
 from service.repository.weights import TableWeights, file_version
 from service.tables.served_table import ServedTable
 from service.tables.store_clients import StoreClients
-from service.updates.base_manifest import FileIdentity, served_version
+from service.updates.base_manifest import FileIdentity, is_compaction_of, served_version
+from service.updates.catch_up import OverlayStale
 from service.updates.delta_files import DELTA, file_name
 from service.updates.file_log import FileUpdateLog, TableShape
 from service.updates.overlay import OverlayState, PendingState, UpdateOverlay
@@ -69,9 +70,15 @@ class FileTableUpdates:
     """The update log of a file table version and this worker's overlay of it."""
 
     def __init__(
-        self, name: str, log_: FileUpdateLog, overlay: UpdateOverlay, cache: RowTextCache
+        self,
+        name: str,
+        log_: FileUpdateLog,
+        overlay: UpdateOverlay,
+        cache: RowTextCache,
+        base: FileIdentity,
     ) -> None:
         self.name = name
+        self.base = base  # the table file as mapped
         self.log = log_
         self.overlay = overlay
         self.row_cache = cache
@@ -107,6 +114,18 @@ class FileTableUpdates:
             return
         self._folder_mtime = mtime
         await self.refresh()
+        if await asyncio.to_thread(self._base_compacted):
+            # Load the compacted base (same version, same answers) so that the rows folded
+            # into it leave this worker's overlay: what bounds the overlay's size.
+            raise OverlayStale(f"{self.log.table_file}: updates were folded into the base file")
+
+    def _base_compacted(self) -> bool:
+        """Whether the table file is now a compaction of this version other than the one mapped."""
+        path = self.log.table_file
+        try:
+            return FileIdentity.of(path) != self.base and is_compaction_of(path, self.version)
+        except FileNotFoundError:
+            return False
 
     async def refresh(self) -> None:
         """Read new updates aside, then swap them in and drop their rows from the cache.
@@ -240,7 +259,7 @@ def file_updates(
     version = served_version(path, weights.version)
     log_ = FileUpdateLog(path, version, TableShape(weights.rows, weights.dim, weights.stored_dtype))
     overlay = log_.overlay(base=identity)
-    return replace(weights, version=version), FileTableUpdates(name, log_, overlay, cache)
+    return replace(weights, version=version), FileTableUpdates(name, log_, overlay, cache, identity)
 
 
 async def attach_updates(table: ServedTable, clients: StoreClients) -> None:

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import pytest
 
 from service.app.plan import FinalRows
 from service.caches.row_text_cache import RowTextCache
@@ -98,3 +99,19 @@ def test_compaction_runs_in_one_process_at_a_time(tmp_path: Path) -> None:
     assert compact_alone(updates.log) != ""
     sequence = updates.log.sequence()
     assert sequence == compaction.MAX_DELTA_FILES  # compaction changes no sequence
+
+
+def test_a_base_file_compacted_elsewhere_reloads_the_table(tmp_path: Path) -> None:
+    """The rows folded into a new base leave the overlay: the table is loaded again (the same
+    version), which bounds what a long-running worker holds."""
+    _, updates, _ = _served(tmp_path)
+    for n in range(compaction.MAX_DELTA_FILES):
+        _offline(tmp_path, [n], float(n))
+    assert "base" in compaction.compact_if_due(updates.log)
+    with pytest.raises(OverlayStale):
+        asyncio.run(updates.poll())
+    weights = load_npy(tmp_path / "t.npy")
+    served_weights, again = file_updates("t", weights, RowTextCache(0))
+    assert again is not None and served_weights.version == updates.version
+    assert again.sequence == compaction.MAX_DELTA_FILES and again.state is None
+    assert np.array_equal(np.asarray(weights.array[:3]), [[0.0] * DIM, [1.0] * DIM, [2.0] * DIM])
