@@ -7,10 +7,12 @@ Two service processes of two workers each over one model repository holding a
 ``rows x dim`` float32 table (``bench_data/``, shared with ``loadtest/bench.py``), uniform ids:
 
 1. W2 (32 ids, 64 connections, JSON) and W3 (1,024 ids, 16 connections, binary) on a table
-   never updated, then with 100,000 updated rows not yet compacted (50 updates of 2,000 rows:
-   fewer than the 64 files that start a compaction). Per server CPU-second (``/proc``).
-2. W2 JSON while 10,000 rows/s are applied (10 updates of 1,000 rows a second, by HTTP), beside
-   the same run with none.
+   with 100,000 updated rows not yet compacted (50 updates of 2,000 rows: fewer than the 64
+   files that start a compaction) and on the same rows never updated (a second table, a hard
+   link of the same file). Per server CPU-second (``/proc``); runs interleaved ``--repeats``
+   times, medians (the machine's other load weighs on each alike).
+2. W2 JSON while 10,000 rows/s are applied (10 updates of 1,000 rows a second, by HTTP),
+   interleaved with the same run with none.
 3. Visibility under W2 load: ``--updates`` updates one at a time; each from its ``200`` until
    every worker of both processes has applied it (each worker counts its application in
    ``embedding_row_update_delay_seconds_count``, polled); p50 and p99.
@@ -23,6 +25,7 @@ Prints markdown. The machine's other load shows in every figure: compare rows of
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import sys
@@ -92,10 +95,10 @@ def post_update(client: httpx.Client, ids: np.ndarray, rows: np.ndarray) -> dict
 
 
 def lookups(
-    server: Server, workload: str, wire: str, args: argparse.Namespace
+    server: Server, workload: str, wire: str, args: argparse.Namespace, table: str = "big"
 ) -> tuple[float, float]:
-    """(vectors per server CPU-second, requests/s) of one wrk run."""
-    case = Case("service", "/v1/tables/big/lookup", workload, wire)
+    """(vectors per server CPU-second, requests/s) of one wrk run on ``table``."""
+    case = Case("service", f"/v1/tables/{table}/lookup", workload, wire)
     run_wrk(
         server.port,
         case,
@@ -191,6 +194,65 @@ def offline_rate(repo: Path, args: argparse.Namespace) -> float:
     return written / (time.perf_counter() - started)
 
 
+def compare(
+    servers: list[Server],
+    runs: dict[str, tuple[str, str, str]],
+    args: argparse.Namespace,
+    during: threading.Event | None = None,
+) -> dict[str, tuple[float, float]]:
+    """Median figures of ``runs`` (name -> table, workload, wire), interleaved ``--repeats``
+    times so that the machine's other load weighs on each alike."""
+    seen: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+    for _ in range(args.repeats):
+        for name, (table, workload, wire) in runs.items():
+            seen[name].append(lookups(servers[0], workload, wire, args, table))
+    return {
+        name: (statistics.median(v[0] for v in got), statistics.median(v[1] for v in got))
+        for name, got in seen.items()
+    }
+
+
+def measure_served(
+    servers: list[Server], args: argparse.Namespace
+) -> tuple[dict[str, tuple[float, float]], list[float], float]:
+    """Lookup figures, visibility delays and the HTTP update rate, on running servers."""
+    url = f"http://127.0.0.1:{servers[0].port}"
+    write_many(url, 100_000, 2000, args.dim, args.rows, None)
+    while min(applied(s) for s in servers) < 100:
+        time.sleep(0.05)
+    figures = compare(
+        servers,
+        {
+            "W2 json, never updated": ("plain", "W2", "json"),
+            "W2 json, 100,000 updated rows": ("big", "W2", "json"),
+            "W3 binary, never updated": ("plain", "W3", "binary"),
+            "W3 binary, 100,000 updated rows": ("big", "W3", "binary"),
+        },
+        args,
+    )
+    during: dict[str, list[tuple[float, float]]] = {}
+    for applying in (False, True) * args.repeats:
+        stop = threading.Event()
+        writer = threading.Thread(
+            target=write_many, args=(url, 10**12, 1000, args.dim, args.rows, 10_000.0, stop)
+        )
+        if applying:
+            writer.start()
+        name = "W2 json, applying 10,000 rows/s" if applying else "W2 json, none being applied"
+        during.setdefault(name, []).append(lookups(servers[0], "W2", "json", args, "big"))
+        stop.set()
+        if applying:
+            writer.join()
+    for name, got in during.items():
+        figures[name] = (
+            statistics.median(v[0] for v in got),
+            statistics.median(v[1] for v in got),
+        )
+    delays = visibility(servers, args)
+    rate_http = http_rate(servers[0], args)
+    return figures, delays, rate_http
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -198,33 +260,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--updates", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cores", default=None)
     args = parser.parse_args()
     table = make_table(args.rows, args.dim)
     warm_page_cache(table)
     repo = bench_repository(table, "rowupd-")
+    os.link(table, repo / "plain.npy")  # the same rows, never updated
     servers = start_servers(repo, args.cores)
-    url = f"http://127.0.0.1:{servers[0].port}"
     try:
-        figures: dict[str, tuple[float, float]] = {}
-        figures["W2 json, never updated"] = lookups(servers[0], "W2", "json", args)
-        figures["W3 binary, never updated"] = lookups(servers[0], "W3", "binary", args)
-        write_many(url, 100_000, 2000, args.dim, args.rows, None)
-        while min(applied(s) for s in servers) < 100:
-            time.sleep(0.05)
-        figures["W2 json, 100,000 updated rows"] = lookups(servers[0], "W2", "json", args)
-        figures["W3 binary, 100,000 updated rows"] = lookups(servers[0], "W3", "binary", args)
-        stop = threading.Event()
-        writer = threading.Thread(
-            target=write_many, args=(url, 10**12, 1000, args.dim, args.rows, 10_000.0, stop)
-        )
-        writer.start()
-        figures["W2 json, applying 10,000 rows/s"] = lookups(servers[0], "W2", "json", args)
-        stop.set()
-        writer.join()
-        figures["W2 json, none being applied"] = lookups(servers[0], "W2", "json", args)
-        delays = visibility(servers, args)
-        rate_http = http_rate(servers[0], args)
+        figures, delays, rate_http = measure_served(servers, args)
     finally:
         for server in servers:
             server.stop()

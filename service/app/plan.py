@@ -118,7 +118,10 @@ class FinalRows(Plan[np.ndarray]):
         timing.queue_seconds += queued
         timing.backend_seconds += gathering
         if self.overlay is not None:  # the table was updated: patch before max_norm
-            rows = np.array(rows, np.float32, order="C")  # our own copy, written in place
+            # Our own rows (a fresh gather, or our slice of the batch result), else a copy.
+            flags = rows.flags
+            if rows.dtype != np.float32 or not (flags.writeable and flags.c_contiguous):
+                rows = np.array(rows, np.float32, order="C")
             apply_state(self.overlay, self.ids, rows)
         options = self.table.options
         if options.max_norm is not None:
