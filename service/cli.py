@@ -15,6 +15,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import SecretStr, ValidationError
 
+from service.cli_update import add_update_parser, update
 from service.publishing.states import DROP_GRACE_SECONDS, MIN_GRACE_SECONDS
 from service.repository.compact import COMPACT_DTYPES, convert_table
 from service.repository.discovery import has_tables
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="--drop-old keeps versions replaced, written or deleted less than this long ago"
         f" [default {DROP_GRACE_SECONDS}, at least {MIN_GRACE_SECONDS}]",
     )
+    add_update_parser(commands)  # row updates (issue 25)
     return parser
 
 
@@ -343,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return convert(args.source, args.destination, args.dtype)
     if args.command == "push":
         return push(args)
+    if args.command == "update":
+        return update(args)
     try:
         settings = settings_from_args(args)
     except ValidationError as exc:

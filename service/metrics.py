@@ -152,6 +152,17 @@ TABLES_FAILED = Gauge(
     multiprocess_mode="livemax",
 )
 WORKERS = Gauge("embedding_workers", "Live worker processes serving.", multiprocess_mode="livesum")
+ROW_UPDATES = Counter(
+    "embedding_row_updates_total",
+    "Rows applied by row updates this server wrote (POST /v1/admin/tables/{table}/rows).",
+    ["table"],
+)
+ROW_UPDATE_DELAY = Histogram(
+    "embedding_row_update_delay_seconds",
+    "From an update's acknowledgement to its application in a worker (one per worker).",
+    ["table"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
 
 
 def multiprocess_dir() -> Path | None:

@@ -17,6 +17,7 @@ from service.errors import InvalidRequest
 from service.repository.vocabulary import ZERO_ROW
 from service.results import Timing
 from service.tables.served_table import ServedTable
+from service.updates.overlay import OverlayState
 
 _NOTHING = np.zeros((0, 0), np.float32)  # no rows fetched (every row cached, or zero vectors)
 
@@ -75,22 +76,29 @@ class RowText(Plan[bytes]):
         shape, items = self.shape, self.items
         ids_per_item = self.ids.size // shape[0]
         parts: list[memoryview] = []
+        # An updated table: every slice at the overlay state of the first, past the cache
+        # (updates applied between two slices must not split the answer).
+        updates = self.table.updates
+        overlay = None if updates is None else updates.state
         for start in range(0, shape[0], items):
             if start:
                 await asyncio.sleep(0)  # the event loop's turn between two slices
             stop = min(shape[0], start + items)
             part_ids = self.ids[start * ids_per_item : stop * ids_per_item]
-            part = await self._render(part_ids, (stop - start, *shape[1:]))
+            part = await self._render(part_ids, (stop - start, *shape[1:]), overlay)
             parts.append(memoryview(part)[1:-1])  # "[a,b]" -> "a,b" (a view: no copy)
         return b"[" + b",".join(parts) + b"]"
 
-    async def _render(self, ids: np.ndarray, shape: tuple[int, ...]) -> bytes:
-        """One render: plan, gather the misses once, render."""
+    async def _render(
+        self, ids: np.ndarray, shape: tuple[int, ...], overlay: OverlayState | None = None
+    ) -> bytes:
+        """One render: plan, gather the misses once, render (at ``overlay``: no cache)."""
         cache = self.table.row_cache
-        plan = cache.plan(ids)
+        plan = cache.plan(ids) if overlay is None else cache.bulk_plan(ids)
         fetched = _NOTHING
         if plan.fetch_ids.size:
-            fetched = await FinalRows(self.table, plan.fetch_ids, "float32", self.timing).run()
+            rows = FinalRows(self.table, plan.fetch_ids, "float32", self.timing, overlay)
+            fetched = await rows.run()
         return cache.render(plan, fetched, shape, self.flat)
 
 

@@ -11,6 +11,7 @@ from service.errors import InvalidRequest, UnknownKey
 from service.repository.weights import TableWeights
 from service.results import Neighbors
 from service.tables.served_table import ServedTable
+from service.updates.overlay import apply_state
 
 
 def _queries(
@@ -27,7 +28,11 @@ def _queries(
             )
     if query_ids is not None:
         check_in_range(query_ids, table.rows)
-        return weights.take(query_ids), query_ids if request.exclude_self else None
+        found = weights.take(query_ids)
+        if table.updates is not None and table.updates.state is not None:  # updated rows
+            found = np.array(found, np.float32, order="C")
+            apply_state(table.updates.state, query_ids, found)
+        return found, query_ids if request.exclude_self else None
     queries = request.vectors
     assert queries is not None
     if queries.shape[1] != table.dim:

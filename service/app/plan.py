@@ -22,6 +22,7 @@ import numpy as np
 from service.results import Timing
 from service.semantics.max_norm import renormalise
 from service.tables.served_table import ServedTable
+from service.updates.overlay import OverlayState, apply_state
 
 R = TypeVar("R", covariant=True)
 S = TypeVar("S")
@@ -75,13 +76,29 @@ class _Then(Plan[S], Generic[T, S]):
 
 
 class FinalRows(Plan[np.ndarray]):
-    """Final rows of 1-D ``ids``: gathered, renormalised when configured, in ``dtype``."""
+    """Final rows of 1-D ``ids``: gathered, patched with the table's row updates, renormalised
+    when configured, in ``dtype``.
 
-    def __init__(self, table: ServedTable, ids: np.ndarray, dtype: str, timing: Timing) -> None:
+    The updates are those the table's overlay held when the plan was made (``overlay``: the
+    state to use, else the current one): one state for the whole gather, so an answer holds
+    all of an update or none of it, and the row-text cache's plan made in the same step of
+    the event loop agrees with it.
+    """
+
+    def __init__(
+        self,
+        table: ServedTable,
+        ids: np.ndarray,
+        dtype: str,
+        timing: Timing,
+        overlay: OverlayState | None = None,
+    ) -> None:
         self.table = table
         self.ids = ids
         self.dtype = dtype
         self.timing = timing
+        updates = table.updates
+        self.overlay = overlay if overlay is not None or updates is None else updates.state
 
     def run_inline(self) -> np.ndarray:
         batcher = self.table.batcher
@@ -100,6 +117,12 @@ class FinalRows(Plan[np.ndarray]):
         timing = self.timing
         timing.queue_seconds += queued
         timing.backend_seconds += gathering
+        if self.overlay is not None:  # the table was updated: patch before max_norm
+            # Our own rows (a fresh gather, or our slice of the batch result), else a copy.
+            flags = rows.flags
+            if rows.dtype != np.float32 or not (flags.writeable and flags.c_contiguous):
+                rows = np.array(rows, np.float32, order="C")
+            apply_state(self.overlay, self.ids, rows)
         options = self.table.options
         if options.max_norm is not None:
             # Our own slice of the batch result (or a fresh cast): safe to rescale in place.

@@ -64,6 +64,7 @@ class RedisGatherBackend:
             rows = await self._reader.read(unique, self._timeout_s)
             return rows if unique.size == ids.size and (unique == ids).all() else rows[inverse]
         id_list = ids.tolist()
+        generation = cache.generation
         slots = cache.lookup(id_list)
         out = np.empty((ids.size, self.meta.dim), dtype=cache.rows.dtype)
         hit = slots >= 0
@@ -75,7 +76,7 @@ class RedisGatherBackend:
         missing, inverse = np.unique(ids[miss_positions], return_inverse=True)
         fetched = await self._reader.read(missing, self._timeout_s)
         out[miss_positions] = fetched[inverse]
-        cache.store(missing.tolist(), fetched)
+        cache.store_if_fresh(generation, missing.tolist(), fetched)
         return out
 
     def close(self) -> None:

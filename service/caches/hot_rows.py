@@ -29,6 +29,9 @@ class HotRowCache:
         self._hand = 0
         self.hits = 0
         self.misses = 0
+        # Bumped by ``discard`` and ``clear``: rows read before then are not stored (they
+        # may be the replaced ones).
+        self.generation = 0
 
     def __len__(self) -> int:
         return len(self._slot_of)
@@ -74,8 +77,22 @@ class HotRowCache:
             slots.append(slot)
         self.rows[slots] = rows[: len(slots)]
 
+    def store_if_fresh(self, generation: int, ids: list[int], rows: np.ndarray) -> None:
+        """``store`` rows read when the cache was at ``generation``, unless a discard came
+        since (a row read before an update's discard may be the replaced one)."""
+        if generation == self.generation:
+            self.store(ids, rows)
+
+    def clear(self) -> None:
+        """Forget every row (an update whose rows are not known)."""
+        self.generation += 1
+        self._slot_of.clear()
+        self._id_in = [-1] * self.capacity
+        self._referenced[:] = bytes(self.capacity)
+
     def discard(self, ids: Iterable[int]) -> None:
         """Forget the rows of ``ids`` (rows that changed); other rows stay cached."""
+        self.generation += 1
         slot_of, id_in, referenced = self._slot_of, self._id_in, self._referenced
         for key in ids:
             slot = slot_of.pop(key, -1)

@@ -87,6 +87,8 @@ class RowTextCache:
         self._slot_py, self._slot_of = shared_array("i", 0, -1)  # row id -> slot, -1: none
         self._ring = TextRing()
         self._too_large = False
+        # Bumped by ``discard``: a plan made before it never admits what it gathered.
+        self.generation = 0
         self._events = CacheEvents(table)
         self._counts = self._events.counts
         self.policy = AdmissionPolicy(
@@ -148,6 +150,15 @@ class RowTextCache:
     # ------------------------------------------------------------------- plan
     def plan(self, ids: np.ndarray) -> RowTextPlan:
         """Decide how to answer ``ids`` (int64 table ids, any shape; -1 = zero vector)."""
+        plan = self._plan(ids)
+        plan.generation = self.generation
+        return plan
+
+    def bulk_plan(self, ids: np.ndarray) -> RowTextPlan:
+        """A plan that neither reads nor fills the cache (rows gathered at a fixed state)."""
+        return self._bulk(ids)
+
+    def _plan(self, ids: np.ndarray) -> RowTextPlan:
         if not self.enabled or ids.size == 0 or self._too_large:
             return self._bulk(ids)
         policy = self.policy
@@ -256,8 +267,10 @@ class RowTextCache:
         """
         if 0 in shape:
             return b"[]" if flat else orjson.dumps(np.zeros(shape, np.float32), option=NUMPY)
+        # Rows gathered before a ``discard`` may be the replaced ones: never admitted.
+        fresh = plan.generation == self.generation
         if plan.items is None:
-            if plan.admit:
+            if plan.admit and fresh:
                 self._admit(plan.fetch_ids, fetched)
             return render_bulk(plan, fetched, shape, flat)
         items = plan.items
@@ -269,7 +282,8 @@ class RowTextCache:
             else:
                 for at, index in zip(plan.miss_at, plan.miss_row, strict=True):
                     items[at] = texts[index]
-            self._admit_texts(plan.fetch_ids, texts)
+            if fresh:
+                self._admit_texts(plan.fetch_ids, texts)
         if plan.zero_at is not None:
             zero = zero_text(shape[-1])
             for at in plan.zero_at:
@@ -331,6 +345,7 @@ class RowTextCache:
 
         Their doorkeeper marks stay too: a row that recurred still recurs, whatever its text.
         """
+        self.generation += 1  # plans made before this admit nothing (their rows may be old)
         slot_of, ring = self._slot_py, self._ring
         span = len(slot_of)
         for key in ids:

@@ -43,6 +43,7 @@ class RowTextPlan:
     miss_at: list[int] | None = None
     miss_row: list[int] | None = None
     zero_at: list[int] | None = None
+    generation: int = 0  # the cache's generation when planned (``RowTextCache.discard``)
 
 
 def distinct(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

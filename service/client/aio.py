@@ -53,6 +53,7 @@ class AsyncEmbeddingClient(ClientBase[httpx.AsyncBaseTransport, httpx.AsyncClien
     group_lookup = _awaited(routes.group_lookup)
     groups = _awaited(routes.groups)
     group = _awaited(routes.group)
+    update_rows = _awaited(routes.update_rows)
 
     async def aclose(self) -> None:
         """Close the connection pool."""

@@ -15,6 +15,7 @@ from service.client import calls
 from service.client.calls import Version
 from service.client.results import GroupResult, Looked
 from service.client.transport import Call, ClientBase
+from service.client.updates import update_rows_call
 
 Client = ClientBase[Any, Any]
 
@@ -103,3 +104,19 @@ def groups(client: Client) -> Call[list[dict[str, Any]]]:
 def group(client: Client, group: str) -> Call[dict[str, Any]]:
     """One group's ``GroupInfo`` (members, versions, labels, default version)."""
     return calls.group_call(group)
+
+
+def update_rows(
+    client: Client,
+    table: str,
+    ids: Any,
+    vectors: Any,
+    update_id: str | None = None,
+    version: Version = None,
+    *,
+    admin_key: str | None = None,
+) -> Call[dict[str, Any]]:
+    """Replace rows ``ids`` of ``table`` (at ``version``) with ``vectors`` (n x dim), durably:
+    ``{"table", "version", "sequence", "rows"}``; the same ``update_id`` again applies nothing
+    and answers the first update's sequence."""
+    return update_rows_call(table, ids, vectors, update_id, version, admin_key)

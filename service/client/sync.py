@@ -54,6 +54,7 @@ class EmbeddingClient(ClientBase[httpx.BaseTransport, httpx.Client]):
     group_lookup = _sent(routes.group_lookup)
     groups = _sent(routes.groups)
     group = _sent(routes.group)
+    update_rows = _sent(routes.update_rows)
 
     def close(self) -> None:
         """Close the connection pool."""

@@ -25,6 +25,7 @@ from service.encoding.responses import (
 from service.encoding.v2_response import encode_inference
 from service.http import document_handlers as documents
 from service.http import group_handlers as groups
+from service.http import row_update_handlers as row_updates
 from service.http import schemas
 from service.http import table_handlers as tables
 from service.http import v2_handlers as v2
@@ -313,6 +314,16 @@ ROUTES: list[Route] = [
         auth="admin",
         methods=("POST",),
         **_versioned(tables.resolve_version),
+    ),
+    Route(  # row updates (issue 25)
+        path="/v1/admin/tables/{table}/rows",
+        methods=("POST",),
+        label="rows",
+        auth="admin",
+        encoder=encode_document,
+        doc=_doc(row_updates.SUMMARY, "admin", errors=ERRORS, **row_updates.SCHEMAS),
+        **_versioned(tables.resolve_table),
+        **row_updates.RUN,
     ),
     _v2_server_route("/v2", "v2", v2.server_metadata, "Server metadata."),
     _v2_server_route("/v2/health/live", "live", v2.live, "Server liveness."),

@@ -170,6 +170,7 @@ class TableInfo(BaseModel):
     version: str = Field(..., description="The default version (unpinned requests get it).")
     versions: list[str] = Field(..., description="Every version served, ascending.")
     labels: dict[str, str] = Field(..., description="Label -> the version it names.")
+    update_sequence: int = Field(0, description="Row updates applied to this version.")
     placement_reason: str
     batching: BatchingInfo
 

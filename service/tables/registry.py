@@ -34,6 +34,7 @@ from service.tables.table_builder import (
     TableBuilder,
     default_backend_factory,
 )
+from service.tables.update_follower import UpdateFollower
 from service.tables.version_sets import GroupSet, VersionSet
 from service.tables.version_watcher import VersionWatcher
 from service.tables.versioned_serving import VersionedServing
@@ -78,6 +79,7 @@ class TableRegistry:
         )
         self._redis_retries: dict[str, asyncio.Task[None]] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self._updates: UpdateFollower | None = None  # row updates (issue 25)
 
     @property
     def failures(self) -> dict[str, str]:
@@ -182,6 +184,24 @@ class TableRegistry:
     def tables(self) -> list[ServedTable]:
         """The tables served, by name."""
         return [self.installed.tables[name] for name in self.names()]
+
+    def every_version(self) -> list[ServedTable]:
+        """Every table version this worker serves: the flat tables, every version of the
+        versioned tables and groups, the pinned Redis versions (each has its own caches and
+        row updates)."""
+        served = {id(table): table for table in self.installed.tables.values()}
+        for versions in self.installed.version_sets.values():
+            served.update((id(table), table) for table in versions.tables.values())
+        served.update((id(table), table) for table in self._redis_versions.tables())
+        return list(served.values())
+
+    async def _reload_compacted(self, name: str) -> None:
+        """A table whose base file was compacted by another process, loaded again here (same
+        rows, version and sequence). Versioned tables and group members need nothing: the
+        compacted file changes their version folder's identity, which ``follow_versions``
+        loads again by itself."""
+        if not self._versioned.follows(name):
+            await self.reload_local(name)
 
     def status(self) -> tuple[str, dict[str, str]]:
         """``ready`` | ``loading`` | ``degraded`` | ``draining`` (SIGTERM received), and failed
@@ -290,6 +310,9 @@ class TableRegistry:
         self._watcher = asyncio.get_running_loop().create_task(
             watcher.run(), name="version-watcher"
         )
+        self._updates = UpdateFollower(
+            self.every_version, self._reload_compacted
+        ).start()  # issue 25
 
     async def _load_first(self, name: str, source: TableSource) -> None:
         """Load and serve one table at start-up; a failure leaves its reason in ``failures``.
@@ -351,6 +374,8 @@ class TableRegistry:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        if self._updates is not None:
+            await self._updates.close()  # issue 25
         with contextlib.suppress(OSError):
             self.state.withdraw()
         metrics.WORKERS.set(0)

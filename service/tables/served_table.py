@@ -6,7 +6,7 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from service.repository.options import TableOptions
 from service.repository.vocabulary import Vocabulary
 from service.repository.weights import TableWeights
 from service.semantics.neighbors import ExactNeighborIndex
+
+if TYPE_CHECKING:
+    from service.tables.table_updates import TableUpdates
 
 
 @dataclass
@@ -42,6 +45,7 @@ class ServedTable:
     # The version that answers for this table (X-Table-Version, TableInfo): "N" for a version
     # of a versioned table or group, else (flat, Redis) the weights' version as always.
     served_version: str = ""
+    updates: TableUpdates | None = None  # row updates (table_updates); None: refused (409)
     _index: ExactNeighborIndex | None = field(default=None, repr=False)
     _search_pool: ThreadPoolExecutor | None = field(default=None, repr=False)
     # Searches started and not yet answered (running or queued on the search thread): a
@@ -142,6 +146,7 @@ class ServedTable:
             "version": self.served_version,
             "versions": [self.served_version],
             "labels": {},
+            "update_sequence": self.updates.sequence if self.updates is not None else 0,
             "placement_reason": self.placement.reason,
             "vocabulary": self.vocabulary.info() if self.vocabulary else None,
             "batching": {

@@ -16,6 +16,7 @@ from service.repository.discovery import TableSource
 from service.repository.options import read_table_options
 from service.repository.weights import file_version
 from service.tables.store_clients import StoreClients
+from service.updates.base_manifest import served_version
 
 # A Redis table's version cannot be read now: bad options, or the store cannot answer.
 _VERSION_ERRORS: tuple[type[BaseException], ...] = (TableLoadError, *STORE_ERRORS)
@@ -50,5 +51,10 @@ def redis_source_version(pointer: str, files: str) -> str:
 def file_source_version(source: TableSource) -> str:
     """The version of the files of ``source`` that exist (its options and vocabulary too)."""
     scales = scales_path(source.path) if source.path.suffix == ".npy" else None
-    files = [source.path, scales, source.options_path, source.vocab_path]
-    return file_version(*[path for path in files if path is not None and path.exists()])
+    others = [scales, source.options_path, source.vocab_path]
+    present = [path for path in others if path is not None and path.exists()]
+    if not source.path.exists():
+        return file_version(*present)
+    # A compacted base (row updates folded in) keeps the version it had: not a new version.
+    table = served_version(source.path, file_version(source.path))
+    return f"{table}:{file_version(*present)}"

@@ -37,6 +37,7 @@ from service.settings import ServiceSettings
 from service.tables.served_table import ServedTable
 from service.tables.source_versions import file_source_version, redis_source_version
 from service.tables.store_clients import StoreClients, redacted
+from service.tables.table_updates import RedisTableUpdates, attach_updates
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +90,21 @@ class TableBuilder:
         read before the build (files changed during it read as changed next poll); a Redis
         table serves the version it pinned, whatever the pointer says by now."""
         if source.format != "redis":
-            return await asyncio.to_thread(self._build_file, source), version
+            table = await asyncio.to_thread(self._build_file, source)
+            await attach_updates(table, self._clients)  # row updates (issue 25)
+            return table, version
         files = await asyncio.to_thread(file_source_version, source)
         table = await self._build_redis(source)
+        await attach_updates(table, self._clients)  # row updates (issue 25)
         return table, redis_source_version(table.weights.version, files)
 
     async def build_version(self, source: TableSource, options: TableOptions) -> ServedTable:
         """Version ``source.version`` of a versioned table or group member, with ``options``
         (read by the repository layer: a versioned ``table.toml`` also holds the policy). It
         serves beside the other versions: it replaces none (no GPU room is reclaimed)."""
-        return await asyncio.to_thread(self._build_file, source, options)
+        table = await asyncio.to_thread(self._build_file, source, options)
+        await attach_updates(table, self._clients)  # row updates (issue 25)
+        return table
 
     def _build_file(self, source: TableSource, given: TableOptions | None = None) -> ServedTable:
         options = read_table_options(source.options_path) if given is None else given
@@ -229,10 +235,15 @@ class TableBuilder:
         Synchronous: the meta was read already (``RedisGatherBackend.versions``)."""
         assert isinstance(current.backend, RedisGatherBackend), "a Redis table"
         backend = current.backend.at_version(meta)
+        updates = current.updates
         return dataclasses.replace(
             current,
             weights=meta,
             backend=backend,
+            # Its own updates (feed, hot-row cache): never the current version's.
+            updates=updates.at_version(meta, backend)
+            if isinstance(updates, RedisTableUpdates)
+            else None,
             batcher=self._gatherer(current.name, current.options, backend),
             row_cache=RowTextCache(0),
             served_version=meta.version,

@@ -26,7 +26,7 @@ import fcntl
 import os
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -182,10 +182,14 @@ def _fold(log: FileUpdateLog) -> int | None:
     return sequence
 
 
-@contextmanager
-def _only_compactor(log: FileUpdateLog) -> Iterator[bool]:
+def _only_compactor(log: FileUpdateLog) -> AbstractContextManager[bool]:
     """Whether this process got the table file's compaction lock (never waits for it)."""
-    lock = logs_of(log.table_file) / COMPACT_LOCK
+    return held_alone(logs_of(log.table_file) / COMPACT_LOCK)
+
+
+@contextmanager
+def held_alone(lock: Path) -> Iterator[bool]:
+    """Whether this open of ``lock`` got its ``flock`` (never waits; released on exit)."""
     lock.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:

@@ -94,6 +94,25 @@ class OverlayState:
         return int(self.settled.ids.size + self.recent.ids.size)
 
 
+def apply_state(state: OverlayState | None, ids: np.ndarray, rows: np.ndarray) -> None:
+    """Patch float32 ``rows`` (gathered for ``ids``, C-contiguous) with ``state``'s rows."""
+    if state is None:
+        return
+    flat_ids = ids.reshape(-1)
+    flat_rows = rows.reshape(flat_ids.size, -1)  # a view: gathered rows are contiguous
+    state.settled.patch(flat_ids, flat_rows)
+    state.recent.patch(flat_ids, flat_rows)
+
+
+@dataclass(frozen=True)
+class PendingState:
+    """A state built aside from the overlay at sequence ``after``, and the files it read."""
+
+    after: int
+    state: OverlayState
+    files: list[UpdateFile]
+
+
 class UpdateOverlay:
     """The updates of one table version, as seen by this process (``refresh`` to see more).
 
@@ -127,23 +146,29 @@ class UpdateOverlay:
 
         ``ids`` are rows of the table (as the gather took them); ``rows`` are C-contiguous.
         """
-        state = self.state
-        if state is None:
-            return
-        flat_ids = ids.reshape(-1)
-        flat_rows = rows.reshape(flat_ids.size, self.dim)  # a view: gathered rows are contiguous
-        state.settled.patch(flat_ids, flat_rows)
-        state.recent.patch(flat_ids, flat_rows)
+        apply_state(self.state, ids, rows)
 
     def refresh(self) -> np.ndarray:
         """Take in the updates written since the last refresh; the ids they changed."""
+        return self.install(self.prepare())
+
+    def prepare(self) -> PendingState | None:
+        """Read the updates written since the last install and build the next state aside
+        (file work: off the event loop); None when there is nothing new."""
         files = files_after(self.folder, self._sequence)
         if not files:
+            return None
+        return PendingState(self._sequence, self._next_state(files), files)
+
+    def install(self, pending: PendingState | None) -> np.ndarray:
+        """Swap in a state ``prepare`` built (one reference: readers see all of its updates
+        or none); the ids it changed. A state built from an older one than now is dropped
+        (prepare again)."""
+        if pending is None or pending.after != self._sequence:
             return _NO_IDS
-        state = self._next_state(files)
-        self.state = state  # the one swap: readers see all of these updates or none
-        self._sequence = state.sequence
-        return np.unique(np.concatenate([f.ids for f in files]))
+        self.state = pending.state  # the one swap
+        self._sequence = pending.state.sequence
+        return np.unique(np.concatenate([f.ids for f in pending.files]))
 
     def _next_state(self, files: list[UpdateFile]) -> OverlayState:
         current = self.state

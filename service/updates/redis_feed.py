@@ -36,6 +36,7 @@ class UpdateEvent:
     version: str
     sequence: int
     ids: np.ndarray | None
+    acknowledged_at: float | None = None  # Unix time of the update's log entry (Redis's clock)
 
 
 def _entry(entry_id: bytes | str) -> tuple[int, int]:
@@ -99,7 +100,8 @@ class RedisUpdateFeed:
         if entry in self._seen:
             return None
         self._seen.add(entry)
-        return UpdateEvent(self.keys.version, int(body["sequence"]), _ids(body["ids"]))
+        sequence = int(body["sequence"])
+        return UpdateEvent(self.keys.version, sequence, _ids(body["ids"]), entry[0] / 1000)
 
     async def poll(self) -> list[UpdateEvent]:
         """The updates logged since the last poll that no message brought (the safety net)."""
@@ -115,7 +117,9 @@ class RedisUpdateFeed:
                 entry = _entry(entry_id)
                 if entry not in self._seen:
                     ids = _ids(fields[b"ids"])
-                    events.append(UpdateEvent(self.keys.version, int(fields[b"sequence"]), ids))
+                    sequence = int(fields[b"sequence"])
+                    event = UpdateEvent(self.keys.version, sequence, ids, entry[0] / 1000)
+                    events.append(event)
                 self._seen.discard(entry)
                 self._last = entry_id.decode()
             if len(entries) < POLL_BATCH:

@@ -35,7 +35,7 @@ class Batcher:
 
 def table(inline: bool) -> Any:
     options = SimpleNamespace(max_norm=None, norm_type=2.0)
-    return SimpleNamespace(name="t", batcher=Batcher(inline), options=options, dim=4)
+    return SimpleNamespace(name="t", batcher=Batcher(inline), options=options, dim=4, updates=None)
 
 
 def test_final_rows_inline_and_awaited_agree() -> None:

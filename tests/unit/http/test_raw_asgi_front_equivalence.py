@@ -52,6 +52,8 @@ REQUESTS: list[tuple[str, Any, dict[str, str], int]] = [
     ("/v1/groups/none/lookup", {"tables": {"a": {"ids": [1]}}}, {}, 404),
     ("/v1/admin/tables/t/reload", b"", ADMIN, 200),
     ("/v1/admin/tables/t/reload", b"", {}, 401),
+    ("/v1/admin/tables/t/rows", {"ids": [10**6], "vectors": [[0.0]]}, ADMIN, 422),
+    ("/v1/admin/tables/t/rows", {"ids": [1], "vectors": [[0.0]]}, {}, 401),
     ("/v2/models/t/infer", V2_IDS, {}, 200),
     ("/v2/models/t/infer", V2_IDS, {}, 200),  # warm row cache
     ("/v2/models/t/versions/1/infer", V2_IDS, {}, 200),

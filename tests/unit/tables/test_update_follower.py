@@ -1,0 +1,117 @@
+"""A worker's side of row updates: ``FileTableUpdates`` and the ``UpdateFollower`` polling it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from service.app.plan import FinalRows
+from service.caches.row_text_cache import RowTextCache
+from service.repository.npy_loader import load_npy
+from service.results import Timing
+from service.tables.table_updates import FileTableUpdates, file_updates
+from service.tables.update_follower import UpdateFollower, _compactor, compact_alone
+from service.updates import compaction
+from service.updates.catch_up import OverlayStale
+from service.updates.file_log import FileUpdateLog
+
+ROWS, DIM = 64, 4
+
+
+def _served(tmp_path: Path) -> tuple[Any, FileTableUpdates, np.ndarray]:
+    table = np.arange(ROWS * DIM, dtype=np.float32).reshape(ROWS, DIM)
+    np.save(tmp_path / "t.npy", table)
+    weights = load_npy(tmp_path / "t.npy")
+    cache = RowTextCache(1 << 20, doorkeeper=False, min_hit_rate=0.0)
+    served_weights, updates = file_updates("t", weights, cache)
+    assert updates is not None and served_weights.version == weights.version
+    batcher = SimpleNamespace(inline=True, gather_inline=None)
+    served = SimpleNamespace(
+        name="t", updates=updates, options=SimpleNamespace(max_norm=None), batcher=batcher
+    )
+    return served, updates, table
+
+
+def _offline(tmp_path: Path, ids: list[int], value: float) -> int:
+    """Another process writes an update into the same log."""
+    log = FileUpdateLog.for_weights(load_npy(tmp_path / "t.npy"))
+    rows = np.full((len(ids), DIM), value, np.float32)
+    return log.write(np.array(ids), rows).sequence
+
+
+def _final(served: Any, table: np.ndarray, ids: list[int]) -> np.ndarray:
+    rows = FinalRows(served, np.array(ids), "float32", Timing())
+    return rows._final(table[ids].copy(), 0.0, 0.0)
+
+
+def test_the_follower_applies_updates_written_elsewhere_and_drops_their_cached_rows(
+    tmp_path: Path,
+) -> None:
+    served, updates, table = _served(tmp_path)
+    cache = updates.row_cache
+    plan = cache.plan(np.arange(8, dtype=np.int64))
+    cache.render(plan, table[plan.fetch_ids], (8, DIM))
+    assert len(cache) == 8
+    follower = UpdateFollower(lambda: [served], lambda name: None)
+    assert _offline(tmp_path, [2, 5], 9.0) == 1
+    asyncio.run(follower.poll_once())
+    assert updates.sequence == 1 and updates.state is not None
+    assert len(cache) == 6  # rows 2 and 5 dropped, the others kept
+    got = _final(served, table, [1, 2, 5])
+    assert np.array_equal(got[0], table[1]) and (got[1:] == 9.0).all()
+
+
+def test_a_plan_keeps_the_overlay_state_it_was_made_with(tmp_path: Path) -> None:
+    """A request in flight when an update is applied answers all of it old, never half."""
+    served, updates, table = _served(tmp_path)
+    before = FinalRows(served, np.array([3, 4]), "float32", Timing())
+    _offline(tmp_path, [3, 4], 1.0)
+    asyncio.run(updates.refresh())
+    assert np.array_equal(before._final(table[[3, 4]].copy(), 0.0, 0.0), table[[3, 4]])
+    assert (_final(served, table, [3, 4]) == 1.0).all()
+
+
+def test_a_stale_overlay_reloads_its_table(tmp_path: Path) -> None:
+    served, updates, _ = _served(tmp_path)
+    reloaded: list[str] = []
+
+    async def stale() -> None:
+        raise OverlayStale("folded")
+
+    updates.poll = stale  # type: ignore[method-assign]
+    follower = UpdateFollower(lambda: [served], reloaded.append)
+    asyncio.run(follower.poll_once())
+    assert reloaded == ["t"]
+
+
+def test_compaction_runs_in_one_process_at_a_time(tmp_path: Path) -> None:
+    _, updates, _ = _served(tmp_path)
+    for n in range(compaction.MAX_DELTA_FILES):
+        _offline(tmp_path, [n % ROWS], float(n))
+    with _compactor(updates.log) as alone:  # another worker compacts now: this one skips
+        assert alone
+        assert compact_alone(updates.log) == ""
+    assert compact_alone(updates.log) != ""
+    sequence = updates.log.sequence()
+    assert sequence == compaction.MAX_DELTA_FILES  # compaction changes no sequence
+
+
+def test_a_base_file_compacted_elsewhere_reloads_the_table(tmp_path: Path) -> None:
+    """The rows folded into a new base leave the overlay: the table is loaded again (the same
+    version), which bounds what a long-running worker holds."""
+    _, updates, _ = _served(tmp_path)
+    for n in range(compaction.MAX_DELTA_FILES):
+        _offline(tmp_path, [n], float(n))
+    assert "base" in compaction.compact_if_due(updates.log)
+    with pytest.raises(OverlayStale):
+        asyncio.run(updates.poll())
+    weights = load_npy(tmp_path / "t.npy")
+    served_weights, again = file_updates("t", weights, RowTextCache(0))
+    assert again is not None and served_weights.version == updates.version
+    assert again.sequence == compaction.MAX_DELTA_FILES and again.state is None
+    assert np.array_equal(np.asarray(weights.array[:3]), [[0.0] * DIM, [1.0] * DIM, [2.0] * DIM])
