@@ -1,4 +1,4 @@
-"""What the use cases (``service.app``) return and the encoders (``service.encoding``) read.
+"""What the use cases (``service.usecases``) return and the encoders (``service.encoding``) read.
 
 A leaf module: plain data (numpy arrays plus metadata), nothing of HTTP.
 """

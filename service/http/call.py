@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from service.app.infer import V2Model
 from service.errors import InvalidRequest
 from service.settings import ServiceSettings
 from service.tables.registry import TableRegistry
 from service.tables.served_table import ServedTable
 from service.tables.version_sets import GroupVersion
+from service.usecases.infer import V2Model
 
 
 @dataclass

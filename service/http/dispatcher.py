@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from service import metrics
-from service.app.plan import NotInline
 from service.decoding.body import request_media_type
 from service.encoding.responses import EncodedResponse
 from service.errors import NotFound, ServiceError, Unauthorized
@@ -24,6 +23,7 @@ from service.http.call import Call, Services
 from service.http.client_gone import CLIENT_GONE_KEY, CLIENT_LEFT, unless_client_leaves
 from service.http.error_responses import error_response_for, unexpected_error_response
 from service.http.route_spec import ANY_TYPE, Route
+from service.usecases.plan import NotInline
 
 Scope = MutableMapping[str, Any]
 VERSION_HEADER = "x-table-version"

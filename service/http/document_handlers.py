@@ -3,11 +3,11 @@ admin reload and the docs pages."""
 
 from __future__ import annotations
 
-from service.app import tables
 from service.http import docs_pages
 from service.http.call import Call
 from service.metrics import UNKNOWN_TABLE
 from service.results import Document, RawBody
+from service.usecases import tables
 
 
 async def healthz(call: Call, _: None) -> Document:

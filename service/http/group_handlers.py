@@ -3,11 +3,11 @@ decoder and use case, and the group documents."""
 
 from __future__ import annotations
 
-from service.app import group_lookup, tables
 from service.decoding.group_request import GroupLookupRequest, decode_group_lookup
 from service.http.call import Call
 from service.results import Document, GroupVectors
 from service.tables.version_sets import GroupVersion
+from service.usecases import group_lookup, tables
 
 
 def resolve_group(call: Call) -> None:

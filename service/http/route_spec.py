@@ -7,10 +7,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
-from service.app.plan import Plan
 from service.encoding.responses import EncodedResponse
 from service.http.call import Call
 from service.tables.registry import TableRegistry
+from service.usecases.plan import Plan
 
 Auth = Literal["public", "probe", "key", "admin"]
 """public: never a key; probe: a key only with EMBED_AUTH_HEALTH; key: an API key when keys

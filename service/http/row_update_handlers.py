@@ -7,11 +7,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.app import row_updates
 from service.decoding.body import JSON, OCTET_STREAM
 from service.decoding.row_update_request import RowUpdateRequest, decode_row_update
 from service.http.call import Call
 from service.results import Document
+from service.usecases import row_updates
 
 
 class RowUpdateBody(BaseModel):

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from service.app import bags, embeddings, lookup, neighbors, sequences
-from service.app.plan import Plan
 from service.decoding.bags_request import BagsRequest, decode_bags
 from service.decoding.body import wants_binary
 from service.decoding.neighbors_request import NeighborsRequest, decode_neighbors
@@ -21,6 +19,8 @@ from service.http.call import Call
 from service.metrics import UNKNOWN_TABLE
 from service.results import Embeddings, Neighbors, Vectors
 from service.tables.registry import TableRegistry
+from service.usecases import bags, embeddings, lookup, neighbors, sequences
+from service.usecases.plan import Plan
 
 
 def resolve_table(call: Call) -> None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from service.app import infer
-from service.app.plan import Plan
 from service.decoding.v2_request import V2InferRequest, decode_v2_infer
 from service.errors import ServiceError
 from service.http.call import Call
 from service.metrics import UNKNOWN_TABLE
 from service.results import Document, Inference
 from service.tables.registry import TableRegistry
+from service.usecases import infer
+from service.usecases.plan import Plan
 
 
 def resolve_model(call: Call) -> None:

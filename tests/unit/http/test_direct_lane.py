@@ -21,7 +21,6 @@ import numpy as np
 import orjson
 import pytest
 
-from service.app.gather import SLICE_NUMBERS
 from service.http import uvicorn_internals
 from service.http.app import create_app
 from service.http.asgi_front import CHUNK_BYTES, FrontApp, send_response
@@ -30,6 +29,7 @@ from service.http.direct_lane import DIRECT_MAX_BODY, DirectLane
 from service.http.protocols import LimitedHttpToolsProtocol
 from service.http.uvicorn_internals import direct_lane_of
 from service.settings import ServiceSettings
+from service.usecases.gather import SLICE_NUMBERS
 from tests.support.polling import until
 from tests.support.protocol_server import (
     DEADLINE,

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.app.plan import FinalRows
 from service.caches.row_text_cache import RowTextCache
 from service.repository.npy_loader import load_npy
 from service.results import Timing
@@ -19,6 +18,7 @@ from service.tables.update_follower import UpdateFollower, _compactor, compact_a
 from service.updates import compaction
 from service.updates.catch_up import OverlayStale
 from service.updates.file_log import FileUpdateLog
+from service.usecases.plan import FinalRows
 
 ROWS, DIM = 64, 4
 

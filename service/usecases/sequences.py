@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.app.gather import RowText, itemsize, ragged_ids, uses_row_text
-from service.app.plan import FinalRows, Plan, Ready
 from service.decoding.requests import SequencesRequest
 from service.decoding.shapes import check_output_bytes
 from service.results import Vectors
 from service.semantics.sequence_layout import output_length, sequence_layout
 from service.tables.served_table import ServedTable
+from service.usecases.gather import RowText, itemsize, ragged_ids, uses_row_text
+from service.usecases.plan import FinalRows, Plan, Ready
 
 
 def _slot_ids(

@@ -6,15 +6,15 @@ import time
 
 import numpy as np
 
-from service.app.gather import itemsize, ragged_ids
-from service.app.lookup import observe_encode
-from service.app.plan import FinalRows, Plan, Ready
 from service.decoding.bags_request import BagsRequest
 from service.decoding.shapes import check_output_bytes
 from service.errors import InvalidRequest
 from service.results import Vectors
 from service.semantics.pooling import pool_bags
 from service.tables.served_table import ServedTable
+from service.usecases.gather import itemsize, ragged_ids
+from service.usecases.lookup import observe_encode
+from service.usecases.plan import FinalRows, Plan, Ready
 
 
 def bag_layout(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.app.gather import final_rows
 from service.decoding.ids import check_in_range, segment_position
 from service.decoding.openai_request import EmbeddingsRequest
 from service.errors import InvalidRequest
@@ -16,6 +15,7 @@ from service.results import Embeddings
 from service.semantics.pooling import segment_means
 from service.tables.registry import TableRegistry
 from service.tables.served_table import ServedTable
+from service.usecases.gather import final_rows
 
 
 async def embeddings(

@@ -13,8 +13,6 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from service import __version__
-from service.app.gather import RowText, uses_row_text
-from service.app.plan import FinalRows, Plan, Ready
 from service.decoding.ids import check_in_range
 from service.decoding.shapes import check_output_bytes
 from service.decoding.v2_request import V2InferRequest
@@ -22,6 +20,8 @@ from service.errors import TableNotFound
 from service.results import Document, Inference, Tensor, Timing
 from service.tables.registry import TableRegistry
 from service.tables.served_table import ServedTable
+from service.usecases.gather import RowText, uses_row_text
+from service.usecases.plan import FinalRows, Plan, Ready
 
 SEQUENCES_SUFFIX = ".sequences"
 MODEL_VERSION = "1"

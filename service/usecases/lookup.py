@@ -7,13 +7,13 @@ import time
 import numpy as np
 
 from service import metrics
-from service.app.gather import RowText, itemsize, key_ids, uses_row_text
-from service.app.plan import FinalRows, Plan
 from service.decoding.ids import check_in_range
 from service.decoding.requests import LookupRequest
 from service.decoding.shapes import check_output_bytes
 from service.results import Timing, Vectors
 from service.tables.served_table import ServedTable
+from service.usecases.gather import RowText, itemsize, key_ids, uses_row_text
+from service.usecases.plan import FinalRows, Plan
 
 
 def lookup(

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.app.gather import SLICE_NUMBERS, RowText
-from service.app.plan import FinalRows, NotInline, Ready
 from service.results import Timing
+from service.usecases.gather import SLICE_NUMBERS, RowText
+from service.usecases.plan import FinalRows, NotInline, Ready
 
 ROWS = np.arange(40, dtype=np.float32).reshape(10, 4)
 

@@ -9,7 +9,6 @@ from typing import TypeVar
 
 import numpy as np
 
-from service.app.plan import FinalRows, NotInline, Plan
 from service.decoding.bags_request import BagsRequest
 from service.decoding.ids import Position, check_in_range
 from service.decoding.requests import SequencesRequest
@@ -18,6 +17,7 @@ from service.repository.vocabulary import ZERO_ROW
 from service.results import Timing
 from service.tables.served_table import ServedTable
 from service.updates.overlay import OverlayState
+from service.usecases.plan import FinalRows, NotInline, Plan
 
 _NOTHING = np.zeros((0, 0), np.float32)  # no rows fetched (every row cached, or zero vectors)
 

@@ -11,9 +11,9 @@ import numpy as np
 import orjson
 import pytest
 
-from service.app import gather
 from service.http.app import create_app
 from service.settings import ServiceSettings
+from service.usecases import gather
 from tests.support.tables import random_table, write_npy
 
 TABLE = random_table(3000, 10, seed=4)

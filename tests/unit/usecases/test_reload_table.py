@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from service.app.tables import reload_table
 from service.errors import (
     BackendUnavailable,
     ReloadFailed,
@@ -16,6 +15,7 @@ from service.errors import (
     TableRemoved,
 )
 from service.tables.table_builder import RedisNotReady
+from service.usecases.tables import reload_table
 
 
 class _Registry:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.app.gather import key_ids
 from service.decoding.ids import check_in_range
 from service.decoding.neighbors_request import NeighborsRequest
 from service.errors import InvalidRequest, UnknownKey
@@ -12,6 +11,7 @@ from service.repository.weights import TableWeights
 from service.results import Neighbors
 from service.tables.served_table import ServedTable
 from service.updates.overlay import apply_state
+from service.usecases.gather import key_ids
 
 
 def _queries(

@@ -7,11 +7,11 @@ lookup's do (the row-text cache of that member version included).
 
 from __future__ import annotations
 
-from service.app import lookup
 from service.decoding.group_request import GroupLookupRequest
 from service.errors import InvalidRequest, ServiceError
 from service.results import GroupVectors, Vectors
 from service.tables.version_sets import GroupVersion
+from service.usecases import lookup
 
 
 async def group_lookup(
