@@ -62,6 +62,17 @@ class Call:
             raise InvalidRequest("version= is empty: give a version number or a label")
         return values[0] if values else None
 
+    def resolved_tables(self) -> tuple[ServedTable, ...]:
+        """Every table version the resolver picked (a table, a V2 model's, a group's members):
+        what the request holds until it is answered."""
+        if self.table is not None:
+            return (self.table,)
+        if self.model is not None:
+            return (self.model.table,)
+        if self.group is not None:
+            return tuple(self.group.members.values())
+        return ()
+
     def served_table(self) -> ServedTable:
         """The table the resolver found (a route without a table resolver has none)."""
         assert self.table is not None, "the route resolves no table"

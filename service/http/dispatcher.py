@@ -23,6 +23,7 @@ from service.http.call import Call, Services
 from service.http.client_gone import CLIENT_GONE_KEY, CLIENT_LEFT, unless_client_leaves
 from service.http.error_responses import error_response_for, unexpected_error_response
 from service.http.route_spec import ANY_TYPE, Route
+from service.tables.served_table import ServedTable
 from service.usecases.plan import NotInline
 
 Scope = MutableMapping[str, Any]
@@ -87,10 +88,13 @@ class Dispatcher:
         call = Call(
             params, scope_headers(scope), self.services, query=scope.get("query_string", b"")
         )
+        held: tuple[ServedTable, ...] = ()
         try:
             self._check_head(route, call, scope)
             body = await read_body(receive, self.max_body_bytes) if route.decoders else b""
             request = self._decode(route, call, scope, body)
+            # No await since the resolver picked them: a flip cannot close them before this.
+            held = _hold(call.resolved_tables())
             work = route.use_case(call, request)
             if route.decoders and self.services.registry.batched(call.table_label):
                 result = await unless_client_leaves(work, receive, scope.get(CLIENT_GONE_KEY))
@@ -103,6 +107,9 @@ class Dispatcher:
             return None
         except Exception as exc:
             response = _error_response(route, scope, exc)
+        finally:
+            for table in held:
+                table.release()
         return self._counted(call, route, response, started)
 
     def serve_inline(
@@ -171,3 +178,10 @@ def _error_response(route: Route, scope: Scope, exc: Exception) -> EncodedRespon
     if isinstance(exc, ServiceError):
         return error_response_for(scope["path"], exc)
     return unexpected_error_response(exc, f"{route.label} {scope['path']!r}")
+
+
+def _hold(tables: tuple[ServedTable, ...]) -> tuple[ServedTable, ...]:
+    """``tables``, each held until the request is answered (a retired version waits)."""
+    for table in tables:
+        table.hold()
+    return tables

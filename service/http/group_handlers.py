@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from service.decoding.group_request import GroupLookupRequest, decode_group_lookup
 from service.http.call import Call
+from service.metrics import UNKNOWN_TABLE
 from service.results import Document, GroupVectors
 from service.tables.version_sets import GroupVersion
 from service.usecases import group_lookup, tables
@@ -13,8 +14,9 @@ from service.usecases import group_lookup, tables
 def resolve_group(call: Call) -> None:
     """The path's group at the query's ``version=`` (the default without one), picked once
     for the whole request; it names the answer's ``X-Table-Version``."""
-    call.table_label = call.params["group"]
+    call.table_label = UNKNOWN_TABLE  # a name becomes a metrics label once it is served
     picked = call.services.registry.group(call.params["group"]).pick(call.version())
+    call.table_label = call.params["group"]
     call.group = picked
     call.version_header = picked.version
 

@@ -49,6 +49,7 @@ class RedisVersions:
         built = self._built.setdefault(current.name, OrderedDict())
         table = built.get(version)
         if table is not None and table.weights is not current.weights:
+            built.move_to_end(version)  # least recently asked for is released first
             return table
         meta = self._metas.get(current.name, {}).get(version)
         if meta is None:

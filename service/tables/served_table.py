@@ -51,6 +51,9 @@ class ServedTable:
     # Searches started and not yet answered (running or queued on the search thread): a
     # retired version waits for them, as for its batcher, before its search thread stops.
     _searches: int = field(default=0, repr=False)
+    # Requests that resolved this version and are not answered yet (the ASGI path: it awaits
+    # between resolving and answering): a retired version waits for them before it closes.
+    _holds: int = field(default=0, repr=False)
     _search_closed: bool = field(default=False, repr=False)
     # Read by every request: plain attributes, not properties reaching into the weights.
     rows: int = field(init=False, repr=False)
@@ -96,13 +99,24 @@ class ServedTable:
         """Searches started on this version and not yet answered."""
         return self._searches
 
+    def hold(self) -> None:
+        """A request resolved this version: it is not closed under it (``release`` after)."""
+        self._holds += 1
+
+    def release(self) -> None:
+        """The request that held this version is answered."""
+        self._holds -= 1
+
     async def drain(self, timeout: float) -> bool:
-        """Wait (bounded) until the batcher and the searches have nothing left; True if so."""
+        """Wait (bounded) until the requests holding this version, the batcher and the
+        searches have nothing left; True if so."""
         deadline = time.monotonic() + timeout
-        drained = await self.batcher.drain(timeout)
+        while self._holds and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        drained = await self.batcher.drain(max(0.0, deadline - time.monotonic()))
         while self._searches and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
-        return drained and not self._searches
+        return drained and not self._searches and not self._holds
 
     def close_search(self, cancel_queued: bool = False) -> None:
         """Stop taking searches. Those already queued still run and are answered (after a

@@ -31,7 +31,7 @@ from service import metrics
 from service.backends.redis_gather import RedisGatherBackend
 from service.backends.redis_store import RedisClient, RedisTableMeta
 from service.caches.row_text_cache import RowTextCache
-from service.errors import TableLoadError
+from service.errors import BackendUnavailable, TableLoadError
 from service.repository.weights import TableWeights, file_version
 from service.tables.served_table import ServedTable
 from service.tables.store_clients import StoreClients
@@ -100,8 +100,18 @@ class FileTableUpdates:
         """Write one update durably, then serve it in this worker before answering."""
         result = await asyncio.to_thread(self.log.write, ids, rows, update_id)
         log_update(self.name, self.version, result, update_id)
-        while self.overlay.sequence < result.sequence:
-            await self.refresh()
+        try:
+            while self.overlay.sequence < result.sequence:
+                await self.refresh()
+        except OverlayStale:
+            # Durable, but this worker serves it only once it has loaded the compacted file
+            # (its follower is on it): the same update_id again answers 200 then.
+            raise BackendUnavailable(
+                f"table {self.name!r}: the update is durable as sequence {result.sequence}, "
+                "and this worker is loading the compacted table file; retry with the same "
+                "update_id",
+                {"table": self.name, "sequence": result.sequence},
+            ) from None
         return result
 
     async def poll(self) -> None:

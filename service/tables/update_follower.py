@@ -45,8 +45,9 @@ class UpdateFollower:
         self._tables = tables
         self._reload = reload
         self.interval = interval
-        # By table and served version: every version has its own updates.
-        self._followed: dict[tuple[str, str], TableUpdates] = {}
+        # By the updates object: every version has its own (two tables may share a name and
+        # version for a moment, a pinned Redis version made current).
+        self._followed: dict[int, TableUpdates] = {}
         self._task: asyncio.Task[None] | None = None
         self._compacting: asyncio.Task[None] | None = None
 
@@ -65,12 +66,12 @@ class UpdateFollower:
 
     async def poll_once(self) -> None:
         """Poll every served table's updates once; stop following replaced ones."""
-        served: dict[tuple[str, str], TableUpdates] = {}
+        served: dict[int, TableUpdates] = {}
         for table in self._tables():
             updates = table.updates
             if updates is None:
                 continue
-            served[(table.name, table.served_version)] = updates
+            served[id(updates)] = updates
             try:
                 await updates.poll()
             except OverlayStale as exc:

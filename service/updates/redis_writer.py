@@ -37,6 +37,7 @@ from service.backends.redis_store import (
     read_current,
     read_meta,
 )
+from service.errors import BackendUnavailable
 from service.updates.redis_keys import (
     BEGIN,
     COMMIT,
@@ -159,11 +160,12 @@ class RedisRowUpdates:
         replies = await self._packed.run([*commands, *((slot, wait) for slot in waits)])
         for acks in replies[len(commands) :]:
             if int(acks) < 1:
-                _LOG.warning(
-                    "no replica acknowledged a row update of %s within %d ms; a failover "
-                    "now could lose it",
-                    self.name,
-                    REPLICA_WAIT_MS,
+                # Durable means on a replica of every master touched (API.md): no 200 before.
+                # The same update_id sent again resumes it under the same sequence.
+                raise BackendUnavailable(
+                    f"no replica acknowledged a row update of {self.name!r} within "
+                    f"{REPLICA_WAIT_MS} ms; retry with the same update_id",
+                    {"table": self.name, "replica_wait_ms": REPLICA_WAIT_MS},
                 )
 
     async def _replicated_slots(self, slots: list[int]) -> list[int]:

@@ -17,7 +17,7 @@ from service.repository.vocabulary import ZERO_ROW
 from service.results import Timing
 from service.tables.served_table import ServedTable
 from service.updates.overlay import OverlayState
-from service.usecases.plan import FinalRows, NotInline, Plan
+from service.usecases.plan import Current, FinalRows, NotInline, Plan
 
 _NOTHING = np.zeros((0, 0), np.float32)  # no rows fetched (every row cached, or zero vectors)
 
@@ -79,7 +79,7 @@ class RowText(Plan[bytes]):
         # An updated table: every slice at the overlay state of the first, past the cache
         # (updates applied between two slices must not split the answer).
         updates = self.table.updates
-        overlay = None if updates is None else updates.state
+        overlay = Current.STATE if updates is None else updates.state
         for start in range(0, shape[0], items):
             if start:
                 await asyncio.sleep(0)  # the event loop's turn between two slices
@@ -90,11 +90,15 @@ class RowText(Plan[bytes]):
         return b"[" + b",".join(parts) + b"]"
 
     async def _render(
-        self, ids: np.ndarray, shape: tuple[int, ...], overlay: OverlayState | None = None
+        self,
+        ids: np.ndarray,
+        shape: tuple[int, ...],
+        overlay: OverlayState | Current | None = Current.STATE,
     ) -> bytes:
-        """One render: plan, gather the misses once, render (at ``overlay``: no cache)."""
+        """One render: plan, gather the misses once, render (at a fixed ``overlay``, even
+        ``None`` -- the state before a first update -- past the cache)."""
         cache = self.table.row_cache
-        plan = cache.plan(ids) if overlay is None else cache.bulk_plan(ids)
+        plan = cache.plan(ids) if overlay is Current.STATE else cache.bulk_plan(ids)
         fetched = _NOTHING
         if plan.fetch_ids.size:
             rows = FinalRows(self.table, plan.fetch_ids, "float32", self.timing, overlay)

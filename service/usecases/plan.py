@@ -15,6 +15,7 @@ is run, one of two ways:
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import Enum
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -75,6 +76,13 @@ class _Then(Plan[S], Generic[T, S]):
         return self.finish(await self.first.run())
 
 
+class Current(Enum):
+    """``FinalRows``' default overlay: the state the table's updates hold now (``None``, given
+    explicitly, is the state of a table before its first update: nothing to patch)."""
+
+    STATE = 0
+
+
 class FinalRows(Plan[np.ndarray]):
     """Final rows of 1-D ``ids``: gathered, patched with the table's row updates, renormalised
     when configured, in ``dtype``.
@@ -91,14 +99,16 @@ class FinalRows(Plan[np.ndarray]):
         ids: np.ndarray,
         dtype: str,
         timing: Timing,
-        overlay: OverlayState | None = None,
+        overlay: OverlayState | Current | None = Current.STATE,
     ) -> None:
         self.table = table
         self.ids = ids
         self.dtype = dtype
         self.timing = timing
-        updates = table.updates
-        self.overlay = overlay if overlay is not None or updates is None else updates.state
+        if overlay is Current.STATE:
+            updates = table.updates
+            overlay = None if updates is None else updates.state
+        self.overlay = overlay
 
     def run_inline(self) -> np.ndarray:
         batcher = self.table.batcher

@@ -126,3 +126,24 @@ def test_closing_the_registry_drops_queued_searches(tmp_path: Path, gated) -> No
                 await search
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_retired_version_waits_for_the_requests_holding_it(tmp_path: Path) -> None:
+    """A request that resolved a version (the ASGI path holds it until answered) is never
+    answered from a closed table: the retired version's drain waits for it (bounded)."""
+
+    async def scenario() -> None:
+        registry = registry_of(tmp_path)
+        await registry.load()
+        old = registry.get("t")
+        old.hold()  # a request between its resolver and its answer
+        draining = asyncio.ensure_future(old.drain(30))
+        await asyncio.sleep(0.05)
+        assert not draining.done(), "drained under a request holding the version"
+        rows = old.batcher.gather_inline(np.array([1, 2]))  # the request goes on: served
+        assert rows.rows.shape == (2, DIM)
+        old.release()
+        assert await asyncio.wait_for(draining, 30)
+        await registry.close()
+
+    asyncio.run(scenario())
