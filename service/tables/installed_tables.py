@@ -13,6 +13,7 @@ from pathlib import Path
 
 from service import metrics
 from service.tables.served_table import ServedTable
+from service.tables.table_updates import catch_up
 from service.tables.version_sets import GroupSet, VersionSet
 from service.tables.worker_state import WorkerState
 
@@ -53,7 +54,8 @@ class InstalledTables:
         replaced, for the caller to retire (requests holding it finish on it)."""
         name = table.name
         table.batcher.start()
-        replaced = self.tables.get(name)
+        await catch_up([(table, self.tables.get(name))])
+        replaced = self.tables.get(name)  # no await from here to the swap
         self.tables[name] = table
         self.failures.pop(name, None)
         self.state.tables[name] = version

@@ -294,3 +294,35 @@ async def attach_updates(table: ServedTable, clients: StoreClients) -> None:
         table.served_version = served.version
     table.weights = served
     table.updates = updates
+
+
+CATCH_UP_ROUNDS = 100  # a log that never reaches the old table's sequence is not waited on
+
+
+def _behind(new: ServedTable, old: ServedTable | None) -> FileTableUpdates | None:
+    """``new``'s file updates when they hold fewer updates of the same version than ``old``'s."""
+    if old is None or old is new:
+        return None
+    ours, theirs = new.updates, old.updates
+    if not isinstance(ours, FileTableUpdates) or not isinstance(theirs, FileTableUpdates):
+        return None
+    if ours.version != theirs.version or ours.sequence >= theirs.sequence:
+        return None
+    return ours
+
+
+async def catch_up(pairs: list[tuple[ServedTable, ServedTable | None]]) -> None:
+    """Refresh each new table's updates until it holds every update its old table (same
+    version, being replaced) serves. Returns with no await since its last check, so the swap
+    the caller makes next never goes back to an older row (API.md: a worker never serves an
+    older value of a row after a newer one)."""
+    for _ in range(CATCH_UP_ROUNDS):
+        behind = [ours for new, old in pairs if (ours := _behind(new, old)) is not None]
+        if not behind:
+            return
+        for updates in behind:
+            try:
+                await updates.refresh()
+            except OverlayStale:
+                return  # the new table is itself behind a fold: its follower reloads it
+    log.warning("a reloaded table did not catch up with the updates of the one it replaces")

@@ -25,6 +25,7 @@ from service.repository.versions import HeldBack, Resolution, version_changes
 from service.tables.installed_tables import InstalledTables
 from service.tables.served_table import ServedTable
 from service.tables.table_builder import TableBuilder
+from service.tables.table_updates import catch_up
 from service.tables.version_sets import GroupSet, GroupVersion, VersionSet
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ class VersionedServing:
         kept: dict[int, Any] = {n: v for n, v in item.versions.items() if n in settled}
         view: VersionedTable | Group = dataclasses.replace(item, versions=kept)  # type: ignore[arg-type]
         replaced: list[Built] = []
+        reloaded: list[tuple[ServedTable, ServedTable | None]] = []  # (new, old) of a version
         while True:
             resolution = view.resolve(followed.held.reasons(identities), followed.labels)
             todo = [
@@ -133,6 +135,8 @@ class VersionedServing:
                 followed.loaded[number] = (identities[number], built)
                 if old is not None:
                     replaced.append(old[1])
+                    reloaded += _pairs(built, old[1])
+        await catch_up(reloaded)  # then the swap, with no await between
         self._install(item, resolution, followed)
         leaving = [n for n in followed.loaded if n not in resolution.served]
         if resolution.served:
@@ -206,3 +210,11 @@ class VersionedServing:
 def _members(built: Built) -> dict[str, ServedTable]:
     assert isinstance(built, dict), "a group version is its members"
     return built
+
+
+def _pairs(new: Built, old: Built) -> list[tuple[ServedTable, ServedTable | None]]:
+    """The tables of a version loaded again, each with the one it replaces."""
+    if isinstance(new, ServedTable):
+        return [(new, old if isinstance(old, ServedTable) else None)]
+    previous = old if isinstance(old, dict) else {}
+    return [(table, previous.get(stem)) for stem, table in new.items()]

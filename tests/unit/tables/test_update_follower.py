@@ -115,3 +115,29 @@ def test_a_base_file_compacted_elsewhere_reloads_the_table(tmp_path: Path) -> No
     assert again is not None and served_weights.version == updates.version
     assert again.sequence == compaction.MAX_DELTA_FILES and again.state is None
     assert np.array_equal(np.asarray(weights.array[:3]), [[0.0] * DIM, [1.0] * DIM, [2.0] * DIM])
+
+
+def test_a_reloaded_table_catches_up_with_the_updates_of_the_one_it_replaces(
+    tmp_path: Path,
+) -> None:
+    """A table built before the latest updates is refreshed up to the old table's sequence
+    before it is swapped in: the worker never goes back to an older row."""
+    from service.tables.table_updates import catch_up
+
+    old, old_updates, table = _served(tmp_path)
+    new_weights = load_npy(tmp_path / "t.npy")  # the same file, loaded again: one log
+    cache = RowTextCache(1 << 20, doorkeeper=False, min_hit_rate=0.0)
+    _, new_updates = file_updates("t", new_weights, cache)
+    assert new_updates is not None
+    new = SimpleNamespace(**{**vars(old), "updates": new_updates})
+
+    async def scenario() -> None:
+        _offline(tmp_path, [3], 7.0)
+        _offline(tmp_path, [4], 8.0)
+        await old_updates.refresh()  # the serving table applied both
+        assert old_updates.sequence == 2 and new_updates.sequence == 0
+        await catch_up([(new, old)])
+        assert new_updates.sequence == 2
+        assert np.all(_final(new, table, [3, 4]) == [[7.0] * DIM, [8.0] * DIM])
+
+    asyncio.run(scenario())
