@@ -2,6 +2,7 @@
 
     python3 loadtest/profile_w1.py [--requests 20000] [--ids 1] [--binary] [--distribution uniform]
                                    [--top 30] [--no-profile] [--asgi]
+                                   [--updated-rows 0]
 
 W1 by default (1 id, JSON); ``--ids 1024 --binary`` is W3 binary. Each request goes where the
 server sends it: the direct lane when it claims the request, else the ASGI app (``--asgi``:
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +103,7 @@ async def profile(args: argparse.Namespace, repo: Path) -> None:
     """Warm up, time, then (unless ``--no-profile``) run under cProfile."""
     app = create_app(ServiceSettings(models=repo))
     await app.registry.load()  # type: ignore[attr-defined]
+    await update_rows(app, args.updated_rows)
     sampler = IdSampler(args.distribution, 1_000_000, seed=3)
 
     def bodies(count: int) -> list[bytes]:
@@ -127,6 +130,20 @@ async def profile(args: argparse.Namespace, repo: Path) -> None:
     pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
 
 
+async def update_rows(app: Any, count: int) -> None:
+    """Write ``count`` distinct rows of table ``big`` as row updates (2,000 a file, as the
+    row-updates benchmark does) and serve them: an overlay of ``count`` rows not compacted."""
+    if not count:
+        return
+    updates = app.registry.get("big").updates  # type: ignore[attr-defined]
+    rng = np.random.default_rng(5)
+    chosen = rng.choice(1_000_000, count, replace=False)
+    for start in range(0, count, 2000):
+        ids = chosen[start : start + 2000]
+        await updates.write(ids, rng.standard_normal((ids.size, 128), np.float32), None)
+    print(f"table big: {updates.overlay.rows:,} updated rows in the overlay")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=20_000)
@@ -135,6 +152,9 @@ def main() -> None:
     parser.add_argument("--ids", type=int, default=1, help="ids per request")
     parser.add_argument("--binary", action="store_true", help="octet-stream in and out")
     parser.add_argument("--no-profile", action="store_true", help="only the mean CPU time")
+    parser.add_argument(
+        "--updated-rows", type=int, default=0, help="rows of the table updated first (overlay)"
+    )
     parser.add_argument(
         "--asgi", action="store_true", help="through the ASGI app even where the lane claims"
     )

@@ -79,6 +79,7 @@ class RowTextCache:
         self.capacity_bytes = capacity_bytes
         # True where a repeated id costs only a row copy (numpy): bulk plans then gather ids
         # as they are; elsewhere each distinct row once (an ORT transfer, a queue slot).
+        self.repeats_cheap = repeats_cheap
         self._bulk = bulk_plan if repeats_cheap else distinct_bulk_plan
         self.enabled = capacity_bytes > 0
         """False when the budget is 0: callers then encode with plain orjson."""

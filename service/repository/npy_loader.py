@@ -48,15 +48,18 @@ def map_npy(path: Path, what: str = "table") -> np.ndarray:
     return array
 
 
-def load_npy(path: Path) -> TableWeights:
+def load_npy(path: Path, check_values: bool = True) -> TableWeights:
     """Map ``path`` read-only; pickled (object) arrays are refused, never unpickled.
 
-    Every value is checked finite (chunked over the mapping) before the table serves.
+    Every value is checked finite (chunked over the mapping) before the table serves, unless
+    ``check_values`` is False: a file this service wrote from checked rows (a compacted base),
+    where the scan would read the whole table again in every worker for nothing.
     """
     array = check_servable(map_npy(path), path, allow_int8=True)
     region = (path.resolve(), int(array.offset)) if isinstance(array, np.memmap) else None
     if array.dtype != np.int8:
-        check_finite(array, path)
+        if check_values:
+            check_finite(array, path)
         return TableWeights(array, "npy", path, file_version(path), region)
     # int8 codes (always finite): the per-row scales lie beside them.
     scales_file = scales_path(path)

@@ -38,6 +38,7 @@ from service.tables.served_table import ServedTable
 from service.tables.source_versions import file_source_version, redis_source_version
 from service.tables.store_clients import StoreClients, redacted
 from service.tables.table_updates import RedisTableUpdates, attach_updates
+from service.updates.base_manifest import is_compacted_base
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,15 @@ def batching_defaults(backend: GatherBackend) -> bool:
     one run pays), off for numpy (a gather of a few rows costs ~2 us inline; an executor
     hop costs more than it saves). See the README's batching section for the figures."""
     return backend.name != "numpy"
+
+
+def _load_weights(source: TableSource) -> TableWeights:
+    """The table file mapped. A base file a compaction wrote (checked rows with checked
+    updates laid over) is not scanned for NaN/Inf again: every worker loads it after each
+    fold, and the scan would read the whole table in each of them."""
+    if source.format != "npy":
+        return load_onnx(source.path)
+    return load_npy(source.path, check_values=not is_compacted_base(source.path))
 
 
 class TableBuilder:
@@ -113,7 +123,7 @@ class TableBuilder:
                 f"{source.options_path}: redis is set but {source.path.name} lies beside it; "
                 "a Redis table's .toml has no weights file beside it"
             )
-        weights = load_npy(source.path) if source.format == "npy" else load_onnx(source.path)
+        weights = _load_weights(source)
         pad_id, vocabulary = _pad_and_vocabulary(
             source, options, weights.rows, weights.stored_dtype
         )

@@ -311,14 +311,36 @@ def _behind(new: ServedTable, old: ServedTable | None) -> FileTableUpdates | Non
     return ours
 
 
+def _keep_row_cache(new: ServedTable, old: ServedTable | None) -> None:
+    """When ``new`` serves exactly ``old``'s rows -- the same version at the same update,
+    with the same options (a table loaded again after a compaction) -- it takes over
+    ``old``'s row-text cache rather than start cold: every text in it is still right. Only
+    right before the swap (no await between): later updates are dropped from the cache by
+    ``new``'s refreshes, and what ``old``'s requests gathered before a drop is never admitted
+    (``RowTextCache.generation``)."""
+    if old is None or old is new:
+        return
+    ours, theirs = new.updates, old.updates
+    if not isinstance(ours, FileTableUpdates) or not isinstance(theirs, FileTableUpdates):
+        return
+    if ours.version != theirs.version or ours.sequence != theirs.sequence:
+        return
+    if new.options != old.options or new.row_cache.repeats_cheap != old.row_cache.repeats_cheap:
+        return
+    new.row_cache = ours.row_cache = old.row_cache
+
+
 async def catch_up(pairs: list[tuple[ServedTable, ServedTable | None]]) -> None:
     """Refresh each new table's updates until it holds every update its old table (same
     version, being replaced) serves. Returns with no await since its last check, so the swap
     the caller makes next never goes back to an older row (API.md: a worker never serves an
-    older value of a row after a newer one)."""
+    older value of a row after a newer one). A new table serving the same rows keeps the old
+    one's row-text cache."""
     for _ in range(CATCH_UP_ROUNDS):
         behind = [ours for new, old in pairs if (ours := _behind(new, old)) is not None]
         if not behind:
+            for new, old in pairs:
+                _keep_row_cache(new, old)
             return
         for updates in behind:
             try:

@@ -17,14 +17,15 @@ File tables (``.npy``, ONNX; ``layout``, ``delta_files``, ``file_log``, ``overla
   answers the first sequence (the last 10,000 ids at least, across restarts).
 - ``log.overlay(base=FileIdentity) -> UpdateOverlay`` -- per process: ``apply(ids, rows)``
   patches gathered float32 rows in place (one attribute check when nothing was ever
-  updated; else a dense-index gather plus a small binary search), ``refresh()`` reads new
+  updated; else one gather in a dense index, or a binary search for tables past
+  ``DENSE_MAX_ROWS``), ``refresh()`` reads new
   files and swaps the state in one reference (a response gets all of an update or none),
   returning the ids changed (drop them from caches); ``OverlayStale`` from it means: load
   the table again. Take ``base`` as ``FileIdentity.of(path)`` before mapping the file (and
   map again if it changed meanwhile).
 - ``compaction.compact_if_due(log)`` -- in the background: deltas folded into a snapshot
   after ``MAX_DELTA_FILES``; an ``.npy`` base rewritten (aside, renamed in) once the snapshot
-  holds ``fold_rows(rows)`` rows. Neither changes an answer, the version or the sequence:
+  holds ``fold_rows(rows, dim)`` rows. Neither changes an answer, the version or the sequence:
   ``base_manifest.served_version(path, computed)`` keeps the version of a compacted file,
   ``is_compaction_of(path, version)`` tells the watcher it is not a new version.
 

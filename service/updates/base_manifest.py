@@ -94,6 +94,12 @@ def served_version(table_file: Path, computed: str) -> str:
     return computed
 
 
+def is_compacted_base(table_file: Path) -> bool:
+    """Whether ``table_file`` is a base file a compaction wrote (recorded in a manifest): its
+    rows are a checked base with checked updates laid over them."""
+    return served_version(table_file, "") != ""
+
+
 def is_compaction_of(table_file: Path, version: str) -> bool:
     """Whether ``table_file`` now is ``version`` compacted (not a new version)."""
     return served_version(table_file, "") == version

@@ -15,9 +15,9 @@ Two steps, each changing no row any reader serves:
 Bounds (``compact_if_due``, run in the background by whoever serves the table): at most
 ``MAX_DELTA_FILES`` deltas accumulate before a snapshot; a snapshot holds at most one row per
 id (never more than the table); an ``.npy`` table's snapshot is folded into its base once it
-holds ``fold_rows(rows)`` rows. So an ``.npy`` overlay holds at most ``fold_rows`` rows plus
-``MAX_DELTA_FILES`` updates, and an ONNX one at most the table's rows plus those updates;
-``apply`` costs ``O(k log n)`` for ``k`` ids over ``n`` held rows.
+holds ``fold_rows(rows, dim)`` rows (``FOLD_BYTES`` of rows, or an eighth of the table). So
+an ``.npy`` overlay holds at most ``fold_rows`` rows plus ``MAX_DELTA_FILES`` updates, and an
+ONNX one at most the table's rows plus those updates.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import fcntl
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -53,18 +54,22 @@ from service.updates.delta_files import (
 from service.updates.delta_files import write_file as write_update_file
 from service.updates.file_log import FileUpdateLog
 from service.updates.layout import logs_of
-from service.updates.overlay import newest_rows
+from service.updates.sorted_rows import newest_rows
 
 REMEMBERED_UPDATE_IDS = 10_000
 MAX_DELTA_FILES = 64
-FOLD_ROWS = 65_536
+# Rows a process's overlay may hold (as float32) before the base is rewritten: each fold
+# copies the whole file and every worker maps it again, so fewer, larger folds cost less;
+# the overlay's lookups cost the same whatever it holds (``row_versions``).
+FOLD_BYTES = 64 << 20
 FOLD_TEMP = ".compact-"
 COMPACT_LOCK = "compact.lock"
 
 
-def fold_rows(table_rows: int) -> int:
-    """Snapshot rows that make an ``.npy`` base worth rewriting: 65,536, or rows/8 if fewer."""
-    return max(1, min(FOLD_ROWS, table_rows // 8))
+def fold_rows(table_rows: int, dim: int) -> int:
+    """Snapshot rows that make an ``.npy`` base worth rewriting: ``FOLD_BYTES`` of float32
+    rows, or an eighth of the table if fewer."""
+    return max(1, min(FOLD_BYTES // (4 * max(1, dim)), table_rows // 8))
 
 
 def compact_if_due(log: FileUpdateLog) -> str:
@@ -77,7 +82,7 @@ def compact_if_due(log: FileUpdateLog) -> str:
     if len(deltas) >= MAX_DELTA_FILES:
         compact_log(log)
         done.append("log")
-    due = _foldable(log) and _snapshot_rows(log) >= fold_rows(log.shape.rows)
+    due = _foldable(log) and _snapshot_rows(log) >= fold_rows(log.shape.rows, log.shape.dim)
     if due and fold_into_base(log) is not None:
         done.append("base")
     return "+".join(done)
@@ -205,11 +210,9 @@ def held_alone(lock: Path) -> Iterator[bool]:
 
 def _write_folded(base: Path, temp: Path, snapshot: UpdateFile) -> None:
     """A copy of the ``.npy`` at ``base`` with ``snapshot``'s rows laid over, fsynced."""
-    source = np.load(base, mmap_mode="r", allow_pickle=False)
-    out = np.lib.format.open_memmap(temp, mode="w+", dtype=source.dtype, shape=source.shape)
-    step = max(1, (64 << 20) // max(1, source[:1].nbytes))
-    for start in range(0, source.shape[0], step):
-        out[start : start + step] = source[start : start + step]
+    # Copied by the kernel (sendfile / copy_file_range): no pass of the table through Python.
+    shutil.copyfile(base, temp)
+    out = np.load(temp, mmap_mode="r+", allow_pickle=False)
     out[snapshot.ids] = snapshot.rows
     out.flush()
     del out

@@ -5,14 +5,16 @@ files written since it last looked (``catch_up``), builds the next state aside a
 reference: a gather that read the state before the swap applies none of a new update's rows,
 one that read it after applies all of them -- a response never holds part of an update.
 
-State: two sorted id arrays with their float32 rows, a large ``settled`` one and a small
-``recent`` one that takes each refresh (cheap to rebuild); ``recent`` is folded into
-``settled`` when it outgrows ``max(RECENT_ROWS, settled / 8)``, so a refresh costs
-``O(recent)`` amortised. ``settled`` has a dense index (one int32 per table row, tables up to
-``DENSE_MAX_ROWS``): a lookup of ``k`` ids costs one gather there and a binary search in
-``recent``, ``O(k log RECENT_ROWS)``; beyond that size ``settled`` is searched too,
-``O(k log n)`` for ``n`` updated rows. ``refresh`` runs in one task at a time. With no update at all the state is ``None``: ``apply`` costs one
-attribute check.
+Two kinds of state, both built aside (off the event loop) and installed in one step:
+
+- tables up to ``DENSE_MAX_ROWS`` rows: ``row_versions.DenseState``, a dense index over every
+  version of the rows updated: a lookup of ``k`` ids costs one gather of ``k`` positions,
+  whatever the number of rows held; a refresh costs ``O(rows it brings)``;
+- larger tables: ``sorted_rows.SortedState``, sorted ids searched, ``O(k log n)`` for ``n``
+  rows held, with no per-table-row memory.
+
+``refresh`` runs in one task at a time. With no update at all the state is ``None``:
+``apply`` costs one attribute check.
 """
 
 from __future__ import annotations
@@ -24,74 +26,17 @@ import numpy as np
 
 from service.updates.catch_up import files_after
 from service.updates.delta_files import UpdateFile
+from service.updates.row_versions import DenseRefresh, DenseState, prepare_refresh
+from service.updates.sorted_rows import SortedState, newest_rows
 
-RECENT_ROWS = 4096
-DENSE_MAX_ROWS = 16 << 20  # a dense index of at most 64 MiB per process and version
+# A dense index costs an int32 per table row (64 MiB at most per process and version): tables
+# up to this size get one (``row_versions``), larger ones are searched (``sorted_rows``).
+DENSE_MAX_ROWS = 16 << 20
 _NO_IDS = np.empty(0, np.int64)
 
-
-def newest_rows(ids: list[np.ndarray], rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted unique ids of ``ids`` (oldest first) and, for each, its row from the newest."""
-    every = np.concatenate(ids)
-    values = np.concatenate(rows)
-    unique, first_from_end = np.unique(every[::-1], return_index=True)
-    return unique, values[every.size - 1 - first_from_end]
-
-
-@dataclass(frozen=True)
-class RowSet:
-    """Sorted unique ``ids`` and their float32 ``rows`` (``positions``: a dense index of them)."""
-
-    ids: np.ndarray
-    rows: np.ndarray
-    # (table rows,) int32: each id's place in ``rows``, -1 when not held. Lookups in one
-    # gather instead of a binary search; 4 bytes per table row, so only up to DENSE_MAX_ROWS.
-    positions: np.ndarray | None = None
-
-    @classmethod
-    def empty(cls, dim: int) -> RowSet:
-        return cls(_NO_IDS, np.empty((0, dim), np.float32))
-
-    def newer(self, ids: np.ndarray, rows: np.ndarray) -> RowSet:
-        """These rows with ``ids``/``rows`` laid over them (the later of an id wins)."""
-        return RowSet(*newest_rows([self.ids, ids], [self.rows, rows.astype(np.float32)]))
-
-    def indexed(self, table_rows: int | None) -> RowSet:
-        """These rows with a dense index, when the table is small enough for one."""
-        if table_rows is None or table_rows > DENSE_MAX_ROWS or self.ids.size == 0:
-            return self
-        positions = np.full(table_rows, -1, np.int32)
-        positions[self.ids] = np.arange(self.ids.size, dtype=np.int32)
-        return RowSet(self.ids, self.rows, positions)
-
-    def patch(self, ids: np.ndarray, rows: np.ndarray) -> None:
-        """Overwrite the rows of ``rows`` whose id (in ``ids``, all in the table) is held here."""
-        if self.ids.size == 0:
-            return
-        if self.positions is not None:
-            place = self.positions[ids]
-            found = place >= 0
-            if found.any():
-                rows[found] = self.rows[place[found]]
-            return
-        at = np.searchsorted(self.ids, ids)
-        np.minimum(at, self.ids.size - 1, out=at)
-        hit = self.ids[at] == ids
-        if hit.any():
-            rows[hit] = self.rows[at[hit]]
-
-
-@dataclass(frozen=True)
-class OverlayState:
-    """What one refresh saw: every update up to ``sequence``."""
-
-    sequence: int
-    settled: RowSet
-    recent: RowSet
-
-    @property
-    def rows(self) -> int:
-        return int(self.settled.ids.size + self.recent.ids.size)
+# What a refresh saw, every update up to ``state.sequence``: ``DenseState`` or ``SortedState``
+# (both immutable for their readers; ``patch(ids, rows)``, ``rows``: distinct ids held).
+OverlayState = DenseState | SortedState
 
 
 def apply_state(state: OverlayState | None, ids: np.ndarray, rows: np.ndarray) -> None:
@@ -99,9 +44,7 @@ def apply_state(state: OverlayState | None, ids: np.ndarray, rows: np.ndarray) -
     if state is None:
         return
     flat_ids = ids.reshape(-1)
-    flat_rows = rows.reshape(flat_ids.size, -1)  # a view: gathered rows are contiguous
-    state.settled.patch(flat_ids, flat_rows)
-    state.recent.patch(flat_ids, flat_rows)
+    state.patch(flat_ids, rows.reshape(flat_ids.size, -1))  # a view: rows are contiguous
 
 
 @dataclass(frozen=True)
@@ -109,7 +52,7 @@ class PendingState:
     """A state built aside from the overlay at sequence ``after``, and the files it read."""
 
     after: int
-    state: OverlayState
+    state: DenseRefresh | SortedState  # ``install()`` gives the state
     files: list[UpdateFile]
 
 
@@ -166,17 +109,16 @@ class UpdateOverlay:
         (prepare again)."""
         if pending is None or pending.after != self._sequence:
             return _NO_IDS
-        self.state = pending.state  # the one swap
-        self._sequence = pending.state.sequence
+        self.state = pending.state.install()  # the one swap
+        self._sequence = self.state.sequence
         return np.unique(np.concatenate([f.ids for f in pending.files]))
 
-    def _next_state(self, files: list[UpdateFile]) -> OverlayState:
+    def _next_state(self, files: list[UpdateFile]) -> DenseRefresh | SortedState:
         current = self.state
-        settled = RowSet.empty(self.dim) if current is None else current.settled
-        recent = RowSet.empty(self.dim) if current is None else current.recent
-        for update in files:
-            recent = recent.newer(update.ids, update.rows)
-        if recent.ids.size > max(RECENT_ROWS, settled.ids.size // 8):
-            settled = settled.newer(recent.ids, recent.rows).indexed(self.table_rows)
-            recent = RowSet.empty(self.dim)
-        return OverlayState(files[-1].sequence, settled, recent)
+        if self.table_rows is None or self.table_rows > DENSE_MAX_ROWS:
+            base = current if isinstance(current, SortedState) else SortedState.empty(self.dim)
+            return base.newer(files)
+        ids, rows = newest_rows([f.ids for f in files], [f.rows for f in files])
+        dense = current if isinstance(current, DenseState) else None
+        sequence = files[-1].sequence
+        return prepare_refresh(dense, self.table_rows, ids, rows.astype(np.float32), sequence)

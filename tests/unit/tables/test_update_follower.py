@@ -32,7 +32,11 @@ def _served(tmp_path: Path) -> tuple[Any, FileTableUpdates, np.ndarray]:
     assert updates is not None and served_weights.version == weights.version
     batcher = SimpleNamespace(inline=True, gather_inline=None)
     served = SimpleNamespace(
-        name="t", updates=updates, options=SimpleNamespace(max_norm=None), batcher=batcher
+        name="t",
+        updates=updates,
+        options=SimpleNamespace(max_norm=None),
+        batcher=batcher,
+        row_cache=cache,
     )
     return served, updates, table
 
@@ -139,5 +143,40 @@ def test_a_reloaded_table_catches_up_with_the_updates_of_the_one_it_replaces(
         await catch_up([(new, old)])
         assert new_updates.sequence == 2
         assert np.all(_final(new, table, [3, 4]) == [[7.0] * DIM, [8.0] * DIM])
+
+    asyncio.run(scenario())
+
+
+def test_a_table_loaded_again_at_the_same_update_keeps_the_row_text_cache(
+    tmp_path: Path,
+) -> None:
+    """A compaction's reload serves the same rows: the new table takes over the warm cache
+    (and drops later updates from it); one that serves other rows starts its own."""
+    from service.tables.table_updates import catch_up
+
+    old, old_updates, table = _served(tmp_path)
+    _offline(tmp_path, [3], 7.0)
+
+    def loaded_again() -> tuple[Any, FileTableUpdates]:
+        cache = RowTextCache(1 << 20, doorkeeper=False, min_hit_rate=0.0)
+        _, updates = file_updates("t", load_npy(tmp_path / "t.npy"), cache)
+        assert updates is not None
+        return SimpleNamespace(**{**vars(old), "updates": updates, "row_cache": cache}), updates
+
+    async def scenario() -> None:
+        await old_updates.refresh()
+        same, same_updates = loaded_again()  # at sequence 1, as the old table
+        await catch_up([(same, old)])
+        assert same.row_cache is old.row_cache and same_updates.row_cache is old.row_cache
+        cache = old.row_cache
+        plan = cache.plan(np.array([5], np.int64))
+        cache.render(plan, table[plan.fetch_ids], (1, DIM))
+        assert len(cache) == 1
+        _offline(tmp_path, [5], 9.0)
+        await same_updates.refresh()  # the new table's refresh drops the row it replaced
+        assert len(cache) == 0
+        ahead, _ = loaded_again()  # at sequence 2: other rows than the old one
+        await catch_up([(ahead, old)])
+        assert ahead.row_cache is not old.row_cache
 
     asyncio.run(scenario())

@@ -11,7 +11,7 @@ from service.repository.layout import discover_repository
 from service.repository.npy_loader import load_npy
 from service.repository.weights import TableWeights
 from service.updates import compaction
-from service.updates.base_manifest import is_compaction_of, served_version
+from service.updates.base_manifest import is_compacted_base, is_compaction_of, served_version
 from service.updates.catch_up import OverlayStale
 from service.updates.compaction import compact_if_due, compact_log, fold_into_base
 from service.updates.delta_files import DELTA, SNAPSHOT, listed
@@ -131,7 +131,7 @@ def test_compaction_runs_when_due(log: FileUpdateLog, monkeypatch: pytest.Monkey
     assert compact_if_due(log) == ""
     _write_some(log, 1, 2)
     assert compact_if_due(log) == "log"
-    monkeypatch.setattr(compaction, "FOLD_ROWS", 4)
+    monkeypatch.setattr(compaction, "FOLD_BYTES", 4 * 4 * 4)  # 4 rows of 4 floats
     _write_some(log, 3, 3)
     assert compact_if_due(log) == "log+base"
     assert [kind for _, kind in listed(log.folder)] == [SNAPSHOT]
@@ -152,3 +152,25 @@ def test_a_fold_does_not_touch_a_replaced_file(tmp_path: Path, log: FileUpdateLo
     np.save(tmp_path / "emb.npy", np.ones((ROWS, 4), np.float32))
     assert fold_into_base(log) is None
     assert (np.load(tmp_path / "emb.npy") == 1).all()
+
+
+def test_a_compacted_base_is_not_scanned_again_and_a_plain_file_is(
+    log: FileUpdateLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every worker maps the base again after each fold: its rows were checked (the base's
+    when it was loaded, each update's when it was written), so the NaN/Inf scan that reads the
+    whole table is skipped for a file a compaction wrote (recorded in ``base.json``)."""
+    from service.repository import npy_loader
+    from service.repository.discovery import TableSource
+    from service.tables import table_builder
+
+    scanned: list[Path] = []
+    monkeypatch.setattr(npy_loader, "check_finite", lambda array, path: scanned.append(path))
+    source = TableSource("emb", log.table_file, "npy", None)
+    assert not is_compacted_base(log.table_file)
+    table_builder._load_weights(source)
+    assert scanned == [log.table_file]
+    _write_some(log, 3)
+    assert fold_into_base(log) == 3 and is_compacted_base(log.table_file)
+    table_builder._load_weights(source)
+    assert scanned == [log.table_file]

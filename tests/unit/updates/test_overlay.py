@@ -10,7 +10,9 @@ import pytest
 from service.repository.npy_loader import load_npy
 from service.repository.weights import TableWeights
 from service.updates import overlay as overlay_module
+from service.updates import row_versions, sorted_rows
 from service.updates.file_log import FileUpdateLog
+from service.updates.overlay import apply_state
 from tests.unit.updates.conftest import DIM, rows_of
 
 
@@ -51,21 +53,59 @@ def test_the_higher_sequence_wins_whatever_the_order_read(log: FileUpdateLog) ->
         assert rows[:, 0].tolist() == [-1, -2, -2]
 
 
-@pytest.mark.parametrize("dense_max_rows", [0, 1 << 20], ids=["searched", "dense"])
-def test_recent_rows_settle_without_changing_answers(
+KINDS = pytest.mark.parametrize("dense_max_rows", [0, 1 << 20], ids=["sorted", "dense"])
+
+
+@KINDS
+def test_many_refreshes_change_no_answer(
     log: FileUpdateLog, monkeypatch: pytest.MonkeyPatch, dense_max_rows: int
 ) -> None:
-    monkeypatch.setattr(overlay_module, "RECENT_ROWS", 2)
+    monkeypatch.setattr(sorted_rows, "RECENT_ROWS", 2)  # recent rows settle
+    monkeypatch.setattr(row_versions, "MIN_SLOTS", 2)  # slots run out: the store is rebuilt
     monkeypatch.setattr(overlay_module, "DENSE_MAX_ROWS", dense_max_rows)
     overlay = log.overlay()
     for n in range(10):
         log.write(np.array([n, n + 1]), rows_of(n, 2))
         overlay.refresh()
-    assert overlay.state is not None and overlay.state.settled.ids.size > 0
-    assert (overlay.state.settled.positions is not None) == (dense_max_rows > 0)
+    kind = row_versions.DenseState if dense_max_rows else sorted_rows.SortedState
+    assert isinstance(overlay.state, kind) and overlay.rows == 11
     rows = np.zeros((11, DIM), np.float32)
     overlay.apply(np.arange(11), rows)
     assert rows[:, 0].tolist() == [*range(10), 9]  # id k: last written by update k
+
+
+@KINDS
+def test_a_state_taken_before_a_refresh_keeps_its_rows(
+    log: FileUpdateLog, monkeypatch: pytest.MonkeyPatch, dense_max_rows: int
+) -> None:
+    """A request patches with the state it planned with, however many refreshes (and store
+    rebuilds) came after: never a row of a later update."""
+    monkeypatch.setattr(row_versions, "MIN_SLOTS", 2)
+    monkeypatch.setattr(overlay_module, "DENSE_MAX_ROWS", dense_max_rows)
+    overlay = log.overlay()
+    states = []
+    for n in range(6):
+        log.write(np.array([1, 2 + n]), rows_of(10 * (n + 1), 2))
+        overlay.refresh()
+        states.append(overlay.state)
+    for n, state in enumerate(states):
+        rows = np.zeros((3, DIM), np.float32)
+        apply_state(state, np.array([1, 2, 2 + n]), rows)
+        first = 10 * (n + 1)
+        assert rows[:, 0].tolist() == [first, 10, first]  # id 2: update 0 wrote it
+
+
+def test_dense_refresh_installs_in_place_until_slots_run_out(log: FileUpdateLog) -> None:
+    overlay = log.overlay()
+    log.write(np.array([3]), rows_of(1, 1))
+    overlay.refresh()
+    first = overlay.state
+    assert isinstance(first, row_versions.DenseState)
+    log.write(np.array([3, 4]), rows_of(2, 2))
+    overlay.refresh()
+    second = overlay.state
+    assert isinstance(second, row_versions.DenseState)
+    assert second.store is first.store and second.used == 3 and second.rows == 2
 
 
 def test_float16_tables_serve_the_stored_rounding(tmp_path: Path) -> None:
