@@ -12,7 +12,8 @@ Two service processes of two workers each over one model repository holding a
    link of the same file). Per server CPU-second (``/proc``); runs interleaved ``--repeats``
    times, medians (the machine's other load weighs on each alike).
 2. W2 JSON while 10,000 rows/s are applied (10 updates of 1,000 rows a second, by HTTP),
-   interleaved with the same run with none.
+   interleaved with the same run with none (``SETTLE_SECONDS`` after each burst first: the
+   compaction it made due is not charged to the next run).
 3. Visibility under W2 load: ``--updates`` updates one at a time; each from its ``200`` until
    every worker of both processes has applied it (each worker counts its application in
    ``embedding_row_update_delay_seconds_count``, polled); p50 and p99.
@@ -56,6 +57,7 @@ from service.updates.file_log import FileUpdateLog  # noqa: E402
 ADMIN = "bench-admin"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 ROWS_PATH = "/v1/admin/tables/big/rows"
+SETTLE_SECONDS = 6.0
 
 
 def start_servers(repo: Path, cores: str | None) -> list[Server]:
@@ -243,6 +245,9 @@ def measure_served(
         stop.set()
         if applying:
             writer.join()
+            # Let the compaction and reloads the burst left due finish before the next run
+            # (else the run with none being applied pays for them).
+            time.sleep(SETTLE_SECONDS)
     for name, got in during.items():
         figures[name] = (
             statistics.median(v[0] for v in got),
