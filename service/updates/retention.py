@@ -19,6 +19,7 @@ waiting (``compaction.held_alone``): one process at a time sweeps it, the others
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -64,7 +65,8 @@ def sweep(models: Path, grace_seconds: float, now: float | None = None) -> list[
                 if alone:
                     deleted += _sweep_folder(updates, now - grace_seconds)
         except OSError as exc:  # a read-only or vanishing folder: nothing to do there
-            log.warning("row-update logs in %s not swept: %s", updates, exc)
+            quiet = exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT)
+            log.log(logging.DEBUG if quiet else logging.WARNING, "%s not swept: %s", updates, exc)
     return deleted
 
 
@@ -125,14 +127,19 @@ def current_versions(table_file: Path) -> set[str]:
 
 
 def _possible_external_data(table_file: Path) -> Iterable[Path]:
-    """Files beside an ONNX table that could hold its external data (any visible file that is
-    not a table, options or vocabulary file)."""
+    """Files that could hold an ONNX table's external data (its ``location`` is relative to
+    the model's folder): any visible file beside it or one folder down that is not a table,
+    options or vocabulary file. Reading the model to know would read a whole inline table."""
     not_data = {*TABLE_SUFFIXES, ".toml", ".vocab"}
-    for entry in table_file.parent.iterdir():
-        if entry.name.startswith(".") or entry.suffix in not_data:
-            continue
-        if entry.is_file():
-            yield entry
+    folders = [table_file.parent, *_visible_folders(table_file.parent)]
+    for folder in folders:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith(".") or Path(name).suffix in not_data:
+                    continue
+                if entry.is_file():
+                    yield Path(entry.path)
 
 
 def last_touched(folder: Path) -> float:

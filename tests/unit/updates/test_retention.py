@@ -164,3 +164,16 @@ def test_hidden_and_symlinked_folders_are_not_walked(tmp_path: Path) -> None:
     assert list(updates_folders(models)) == []
     assert sweep(models, GRACE, now=LATER) == []
     assert (outside / ".updates" / "x" / "v1").exists()
+
+
+def test_an_onnx_tables_external_data_one_folder_down_is_counted(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    from service.repository.demo import gather_onnx_model
+
+    model = onnx.load_from_string(gather_onnx_model(np.ones((ROWS, DIM), np.float32)))
+    path = tmp_path / "items.onnx"
+    (tmp_path / "data").mkdir()
+    onnx.save_model(
+        model, path, save_as_external_data=True, location="data/items.bin", size_threshold=0
+    )
+    assert _written(load_onnx(path)).version in current_versions(path)
