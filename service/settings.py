@@ -198,6 +198,14 @@ class ServiceSettings(BaseSettings):
         description="How long the admin reload waits for every live worker to serve the new version "
         "before it answers 503 reload_incomplete.",
     )
+    update_log_grace_seconds: int = Field(
+        3600,
+        ge=60,
+        le=30 * 86400,
+        description="Row-update logs of file-table versions no longer current (a replaced or "
+        "removed table file) are deleted once untouched (no update written, no worker serving "
+        "them) this long; longer keeps them for stragglers and rollbacks, shorter frees the disk.",
+    )
     warm_up: bool = Field(
         False,
         description="Default per table: read every page of a table at load, before it is ready, so "

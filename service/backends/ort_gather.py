@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,8 @@ from service.backends.ort_runtime import (
     preload_cuda_libraries,
 )
 from service.backends.placement import CUDA_PROVIDER, max_run_ids
+
+log = logging.getLogger(__name__)
 
 # onnxruntime 1.31 refuses IR versions above what it knows; the newest onnx writes 13+.
 ONNX_IR_VERSION = 10
@@ -128,6 +132,12 @@ class OrtGatherBackend:
         self._session: Any = session
         self._run = session.run
         self._weights = weights  # for move_to_cpu (the served table keeps them anyway)
+        self._file = _file_identity(weights)  # the file the session maps, as it was then
+        self._gpu_mem_limit = gpu_mem_limit  # for move_back
+        # The CUDA device move_to_cpu took this backend off (None: where it was built), and
+        # why moving it back failed (None: not tried, or it moved back).
+        self.moved_from: str | None = None
+        self.move_back_failure: str | None = None
         row_bytes = weights.dim * weights.array.dtype.itemsize
         self.max_run_ids = max_run_ids(row_bytes) if on_cuda else None
         self._row = (weights.dim, weights.array.dtype)
@@ -149,9 +159,44 @@ class OrtGatherBackend:
         session; later ones use the new (one attribute swap)."""
         if not self.device.startswith("cuda"):
             return
-        cpu = OrtGatherBackend(self._weights, "cpu")
-        self._run, self._session = cpu._run, cpu._session
-        self.max_run_ids, self.device = None, "cpu"
+        cpu = type(self)(self._own_rows(), "cpu")
+        self.moved_from, self.move_back_failure = self.device, None
+        self._swap(cpu)
+
+    def move_back(self) -> None:
+        """Serve from the CUDA device ``move_to_cpu`` took this backend off again (the reload
+        that needed its room failed). Raises what building the CUDA session raised (it
+        serves on from the CPU then, and ``move_back_failure`` says why)."""
+        if self.moved_from is None:
+            return
+        try:
+            gpu = type(self)(self._own_rows(), self.moved_from, self._gpu_mem_limit)
+        except Exception as exc:
+            self.move_back_failure = str(exc) or repr(exc)
+            raise
+        self.moved_from, self.move_back_failure = None, None
+        self._swap(gpu)
+
+    def _own_rows(self) -> GatherableRows:
+        """This version's rows for a new session: from its file when that is still the one
+        mapped, else inline from the mapping (a reload renames a new file over the old name:
+        a session built from the name would serve the new version's rows)."""
+        weights = self._weights
+        if weights.file_region is None or _file_identity(weights) == self._file:
+            return weights
+        log.info(
+            "%s was replaced: a new session of its old rows gets them inline",
+            weights.file_region[0],
+        )
+        return _InlineRows(weights.array, weights.rows, weights.dim)
+
+    def _swap(self, other: OrtGatherBackend) -> None:
+        """Run ``other``'s session from now on (one attribute swap per field: gathers
+        running finish on the old session)."""
+        if other.max_run_ids is not None:  # to CUDA: gathers split before they reach it
+            self.max_run_ids = other.max_run_ids
+        self._run, self._session = other._run, other._session
+        self.max_run_ids, self.device = other.max_run_ids, other.device
 
     def close(self) -> None:
         """Drop the session now (its GPU memory with it): the bound ``run`` held it too."""
@@ -184,19 +229,32 @@ def _why(printed: io.StringIO) -> str:
 
 
 @dataclass(frozen=True)
-class _ProbeRows:
-    """A 2 x 1 table: enough for onnxruntime to build and run a session."""
+class _InlineRows:
+    """Rows handed to a session inline (no file region): a probe's, or a table's whose file
+    was replaced since its session was built."""
 
     array: np.ndarray
-    rows: int = 2
-    dim: int = 1
+    rows: int
+    dim: int
     file_region: tuple[Path, int] | None = None
+
+
+def _file_identity(weights: GatherableRows) -> tuple[int, int, int, int] | None:
+    """What tells the file a session maps its rows from from another file later renamed
+    over its name (None: rows inline, or the file is gone)."""
+    if weights.file_region is None:
+        return None
+    try:
+        stat = os.stat(weights.file_region[0])
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def cuda_session_failure(device: str = "cuda:0") -> str:
     """Why a CUDA session cannot gather on ``device`` here ("" when one does): the libraries
     may load and the session still fail (a driver older than the CUDA the wheel is built for)."""
-    probe = _ProbeRows(np.arange(2, dtype=np.float32).reshape(2, 1))
+    probe = _InlineRows(np.arange(2, dtype=np.float32).reshape(2, 1), rows=2, dim=1)
     try:
         backend = OrtGatherBackend(probe, device, None)
         backend.gather(np.array([1], dtype=np.int64))

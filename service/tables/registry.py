@@ -23,6 +23,7 @@ from service.repository.discovery import TableSource
 from service.repository.layout import discover_repository
 from service.settings import ServiceSettings
 from service.tables.installed_tables import InstalledTables
+from service.tables.log_retention import LogRetention
 from service.tables.redis_versions import RedisVersions
 from service.tables.reloads import Reloads
 from service.tables.served_table import ServedTable
@@ -80,6 +81,9 @@ class TableRegistry:
         self._redis_retries: dict[str, asyncio.Task[None]] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._updates: UpdateFollower | None = None  # row updates (issue 25)
+        self._retention = LogRetention(
+            Path(settings.models), settings.update_log_grace_seconds, self.every_version
+        )
 
     @property
     def failures(self) -> dict[str, str]:
@@ -313,6 +317,7 @@ class TableRegistry:
         self._updates = UpdateFollower(
             self.every_version, self._reload_compacted
         ).start()  # issue 25
+        self._retention.start()  # old versions' update logs
 
     async def _load_first(self, name: str, source: TableSource) -> None:
         """Load and serve one table at start-up; a failure leaves its reason in ``failures``.
@@ -376,6 +381,7 @@ class TableRegistry:
                 await self._watcher
         if self._updates is not None:
             await self._updates.close()  # issue 25
+        await self._retention.close()
         with contextlib.suppress(OSError):
             self.state.withdraw()
         metrics.WORKERS.set(0)

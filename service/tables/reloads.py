@@ -9,6 +9,7 @@ import logging
 import time
 from pathlib import Path
 
+from service.backends.placed import restore_serving
 from service.backends.redis_store import STORE_ERRORS
 from service.errors import (
     BackendUnavailable,
@@ -105,6 +106,7 @@ class Reloads:
             try:
                 new, version = await self._load_new_version(name)
             except Exception as exc:
+                await self._restore_serving(name)
                 # A store error is no answer to the request: it stays pending (the asking
                 # worker says reload_incomplete) and the watcher tries it again.
                 if generation is not None and not transient(exc):
@@ -123,6 +125,17 @@ class Reloads:
         if old is not None:
             installed.retire_later(old, float(self.settings.drain_seconds))
         return new
+
+    async def _restore_serving(self, name: str) -> None:
+        """The version serving on after a failed reload: back on the GPU the reload moved it
+        off to make room for the new one, or its placement says it is on the CPU and why
+        (``placed.restore_serving``; ``TableInfo.placement_reason`` reads it)."""
+        serving = self._installed.tables.get(name)
+        if serving is None:
+            return
+        serving.placement = await asyncio.to_thread(
+            restore_serving, serving.backend, serving.placement, f"table {name}"
+        )
 
     async def _load_new_version(self, name: str) -> tuple[ServedTable, str | None]:
         sources, problems = await asyncio.to_thread(discover_tables, Path(self.settings.models))

@@ -5,7 +5,7 @@ The log of table file ``F`` at version ``V`` is the folder ``F.parent/.updates/<
 ``DIR/<name>/<N>/.updates/<stem>/<V>/``, for a group member ``DIR/<group>/<N>/.updates/<stem>/<V>/``.
 The folder is hidden, so discovery (which skips hidden entries) never takes it for a table or
 a version, and keyed by the version string, so a replaced file (a new version) starts from
-its own rows; the logs of versions no longer present can be removed (``stale_logs``).
+its own rows; the logs of versions no longer served are deleted after a grace (``retention``).
 """
 
 from __future__ import annotations

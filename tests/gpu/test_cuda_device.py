@@ -9,20 +9,26 @@ import gc
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import pytest
 
+from service.backends.base import GatherBackend
 from service.backends.gpu_memory import gpu_free_bytes
 from service.backends.ort_gather import OrtGatherBackend, cuda_session_failure
 from service.backends.ort_runtime import available_providers, cuda_load_failure
-from service.backends.placement import gpu_bytes_needed
+from service.backends.placement import Placement, gpu_bytes_needed
+from service.errors import TableLoadError
 from service.repository.demo import gather_onnx_model
 from service.repository.npy_loader import load_npy
 from service.repository.onnx_loader import load_onnx
+from service.repository.weights import TableWeights
 from service.settings import ServiceSettings
 from service.tables.registry import TableRegistry
+from service.tables.served_table import ServedTable
+from service.tables.table_builder import default_backend_factory
 from tests.support.tables import random_table, write_npy
 
 
@@ -109,6 +115,22 @@ def test_auto_places_a_fitting_table_on_the_gpu(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+async def _on_the_gpu_then_replaced(
+    tmp_path: Path, table: np.ndarray, free: list[int], factory: Any = default_backend_factory
+) -> tuple[TableRegistry, ServedTable]:
+    """A registry serving ``models/big.npy`` (``table``) on cuda:0, then the GPU without room
+    for a second version and a new file renamed over the old (it keeps its mapping)."""
+    settings = ServiceSettings(models=tmp_path / "models", run_dir=tmp_path / "run")
+    registry = TableRegistry(settings, free_gpu_bytes=lambda _: free[0], backend_factory=factory)
+    await registry.load()
+    old = registry.get("big")
+    assert old.backend.device == "cuda:0", old.placement.reason
+    free[0] = gpu_bytes_needed(table.nbytes) - 1
+    replacement = write_npy(tmp_path, "big", table[::-1].copy())
+    os.replace(replacement, tmp_path / "models" / "big.npy")
+    return registry, old
+
+
 def test_a_reload_that_needs_the_old_versions_room_stays_on_the_gpu(tmp_path: Path) -> None:
     folder = tmp_path / "models"
     table = random_table(1 << 18, 64, 8)  # 64 MiB
@@ -116,20 +138,46 @@ def test_a_reload_that_needs_the_old_versions_room_stays_on_the_gpu(tmp_path: Pa
     free = [8 << 30]  # NVML as the placement sees it: room for one version, then not two
 
     async def scenario() -> None:
-        settings = ServiceSettings(models=folder, run_dir=tmp_path / "run")
-        registry = TableRegistry(settings, free_gpu_bytes=lambda _: free[0])
-        await registry.load()
+        registry, old = await _on_the_gpu_then_replaced(tmp_path, table, free)
         try:
-            old = registry.get("big")
-            assert old.backend.device == "cuda:0", old.placement.reason
-            free[0] = gpu_bytes_needed(table.nbytes) - 1
-            # A new file, renamed over the old: the serving version keeps its mapping.
-            os.replace(write_npy(tmp_path, "big", table[::-1].copy()), folder / "big.npy")
             new = await registry.reload_local("big")
             assert new.backend.device == "cuda:0", new.placement.reason
             assert old.backend.device == "cpu"  # gave its room, served from the CPU meanwhile
             ids = np.arange(0, 1 << 18, 997)
             np.testing.assert_array_equal(new.backend.gather(ids), table[::-1][ids])
+            # The old version's CPU session holds its own rows, not the replacing file's.
+            np.testing.assert_array_equal(old.backend.gather(ids), table[ids])
+        finally:
+            await registry.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_reload_whose_new_version_fails_puts_the_old_one_back_on_the_gpu(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "models"
+    table = random_table(1 << 18, 64, 9)  # 64 MiB
+    write_npy(folder, "big", table)
+    free = [8 << 30]
+    builds: list[str] = []
+
+    def factory(weights: TableWeights, placement: Placement) -> GatherBackend:
+        builds.append(placement.device)
+        if len(builds) > 1:
+            raise RuntimeError("the new version's session failed (on purpose)")
+        return default_backend_factory(weights, placement)
+
+    async def scenario() -> None:
+        registry, old = await _on_the_gpu_then_replaced(tmp_path, table, free, factory)
+        try:
+            with pytest.raises(TableLoadError, match="on purpose"):
+                await registry.reload_local("big")
+            served = registry.get("big")
+            assert served is old and served.info()["device"] == "cuda:0"
+            assert served.placement.reason.startswith("fits the GPU")
+            ids = np.arange(0, 1 << 18, 997)  # its own rows, not the replacing file's
+            np.testing.assert_array_equal(served.backend.gather(ids), table[ids])
         finally:
             await registry.close()
 

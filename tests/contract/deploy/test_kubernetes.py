@@ -162,9 +162,45 @@ def test_security_context_and_writable_tmp(kustomization: str) -> None:
     mounts = {m["mountPath"]: m for m in container(objects)["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
-    models = settings_env(objects)["EMBED_MODELS"]
-    assert mounts[models]["readOnly"] is True
     assert spec["enableServiceLinks"] is False  # no injected EMBED_PORT=tcp://... variables
+
+
+def models_volume(objects: tuple[Manifest, ...]) -> tuple[Manifest, Manifest]:
+    """The container's mount of EMBED_MODELS and the pod volume behind it."""
+    models = settings_env(objects)["EMBED_MODELS"]
+    mount = next(m for m in container(objects)["volumeMounts"] if m["mountPath"] == models)
+    volume = next(v for v in pod_spec(objects)["volumes"] if v["name"] == mount["name"])
+    return mount, volume
+
+
+# Where the models folder is a claim: what its access modes must be. Replicas on several nodes
+# need ReadWriteMany; kind/minikube have one node, whose pods may all mount ReadWriteOnce.
+CLAIM_ACCESS = {
+    "base": "ReadWriteMany",
+    "overlays/gpu": "ReadWriteMany",
+    "overlays/kind": "ReadWriteOnce",
+}
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_a_claimed_models_volume_is_writable(kustomization: str) -> None:
+    """A fresh, empty volume must take the demo tables (service/cli.py ``prepare_models``:
+    an empty folder that cannot be written is exit 2, a crash loop) and row updates (files
+    written beside the tables): read-write, writable by the pods' group, shared by replicas."""
+    objects = rendered(kustomization)
+    mount, volume = models_volume(objects)
+    if "persistentVolumeClaim" not in volume:
+        # The redis overlay: a Secret of .toml files (updates go to Redis), read-only.
+        assert "secret" in volume and mount["readOnly"] is True
+        return
+    assert mount.get("readOnly", False) is False
+    assert volume["persistentVolumeClaim"].get("readOnly", False) is False
+    security = pod_spec(objects)["securityContext"]
+    assert security["fsGroup"] == container(objects)["securityContext"]["runAsGroup"]
+    # Kubelet changes ownership once (a fresh volume), never walks a big volume on each start.
+    assert security["fsGroupChangePolicy"] == "OnRootMismatch"
+    claim = one(objects, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+    assert claim["spec"]["accessModes"] == [CLAIM_ACCESS[kustomization]]
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
@@ -212,10 +248,7 @@ def test_gpu_overlay_asks_for_a_gpu_and_the_cuda_image() -> None:
 
 def test_redis_overlay_mounts_redis_tables_and_pushes_rows() -> None:
     objects = rendered("overlays/redis")
-    spec = pod_spec(objects)
-    models = settings_env(objects)["EMBED_MODELS"]
-    mount = next(m for m in container(objects)["volumeMounts"] if m["mountPath"] == models)
-    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    _, volume = models_volume(objects)
     secret = one(objects, "Secret", "embedding-redis-tables")
     assert volume["secret"]["secretName"] == secret["metadata"]["name"]
     data = {key: b64decode(value).decode() for key, value in secret["data"].items()}

@@ -5,6 +5,7 @@ NVML device behind a CUDA index (fakes for NVML; the CPU onnxruntime asked for C
 from __future__ import annotations
 
 import gc
+import os
 import weakref
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from service.backends.gpu_memory import free_bytes, nvml_device
 from service.backends.numpy_gather import NumpyGatherBackend
 from service.backends.ort_gather import OrtGatherBackend, cuda_session_failure
 from service.backends.ort_runtime import NOT_INSTALLED, CudaUnavailable
-from service.backends.placed import build_placed_backend
+from service.backends.placed import build_placed_backend, restore_serving, serving_placement
 from service.backends.placement import (
     GPU_HEADROOM_BYTES,
     GPU_RUN_BYTES,
@@ -26,7 +27,9 @@ from service.backends.placement import (
     max_run_ids,
 )
 from service.errors import TableLoadError
+from service.repository.npy_loader import load_npy
 from service.repository.weights import TableWeights
+from tests.unit.backends.conftest import FakeCudaOrt
 from tests.unit.backends.test_placement import place
 
 GiB = 1024**3
@@ -174,6 +177,75 @@ def _numpy_factory(weights: TableWeights, placement: Placement) -> GatherBackend
     return backend
 
 
+def _failing_factory(weights: TableWeights, placement: Placement) -> GatherBackend:
+    raise RuntimeError("the new version's session failed (fake)")
+
+
+def _reclaiming() -> Placement:
+    return _auto(free=gpu_bytes_needed(GiB) - 1, reclaimable=gpu_bytes_needed(GiB))
+
+
+def _on_cuda(fake_cuda: type[FakeCudaOrt]) -> tuple[TableWeights, FakeCudaOrt, Placement]:
+    """Weights, a serving backend on cuda:0, and the placement it was built for."""
+    weights = _weights()
+    return weights, fake_cuda(weights, "cuda:0", gpu_bytes_needed(800)), _auto()
+
+
+def _new_version_fails(weights: TableWeights, serving: FakeCudaOrt) -> None:
+    """A reload that takes the GPU room of ``serving``, whose new backend fails."""
+    with pytest.raises(TableLoadError, match="failed \\(fake\\)"):
+        build_placed_backend(weights, _reclaiming(), _failing_factory, "t.npy", serving)
+
+
+def _serves_its_rows(serving: GatherBackend, weights: TableWeights) -> None:
+    ids = np.array([4, 0, 49], dtype=np.int64)
+    np.testing.assert_array_equal(serving.gather(ids), weights.array[ids])
+
+
+def test_a_serving_version_moved_for_a_new_one_that_fails_goes_back_to_the_gpu(
+    fake_cuda: type[FakeCudaOrt],
+) -> None:
+    weights, serving, planned = _on_cuda(fake_cuda)
+    _new_version_fails(weights, serving)
+    assert (serving.device, serving.moved_from, serving.max_run_ids) == ("cuda:0", None, 7)
+    assert serving_placement(serving, planned) is planned
+    assert restore_serving(serving, planned, "t.npy") is planned
+    assert fake_cuda.cuda_builds == 2  # built, then moved back; nothing more
+    _serves_its_rows(serving, weights)
+
+
+def test_a_serving_version_that_cannot_go_back_says_it_serves_from_the_cpu(
+    fake_cuda: type[FakeCudaOrt],
+) -> None:
+    weights, serving, planned = _on_cuda(fake_cuda)
+    fake_cuda.gpu_fails = True  # the failed new version, or another tenant, holds the room
+    _new_version_fails(weights, serving)
+    assert (serving.device, serving.moved_from) == ("cpu", "cuda:0")
+    assert "out of memory" in (serving.move_back_failure or "")
+    builds = fake_cuda.cuda_builds
+    actual = restore_serving(serving, planned, "t.npy")  # tried already: not again
+    assert fake_cuda.cuda_builds == builds
+    assert (actual.device, actual.backend, actual.gpu_mem_limit) == ("cpu", "onnxruntime", None)
+    assert actual.reason.startswith("cuda:0 planned (")
+    assert "a new version that failed to load, and moving it back failed: CUDA failure" in (
+        actual.reason
+    )
+    assert serving_placement(serving, actual) is actual  # read again: unchanged
+    assert held_gpu_bytes(serving.device, actual) == 0
+    _serves_its_rows(serving, weights)
+
+
+def test_a_reload_failing_after_its_backend_was_built_moves_the_serving_one_back(
+    fake_cuda: type[FakeCudaOrt],
+) -> None:
+    weights, serving, planned = _on_cuda(fake_cuda)
+    build_placed_backend(weights, _reclaiming(), _numpy_factory, "t.npy", serving)
+    assert serving.device == "cpu"
+    # ... and the reload fails later (its updates, its install): the serving one goes back.
+    assert restore_serving(serving, planned, "t.npy") is planned
+    assert serving.device == "cuda:0"
+
+
 # ------------------------------------------------------------ NVML device (defect 6)
 @pytest.mark.parametrize(
     ("index", "visible", "expected"),
@@ -221,3 +293,26 @@ def test_free_memory_of_a_mig_gpu_is_its_slice() -> None:
     assert free_bytes(nvml, "MIG-s") == 9 * GiB
     assert free_bytes(nvml, 1, mig_index=3) is None
     assert free_bytes(nvml, 7) is None
+
+
+def test_a_moved_version_serves_its_own_rows_after_its_file_was_replaced(
+    tmp_path: Path, fake_cuda: type[FakeCudaOrt]
+) -> None:
+    # A reload renames the new file over the old name: a session built again from the name
+    # would serve the new version's rows under the old version.
+    path = tmp_path / "t.npy"
+    old = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
+    np.save(path, old)
+    weights = load_npy(path)
+    assert weights.file_region is not None
+    serving = fake_cuda(weights, "cuda:0", gpu_bytes_needed(800))
+    assert serving._own_rows() is weights  # the file is unchanged: mapped, not copied
+    replacement = tmp_path / "new.npy"
+    np.save(replacement, old + 1)
+    os.replace(replacement, path)
+    ids = np.array([4, 0, 49], dtype=np.int64)
+    serving.move_to_cpu()
+    np.testing.assert_array_equal(serving.gather(ids), old[ids])
+    serving.move_back()
+    assert serving.device == "cuda:0"
+    np.testing.assert_array_equal(serving.gather(ids), old[ids])

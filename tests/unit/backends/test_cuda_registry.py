@@ -12,14 +12,17 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from service.backends.base import GatherBackend
 from service.backends.numpy_gather import NumpyGatherBackend
 from service.backends.ort_runtime import NOT_INSTALLED
 from service.backends.placement import Placement, gpu_bytes_needed
+from service.errors import TableLoadError
 from service.settings import ServiceSettings
 from service.tables.registry import TableRegistry
 from tests.support.tables import random_table, write_npy
+from tests.unit.backends.conftest import FakeCudaOrt
 
 GPU = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 GiB = 1024**3
@@ -100,6 +103,54 @@ def test_a_reload_does_not_demote_a_table_for_room_its_old_version_frees(tmp_pat
             reloaded = await registry.reload_local("big")
             assert reloaded.placement.device == "cuda:0", reloaded.placement.reason
             assert "the serving version releases" in reloaded.placement.reason
+        finally:
+            await registry.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_reload_leaves_the_serving_version_where_it_says(
+    tmp_path: Path, fake_cuda: type[FakeCudaOrt]
+) -> None:
+    """A reload that needs the serving version's GPU room moves it to the CPU; when the new
+    version then fails, the old one goes back to the GPU, or TableInfo says it stayed on the
+    CPU and why."""
+    folder = tmp_path / "models"
+    table = random_table(64, 8)
+    write_npy(folder, "big", table)
+    need = gpu_bytes_needed(table.nbytes)
+    free = [8 * GiB]
+    fail_new = [False]
+
+    def factory(weights: object, placement: Placement) -> GatherBackend:
+        if fail_new[0]:
+            raise RuntimeError("the new version's session failed (fake)")
+        return FakeCudaOrt(weights, placement.device, placement.gpu_mem_limit)  # type: ignore[arg-type]
+
+    async def reload_failing(registry: TableRegistry, seed: int) -> dict[str, object]:
+        os.replace(write_npy(tmp_path, "big", random_table(64, 8, seed=seed)), folder / "big.npy")
+        with pytest.raises(TableLoadError, match="failed \\(fake\\)"):
+            await registry.reload_local("big")
+        return registry.get("big").info()
+
+    async def scenario() -> None:
+        registry = _registry(folder, free_gpu_bytes=lambda _: free[0], backend_factory=factory)
+        await registry.load()
+        try:
+            planned = registry.get("big").placement
+            assert registry.get("big").info()["device"] == "cuda:0"
+            free[0], fail_new[0] = need - 1, True  # the new version fits only in the old's room
+            info = await reload_failing(registry, seed=1)
+            assert (info["device"], info["placement_reason"]) == ("cuda:0", planned.reason)
+            fake_cuda.gpu_fails = True  # and now the way back is full too
+            info = await reload_failing(registry, seed=2)
+            assert info["device"] == "cpu"
+            reason = str(info["placement_reason"])
+            assert reason.startswith(f"cuda:0 planned ({planned.reason})"), reason
+            assert "moving it back failed: CUDA failure 2: out of memory (fake)" in reason
+            assert registry.get("big").placement.device == "cpu"
+            ids = np.array([1, 63], dtype=np.int64)
+            np.testing.assert_array_equal(registry.get("big").backend.gather(ids), table[ids])
         finally:
             await registry.close()
 
