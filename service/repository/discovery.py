@@ -78,6 +78,10 @@ def _file_table(entry: Path) -> TableSource:
     )
 
 
+# What mkfs leaves at the root of an ext4 volume (root only): never a table.
+LOST_AND_FOUND = "lost+found"
+
+
 def table_files(folder: Path) -> list[Path]:
     """The table files directly in ``folder`` (int8 scales and hidden files are not tables)."""
     return sorted(
@@ -178,12 +182,18 @@ def discover_tables(folder: Path) -> tuple[dict[str, TableSource], dict[str, str
             vocab = entry.with_suffix(".vocab")
             source = TableSource(name, entry, "redis", entry, vocab if vocab.is_file() else None)
         elif entry.is_dir():
+            if name == LOST_AND_FOUND:
+                continue
             # The folder itself first: iterating one outside the repository reads outside.
             reason = outside_reason(entry, root)
             if reason is not None:
                 add(name, None, reason)
                 continue
-            source = _folder_table(entry)
+            try:
+                source = _folder_table(entry)
+            except PermissionError as exc:
+                add(name, None, f"{entry}: cannot be read ({exc.strerror}); fix its permissions")
+                continue
         else:
             continue
         if source is None:
@@ -210,6 +220,7 @@ def has_tables(folder: Path) -> bool:
     return any(
         entry.is_dir()
         and not entry.name.startswith(".")
+        and entry.name != LOST_AND_FOUND
         and outside_reason(entry, root) is None  # an outside folder is a problem above already
         and folder_kind(entry) is not None
         for entry in folder.iterdir()

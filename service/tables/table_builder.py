@@ -64,6 +64,16 @@ def batching_defaults(backend: GatherBackend) -> bool:
     return backend.name != "numpy"
 
 
+async def _with_updates(table: ServedTable, clients: StoreClients) -> None:
+    """Attach a freshly built file table's row updates; if that fails, its backend is
+    closed before the error goes on (on a GPU it would hold its memory until collected)."""
+    try:
+        await attach_updates(table, clients)  # row updates (issue 25)
+    except BaseException:
+        table.backend.close()
+        raise
+
+
 def _load_weights(source: TableSource) -> TableWeights:
     """The table file mapped. A base file a compaction wrote (checked rows with checked
     updates laid over) is not scanned for NaN/Inf again: every worker loads it after each
@@ -101,7 +111,7 @@ class TableBuilder:
         table serves the version it pinned, whatever the pointer says by now."""
         if source.format != "redis":
             table = await asyncio.to_thread(self._build_file, source)
-            await attach_updates(table, self._clients)  # row updates (issue 25)
+            await _with_updates(table, self._clients)
             return table, version
         files = await asyncio.to_thread(file_source_version, source)
         table = await self._build_redis(source)
@@ -113,7 +123,7 @@ class TableBuilder:
         (read by the repository layer: a versioned ``table.toml`` also holds the policy). It
         serves beside the other versions: it replaces none (no GPU room is reclaimed)."""
         table = await asyncio.to_thread(self._build_file, source, options)
-        await attach_updates(table, self._clients)  # row updates (issue 25)
+        await _with_updates(table, self._clients)
         return table
 
     def _build_file(self, source: TableSource, given: TableOptions | None = None) -> ServedTable:

@@ -177,9 +177,12 @@ def _fold(log: FileUpdateLog) -> int | None:
     try:
         _write_folded(log.table_file, temp, snapshot)
         with log.locked():
+            # Recorded (durably) before the check: an operator renaming a new file in is
+            # then overwritten only in the microseconds from the check to our rename, not
+            # for a manifest write too. A record whose rename never happens is harmless.
+            record_fold(log.folder, Fold(FileIdentity.of(temp), sequence))
             if FileIdentity.of(log.table_file) != source:
                 return None  # replaced or compacted by another process meanwhile
-            record_fold(log.folder, Fold(FileIdentity.of(temp), sequence))
             os.replace(temp, log.table_file)
             fsync_folder(log.table_file.parent)
     finally:

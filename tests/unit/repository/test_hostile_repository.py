@@ -100,3 +100,27 @@ def test_check_finite_float16_by_bits() -> None:
         table[5, 1] = bad
         with pytest.raises(TableLoadError, match="row 5, column 1"):
             check_finite(table, Path("t.npy"))
+
+
+def test_lost_and_found_is_no_table_and_an_unreadable_folder_fails_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ext4 volume's root-only lost+found is skipped (uid 10001 cannot list it); any other
+    folder that cannot be read is a failed table named with the reason, never a crash."""
+    from service.repository import discovery
+
+    np.save(tmp_path / "good.npy", np.zeros((2, 2), np.float32))
+    (tmp_path / "lost+found").mkdir()
+    (tmp_path / "locked").mkdir()
+    np.save(tmp_path / "locked" / "t.npy", np.zeros((2, 2), np.float32))
+    real = discovery._folder_table
+
+    def unreadable(folder: Path) -> object:
+        if folder.name in ("locked", "lost+found"):
+            raise PermissionError(13, "Permission denied")
+        return real(folder)
+
+    monkeypatch.setattr(discovery, "_folder_table", unreadable)
+    sources, problems = discover_tables(tmp_path)
+    assert set(sources) == {"good"}
+    assert set(problems) == {"locked"} and "cannot be read" in problems["locked"]
