@@ -7,6 +7,7 @@ Its folder (``layout.log_folder``) holds immutable update files (``delta_files``
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from service.errors import BackendUnavailable
 from service.repository.weights import TableWeights
 from service.updates.base_manifest import FileIdentity, folded_sequence, served_version
 from service.updates.delta_files import (
@@ -30,7 +32,12 @@ from service.updates.delta_files import (
 )
 from service.updates.layout import LOCK_FILE, log_folder
 from service.updates.overlay import UpdateOverlay
-from service.updates.validation import WriteResult, check_update
+from service.updates.validation import NotUpdatable, RowUpdate, WriteResult, check_update
+
+# A repository mounted read-only (or not ours): file tables there cannot take updates.
+_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+# Out of space: the same update may succeed later (retry with the same update_id).
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,21 @@ class TableShape:
     rows: int
     dim: int
     stored_dtype: str
+
+
+def _unwritable(folder: Path, exc: OSError) -> Exception:
+    """The error to answer for an update log that could not be written (nothing applied)."""
+    if exc.errno in _READ_ONLY:
+        return NotUpdatable(
+            f"{folder}: the update log cannot be written ({exc.strerror}); file tables take "
+            "updates only from a model repository mounted read-write"
+        )
+    if exc.errno in _FULL:
+        return BackendUnavailable(
+            f"{folder}: the update log cannot be written ({exc.strerror}); nothing was "
+            "applied: retry with the same update_id once there is room"
+        )
+    return exc
 
 
 class FileUpdateLog:
@@ -82,6 +104,12 @@ class FileUpdateLog:
         """
         shape = self.shape
         update = check_update(ids, rows, shape.rows, shape.dim, shape.stored_dtype, update_id)
+        try:
+            return self._write(update, update_id)
+        except OSError as exc:
+            raise _unwritable(self.folder, exc) from exc
+
+    def _write(self, update: RowUpdate, update_id: str | None) -> WriteResult:
         with self.locked():
             files = listed(self.folder)
             self._index(files)

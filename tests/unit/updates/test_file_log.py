@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from service.errors import IdOutOfRange
+from service.errors import IdOutOfRange, ServiceError
 from service.repository.layout import discover_repository
 from service.repository.npy_loader import load_npy
 from service.repository.weights import TableWeights
@@ -88,3 +90,23 @@ def test_concurrent_writers_get_distinct_consecutive_sequences(tmp_path: Path) -
     assert sequences == list(range(1, 81))
     for part in parts:
         assert part == sorted(part)
+
+
+@pytest.mark.parametrize(
+    ("error", "status"), [(errno.EROFS, 409), (errno.EACCES, 409), (errno.ENOSPC, 503)]
+)
+def test_a_log_that_cannot_be_written_is_a_clear_refusal(
+    log: FileUpdateLog, monkeypatch: pytest.MonkeyPatch, error: int, status: int
+) -> None:
+    """A repository mounted read-only answers 409 not_updatable; a full disk 503 (retry with
+    the same update_id): never an unexplained 500, and nothing applied."""
+
+    def unwritable(self: FileUpdateLog) -> None:
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(FileUpdateLog, "locked", unwritable)
+    with pytest.raises(ServiceError) as refused:
+        log.write(np.array([1]), rows_of(1.0))
+    assert refused.value.status == status and os.strerror(error) in str(refused.value)
+    monkeypatch.undo()
+    assert log.sequence() == 0
