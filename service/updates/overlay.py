@@ -39,12 +39,13 @@ _NO_IDS = np.empty(0, np.int64)
 OverlayState = DenseState | SortedState
 
 
-def apply_state(state: OverlayState | None, ids: np.ndarray, rows: np.ndarray) -> None:
-    """Patch float32 ``rows`` (gathered for ``ids``, C-contiguous) with ``state``'s rows."""
+def apply_state(state: OverlayState | None, ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Patch float32 ``rows`` (gathered for ``ids``, C-contiguous) with ``state``'s rows; the
+    places (in the flattened ``ids``) overwritten."""
     if state is None:
-        return
+        return _NO_IDS
     flat_ids = ids.reshape(-1)
-    state.patch(flat_ids, rows.reshape(flat_ids.size, -1))  # a view: rows are contiguous
+    return state.patch(flat_ids, rows.reshape(flat_ids.size, -1))  # a view: rows contiguous
 
 
 @dataclass(frozen=True)

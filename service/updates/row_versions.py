@@ -64,17 +64,19 @@ class DenseState:
     used: int
     rows: int
 
-    def patch(self, ids: np.ndarray, rows: np.ndarray) -> None:
-        """Overwrite the rows of ``rows`` (gathered for 1-D ``ids``) this state updated."""
+    def patch(self, ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Overwrite the rows of ``rows`` (gathered for 1-D ``ids``) this state updated; the
+        places (in ``ids``) overwritten."""
         store = self.store
         slots = store.positions.take(ids)
         hit = (slots >= 0).nonzero()[0]
         if hit.size == 0:
-            return
+            return hit
         slots = slots.take(hit)
         if store.installed[0] != self.used:
             hit, slots = self._held_versions(hit, slots)
         rows[hit] = store.rows.take(slots, axis=0)
+        return hit
 
     def _held_versions(self, hit: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Step past slots installed after this state, back to the versions it holds."""

@@ -42,15 +42,17 @@ class RowSet:
         """These rows with ``ids``/``rows`` laid over them (the later of an id wins)."""
         return RowSet(*newest_rows([self.ids, ids], [self.rows, rows.astype(np.float32)]))
 
-    def patch(self, ids: np.ndarray, rows: np.ndarray) -> None:
-        """Overwrite the rows of ``rows`` whose id (in ``ids``, all in the table) is held here."""
+    def patch(self, ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Overwrite the rows of ``rows`` whose id (in ``ids``, all in the table) is held here;
+        the places (in ``ids``) overwritten."""
         if self.ids.size == 0:
-            return
+            return _NO_IDS
         at = np.searchsorted(self.ids, ids)
         np.minimum(at, self.ids.size - 1, out=at)
-        hit = self.ids[at] == ids
-        if hit.any():
+        hit = np.flatnonzero(self.ids[at] == ids)
+        if hit.size:
             rows[hit] = self.rows[at[hit]]
+        return hit
 
 
 @dataclass(frozen=True)
@@ -69,10 +71,12 @@ class SortedState:
     def rows(self) -> int:
         return int(self.settled.ids.size + self.recent.ids.size)
 
-    def patch(self, ids: np.ndarray, rows: np.ndarray) -> None:
-        """Overwrite the rows of ``rows`` (gathered for 1-D ``ids``) this state updated."""
-        self.settled.patch(ids, rows)
-        self.recent.patch(ids, rows)
+    def patch(self, ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Overwrite the rows of ``rows`` (gathered for 1-D ``ids``) this state updated; the
+        places (in ``ids``) overwritten."""
+        settled = self.settled.patch(ids, rows)
+        recent = self.recent.patch(ids, rows)
+        return np.union1d(settled, recent) if settled.size and recent.size else settled + recent
 
     def install(self) -> SortedState:
         """Built whole aside: nothing left to do on the event loop."""
