@@ -15,7 +15,9 @@ Beside the version's row keys (``emb:{NAME:VERSION:T}:ID``, ``service.backends.r
 - channel ``emb:{NAME}:updates`` -- one message per applied update, JSON
   ``{"entry": stream id, "version", "sequence", "ids": base64 int64}``.
 
-The first three share the table's hash tag (one slot: one script updates them together).
+The first three share the table's hash tag (one slot: one script updates them together);
+``UpdateKeys.on_table_slot`` and ``UpdateKeys.row_sequences`` name every key above, which is
+what ``push --drop-old`` unlinks with the version's rows (``service.publishing.drop``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ class UpdateKeys:
 
         channel = f"emb:{{{name}}}:updates"
         return cls(name, version, key("updates"), key("update_ids"), key("update_log"), channel)
+
+    @property
+    def on_table_slot(self) -> tuple[str, str, str]:
+        """The version's update keys in the table's own slot (``{NAME}``): state, ids, log."""
+        return (self.state, self.update_ids, self.log)
 
     def row_sequences(self, tag_prefix: bytes) -> bytes:
         """The row-sequence hash of the tag whose row keys start ``tag_prefix``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,9 +15,11 @@ from redis.asyncio.cluster import RedisCluster
 
 from service.backends.redis_store import RedisLayout, RowReader, connect
 from service.errors import IdOutOfRange
+from service.publishing.drop import drop_old
 from service.publishing.push import push_table
 from service.updates.offline import run_update
 from service.updates.redis_feed import RedisUpdateFeed, UpdateEvent
+from service.updates.redis_keys import UpdateKeys
 from service.updates.redis_writer import RedisRowUpdates, VersionMissing
 from service.updates.validation import check_update
 from tests.support.tables import random_table
@@ -144,6 +147,49 @@ def test_a_reader_behind_the_trimmed_log_drops_everything(store: Any, tmp_path: 
             await feed.aclose()
 
     _run(store, tmp_path, "trimmed", scenario)
+
+
+def _keys_naming(store: Any, version: str) -> list[str]:
+    """Every key of any master (or the one server) whose name holds ``version``."""
+    nodes = getattr(store, "nodes", [store])
+    found = []
+    for node in nodes:
+        client = node.client()
+        if client.info("replication")["role"] == "master":
+            found += [key.decode() for key in client.scan_iter(f"*{version}*", count=1000)]
+    return sorted(found)
+
+
+async def _age_versions(writer: RedisRowUpdates, seconds: int) -> None:
+    """Every timestamp of every version record ``seconds`` in the past (past the grace)."""
+    versions = writer.layout.versions
+    for version, raw in (await writer.client.hgetall(versions)).items():
+        record = json.loads(raw)
+        for field in ("started_at", "heartbeat_at", "current_since", "replaced_at"):
+            if record.get(field) is not None:
+                record[field] = int(record[field]) - seconds
+        await writer.client.hset(versions, version, json.dumps(record))
+
+
+def test_drop_old_removes_the_update_keys_of_the_versions_it_drops(
+    store: Any, tmp_path: Path
+) -> None:
+    async def scenario(writer: RedisRowUpdates, version: str) -> None:
+        # Rows of many tags (so rowseq hashes on many slots), an update id, a log entry.
+        await writer.write(np.arange(0, 300, 7), _rows(1, 43), "first")
+        keys = UpdateKeys.of(writer.name, version)
+        assert set(keys.on_table_slot) <= set(_keys_naming(store, version))
+        assert any(key.endswith(":rowseq") for key in _keys_naming(store, version))
+        np.save(tmp_path / "next.npy", random_table(ROWS, DIM, 5))
+        newer = await push_table(tmp_path / "next.npy", store.url, writer.name, progress=False)
+        await writer.write(np.array([1, 2]), _rows(2, 2), "second")  # to the new current
+        kept = _keys_naming(store, newer.version)
+        await _age_versions(writer, 3600)
+        assert await drop_old(store.url, writer.name, 30) == [version]
+        assert _keys_naming(store, version) == []  # rows, sequences, ids, log: all gone
+        assert _keys_naming(store, newer.version) == kept
+
+    _run(store, tmp_path, "dropped", scenario)
 
 
 def test_the_offline_command_updates_a_redis_table(redis_single: Any, tmp_path: Path) -> None:
