@@ -7,6 +7,11 @@ followed by ``WAIT 1`` on the same connection for each master that has replicas;
 ``COMMIT`` script marks the update done, raises ``applied``, appends it to the update log
 stream and publishes it, then ``WAIT`` again for the table slot's master.
 
+``WAIT`` blocks at most ``replica_wait_ms``: ``REPLICA_WAIT_MS``, and never past three quarters
+of the client's reply timeout (a table's ``redis_timeout_ms``), so a replica that does not
+acknowledge in time is WAIT's own answer -- ``BackendUnavailable`` (503), retry with the same
+``update_id`` -- never the client's timeout cutting the connection.
+
 What a multi-row update guarantees: each row is whole (old or new, never torn), and once the
 write answers every row of it is in Redis (on a replica of every master it touched, when there
 are replicas). On a cluster its rows lie on many slots: a reader may see some rows new and
@@ -26,7 +31,7 @@ import numpy as np
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from service.backends.redis_internals import node_info, slot_owner
+from service.backends.redis_internals import node_info, reply_timeout_s, slot_owner
 from service.backends.redis_store import (
     PackedCommands,
     RedisClient,
@@ -49,9 +54,21 @@ from service.updates.redis_keys import (
 )
 from service.updates.validation import RowUpdate, WriteResult, check_update
 
-REPLICA_WAIT_MS = 10_000
+REPLICA_WAIT_MS = 10_000  # the longest a write waits for a replica
+# The share of the client's reply timeout WAIT may take; the rest is for the round trip
+# and the event loop, so WAIT's reply arrives before the client gives up on it.
+WAIT_SHARE_OF_TIMEOUT = 0.75
 REPLICAS_RECHECK_S = 5.0  # how long a master's count of replicas is trusted
 _LOG = logging.getLogger(__name__)
+
+
+def replica_wait_ms(reply_timeout: float | None) -> int:
+    """WAIT's timeout for a client that waits ``reply_timeout`` seconds for a reply
+    (``None``: forever): ``REPLICA_WAIT_MS`` at most, inside the reply timeout, at least 1
+    (``WAIT`` with 0 would block forever)."""
+    if reply_timeout is None:
+        return REPLICA_WAIT_MS
+    return max(1, min(REPLICA_WAIT_MS, int(reply_timeout * 1000 * WAIT_SHARE_OF_TIMEOUT)))
 
 
 class VersionMissing(LookupError):
@@ -67,6 +84,7 @@ class RedisRowUpdates:
         self.layout = RedisLayout(name)
         self._packed = PackedCommands(client)
         self._replicated: dict[str, tuple[float, bool]] = {}  # master -> (checked at, has any)
+        self.replica_wait_ms = replica_wait_ms(reply_timeout_s(client))
 
     @classmethod
     async def connect(cls, url: str, name: str, timeout_s: float = 30.0) -> RedisRowUpdates:
@@ -156,7 +174,8 @@ class RedisRowUpdates:
     async def _run_and_wait(self, commands: list[tuple[int, bytes]]) -> None:
         """Run ``commands``; then one replica of each master they touched has them."""
         waits = await self._replicated_slots([slot for slot, _ in commands])
-        wait = packed_command(b"WAIT", b"1", b"%d" % REPLICA_WAIT_MS)
+        wait_ms = self.replica_wait_ms
+        wait = packed_command(b"WAIT", b"1", b"%d" % wait_ms)
         replies = await self._packed.run([*commands, *((slot, wait) for slot in waits)])
         for acks in replies[len(commands) :]:
             if int(acks) < 1:
@@ -164,8 +183,8 @@ class RedisRowUpdates:
                 # The same update_id sent again resumes it under the same sequence.
                 raise BackendUnavailable(
                     f"no replica acknowledged a row update of {self.name!r} within "
-                    f"{REPLICA_WAIT_MS} ms; retry with the same update_id",
-                    {"table": self.name, "replica_wait_ms": REPLICA_WAIT_MS},
+                    f"{wait_ms} ms; retry with the same update_id",
+                    {"table": self.name, "replica_wait_ms": wait_ms},
                 )
 
     async def _replicated_slots(self, slots: list[int]) -> list[int]:
