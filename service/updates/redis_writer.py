@@ -5,7 +5,11 @@ answers a known ``update_id``); (2) per hash tag, one ``WRITE_ROWS`` script writ
 rows and their sequences -- atomic per tag, so per row; every node's scripts go in one write,
 followed by ``WAIT 1`` on the same connection for each master that has replicas; (3) the
 ``COMMIT`` script marks the update done, raises ``applied``, appends it to the update log
-stream and publishes it, then ``WAIT`` again for the table slot's master.
+stream and publishes it, then ``WAIT`` again for the table slot's master. ``BEGIN`` and
+``COMMIT`` refuse a version that is no longer complete (``push --drop-old`` claimed it):
+``VersionMissing``, so no sequence, update id or log entry of it comes back behind the
+drop (an update already writing its rows as the drop unlinks them may leave those rows and
+their ``rowseq`` hashes behind: rows of a version no one serves, like a half push's).
 
 ``WAIT`` blocks at most ``replica_wait_ms``: ``REPLICA_WAIT_MS``, and never past three quarters
 of the client's reply timeout (a table's ``redis_timeout_ms``), so a replica that does not
@@ -26,6 +30,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from typing import Any
 
 import numpy as np
 from redis.asyncio.cluster import RedisCluster
@@ -114,9 +119,18 @@ class RedisRowUpdates:
         update = check_update(ids, rows, meta.rows, meta.dim, meta.dtype, update_id)
         keys = UpdateKeys.of(self.name, meta.version)
         reply = await self.client.eval(
-            BEGIN, 2, keys.state, keys.update_ids, update_id or "", REMEMBERED_UPDATE_IDS
+            BEGIN,
+            3,
+            keys.state,
+            keys.update_ids,
+            self.layout.versions,
+            update_id or "",
+            REMEMBERED_UPDATE_IDS,
+            meta.version,
         )
         sequence, state = int(reply[0]), _text(reply[1])
+        if state == "missing":
+            raise VersionMissing(f"table {self.name} version {meta.version} is being dropped")
         if state == "done":
             return WriteResult(sequence, update.ids.size, False)
         await self._write_rows(meta, sequence, update)
@@ -159,20 +173,25 @@ class RedisRowUpdates:
         command = packed_command(
             b"EVAL",
             COMMIT.encode(),
-            b"2",
+            b"3",
             keys.state.encode(),
             keys.log.encode(),
+            self.layout.versions.encode(),
             (update.update_id or "").encode(),
             b"%d" % sequence,
-            ids,
             keys.version.encode(),
+            ids,
             keys.channel.encode(),
             b"%d" % LOG_ENTRIES,
         )
-        await self._run_and_wait([(key_slot(keys.state.encode()), command)])
+        [reply] = await self._run_and_wait([(key_slot(keys.state.encode()), command)])
+        if _text(reply[1]) == "missing":
+            raise VersionMissing(f"table {self.name} version {keys.version} is being dropped")
 
-    async def _run_and_wait(self, commands: list[tuple[int, bytes]]) -> None:
-        """Run ``commands``; then one replica of each master they touched has them."""
+    async def _run_and_wait(self, commands: list[tuple[int, bytes]]) -> list[Any]:
+        """Run ``commands``; then one replica of each master they touched has them.
+
+        Returns the commands' replies."""
         waits = await self._replicated_slots([slot for slot, _ in commands])
         wait_ms = self.replica_wait_ms
         wait = packed_command(b"WAIT", b"1", b"%d" % wait_ms)
@@ -186,6 +205,7 @@ class RedisRowUpdates:
                     f"{wait_ms} ms; retry with the same update_id",
                     {"table": self.name, "replica_wait_ms": wait_ms},
                 )
+        return replies[: len(commands)]
 
     async def _replicated_slots(self, slots: list[int]) -> list[int]:
         """One of ``slots`` per master that has replicas (on one server: the last slot)."""

@@ -21,7 +21,7 @@ from service.publishing.drop import drop_old
 from service.publishing.push import push_table
 from service.updates.offline import run_update
 from service.updates.redis_feed import RedisUpdateFeed, UpdateEvent
-from service.updates.redis_keys import UpdateKeys
+from service.updates.redis_keys import BEGIN, UpdateKeys
 from service.updates.redis_writer import RedisRowUpdates, VersionMissing
 from service.updates.validation import WriteResult, check_update
 from tests.support.redis_servers import paused, replicas_of, replicated_pair
@@ -249,6 +249,44 @@ def test_drop_old_removes_the_update_keys_of_the_versions_it_drops(
         assert _keys_naming(store, writer.name, newer.version) == kept
 
     _run(store, tmp_path, "dropped", scenario)
+
+
+async def _set_state(writer: RedisRowUpdates, version: str, state: str) -> None:
+    record = json.loads(await writer.client.hget(writer.layout.versions, version))
+    await writer.client.hset(
+        writer.layout.versions, version, json.dumps({**record, "state": state})
+    )
+
+
+def test_an_update_racing_a_drop_of_its_version_leaves_no_update_keys(
+    store: Any, tmp_path: Path
+) -> None:
+    async def scenario(writer: RedisRowUpdates, version: str) -> None:
+        await writer.write(np.array([1]), _rows(1), "before")
+        keys = UpdateKeys.of(writer.name, version)
+        meta = await writer.meta(version)
+
+        async def read_before_the_claim(_: str | None = None) -> Any:
+            return meta  # the writer checked the version before drop-old claimed it
+
+        writer.meta = read_before_the_claim  # type: ignore[method-assign]
+        await _set_state(writer, version, "deleting")  # drop-old's claim
+        with pytest.raises(VersionMissing):
+            await writer.write(np.array([2]), _rows(2), "during")
+        assert await writer.client.hget(keys.state, "id:during") is None
+        # Claimed between the update's first and last step: it is not logged or published.
+        await _set_state(writer, version, "complete")
+        update = check_update(np.array([3]), _rows(3), ROWS, DIM, meta.dtype, "late")
+        reply = await writer.client.eval(
+            BEGIN, 3, keys.state, keys.update_ids, writer.layout.versions, "late", 10, version
+        )
+        await _set_state(writer, version, "deleting")
+        with pytest.raises(VersionMissing):
+            await writer._commit(keys, int(reply[0]), update)
+        assert await writer.client.xlen(keys.log) == 1
+        assert await writer.client.hget(keys.state, "applied") == b"1"
+
+    _run(store, tmp_path, "claimed", scenario)
 
 
 def test_the_offline_command_updates_a_redis_table(redis_single: Any, tmp_path: Path) -> None:
