@@ -89,7 +89,11 @@ class RedisRowUpdates:
         self.layout = RedisLayout(name)
         self._packed = PackedCommands(client)
         self._replicated: dict[str, tuple[float, bool]] = {}  # master -> (checked at, has any)
-        self.replica_wait_ms = replica_wait_ms(reply_timeout_s(client))
+
+    @property
+    def replica_wait_ms(self) -> int:
+        """How long ``WAIT`` blocks for a replica with this writer's client."""
+        return replica_wait_ms(reply_timeout_s(self.client))
 
     @classmethod
     async def connect(cls, url: str, name: str, timeout_s: float = 30.0) -> RedisRowUpdates:

@@ -12,6 +12,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 import numpy as np
+import redis.asyncio as aioredis
 
 from service.backends.redis_gather import RedisGatherBackend
 from service.backends.redis_store import RedisLayout, RedisTableMeta
@@ -46,10 +47,10 @@ class HeldStore:
 
 
 def _backend(store: HeldStore) -> tuple[RedisGatherBackend, RedisTableUpdates]:
-    client = object()
-    backend = RedisGatherBackend(client, RedisLayout("race"), META, 16, 1000)  # type: ignore[arg-type]
+    client = aioredis.Redis.from_url(META.url, socket_timeout=1.0)  # never connects here
+    backend = RedisGatherBackend(client, RedisLayout("race"), META, 16, 1000)
     backend._reader = store  # type: ignore[assignment]
-    updates = RedisTableUpdates("race", META, client, META.url, backend)  # type: ignore[arg-type]
+    updates = RedisTableUpdates("race", META, client, META.url, backend)
     return backend, updates
 
 
