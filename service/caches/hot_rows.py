@@ -124,6 +124,8 @@ class HotRowCache:
     def discard(self, ids: Iterable[int]) -> None:
         """Forget the rows of ``ids`` (rows that changed); other rows stay cached."""
         self.generation += 1
+        if self.capacity == 0:
+            return  # nothing cached, nothing ever stored: no read to judge
         generation = self.generation
         dropped = list(ids)
         slot_of, id_in, referenced = self._slot_of, self._id_in, self._referenced
