@@ -64,6 +64,7 @@ class RedisGatherBackend:
             rows = await self._reader.read(unique, self._timeout_s)
             return rows if unique.size == ids.size and (unique == ids).all() else rows[inverse]
         id_list = ids.tolist()
+        # Before the read: rows of ids an update discards meanwhile are not stored after it.
         generation = cache.generation
         slots = cache.lookup(id_list)
         out = np.empty((ids.size, self.meta.dim), dtype=cache.rows.dtype)

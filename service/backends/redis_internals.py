@@ -25,16 +25,28 @@ RELIED_ON: tuple[ReliedOn, ...] = (
     ("redis.asyncio.cluster.RedisCluster", "nodes_manager", None),
     ("redis.asyncio.cluster.NodesManager", "get_node_from_slot", "slot"),
     ("redis.asyncio.cluster.NodesManager", "initialize", ""),
+    ("redis.asyncio.cluster.NodesManager", "connection_kwargs", None),
     ("redis.asyncio.cluster.ClusterNode", "name", None),
     ("redis.asyncio.cluster.ClusterNode", "acquire_connection", ""),
     ("redis.asyncio.cluster.ClusterNode", "release", "conn"),
     ("redis.asyncio.cluster.ClusterNode", "execute_command", "'INFO', section"),
     ("redis.asyncio.connection.ConnectionPool", "get_connection", ""),
     ("redis.asyncio.connection.ConnectionPool", "release", "conn"),
+    ("redis.asyncio.connection.ConnectionPool", "connection_kwargs", None),
     ("redis.asyncio.connection.Connection", "send_packed_command", "packed, check_health=False"),
     ("redis.asyncio.connection.Connection", "read_response", "disable_decoding=True"),
     ("redis.asyncio.connection.Connection", "disconnect", "nowait=True"),
 )
+
+
+def reply_timeout_s(client: aioredis.Redis | RedisCluster) -> float | None:
+    """How long ``client`` waits for one reply (its ``socket_timeout``; ``None``: forever)."""
+    if isinstance(client, RedisCluster):
+        options = client.nodes_manager.connection_kwargs
+    else:
+        options = client.connection_pool.connection_kwargs
+    value = options.get("socket_timeout")
+    return None if value is None else float(value)
 
 
 def slot_owner(cluster: RedisCluster, slot: int) -> ClusterNode:

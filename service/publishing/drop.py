@@ -2,7 +2,9 @@
 
 Each version is first claimed (state ``deleting``) by a script that re-checks, on the
 ``{NAME}`` slot, that it is neither current nor active within the grace; only then are its
-rows unlinked, and its record removed last. The flip refuses a ``deleting`` version, and a
+rows unlinked, then its row-update keys (``service.updates.redis_keys``: sequence and
+update ids, update log, the rows' sequences; each command on one slot), and its record
+removed last. The flip refuses a ``deleting`` version, and a
 drop-old that stopped half-way is taken over by the next one once its heartbeat is older
 than the grace.
 """
@@ -14,6 +16,7 @@ import logging
 import secrets
 
 import numpy as np
+from redis.crc import key_slot
 
 from service.backends.redis_store import (
     PackedCommands,
@@ -24,6 +27,7 @@ from service.backends.redis_store import (
 )
 from service.publishing import states
 from service.publishing.push import TIMEOUT_S
+from service.updates.redis_keys import UpdateKeys, packed_command
 
 UNLINK_STEP_ROWS = 32_768  # keys per round of UNLINKs (every node's in one write)
 # A drop-old refreshes its claim's heartbeat every this many steps: far more often than
@@ -67,9 +71,10 @@ async def _drop_version(client: RedisClient, layout: RedisLayout, version: str, 
     if reply[0] != b"marked":
         return False
     record = json.loads(reply[1])
-    claimed = await _delete_rows(
-        client, layout, version, int(record["rows"]), int(record["tags"]), token
-    )
+    tags = int(record["tags"])
+    claimed = await _delete_rows(client, layout, version, int(record["rows"]), tags, token)
+    if claimed:
+        await _delete_update_keys(client, layout, version, tags)
     return claimed and bool(
         await client.eval(states.FINISH_DELETE, 1, layout.versions, version, token)
     )
@@ -90,3 +95,17 @@ async def _delete_rows(
         ids = np.arange(start, min(rows, start + UNLINK_STEP_ROWS), dtype=np.int64)
         await packed.run(keys.commands(b"UNLINK", ids)[1])
     return True
+
+
+async def _delete_update_keys(
+    client: RedisClient, layout: RedisLayout, version: str, tags: int
+) -> None:
+    """Unlink the version's row-update keys: one ``UNLINK`` for those in the table's slot,
+    one per tag for the rows' sequences (in that tag's slot); never a cross-slot command."""
+    keys = UpdateKeys.of(layout.name, version)
+    on_table_slot = [key.encode() for key in keys.on_table_slot]
+    commands = [(key_slot(on_table_slot[0]), packed_command(b"UNLINK", *on_table_slot))]
+    row_keys = layout.row_keys(version, tags)
+    for slot, prefix in zip(row_keys.slots, row_keys.prefixes, strict=True):
+        commands.append((slot, packed_command(b"UNLINK", keys.row_sequences(prefix.tobytes()))))
+    await PackedCommands(client).run(commands)

@@ -15,7 +15,9 @@ Beside the version's row keys (``emb:{NAME:VERSION:T}:ID``, ``service.backends.r
 - channel ``emb:{NAME}:updates`` -- one message per applied update, JSON
   ``{"entry": stream id, "version", "sequence", "ids": base64 int64}``.
 
-The first three share the table's hash tag (one slot: one script updates them together).
+The first three share the table's hash tag (one slot: one script updates them together);
+``UpdateKeys.on_table_slot`` and ``UpdateKeys.row_sequences`` name every key above, which is
+what ``push --drop-old`` unlinks with the version's rows (``service.publishing.drop``).
 """
 
 from __future__ import annotations
@@ -45,14 +47,31 @@ class UpdateKeys:
         channel = f"emb:{{{name}}}:updates"
         return cls(name, version, key("updates"), key("update_ids"), key("update_log"), channel)
 
+    @property
+    def on_table_slot(self) -> tuple[str, str, str]:
+        """The version's update keys in the table's own slot (``{NAME}``): state, ids, log."""
+        return (self.state, self.update_ids, self.log)
+
     def row_sequences(self, tag_prefix: bytes) -> bytes:
         """The row-sequence hash of the tag whose row keys start ``tag_prefix``."""
         return tag_prefix + b"rowseq"
 
 
-# KEYS: state, update_ids. ARGV: update_id ('' for none), remembered ids.
+# Both scripts below first check that the version is complete in the table's versions hash
+# (same slot): one that ``push --drop-old`` claimed (``deleting``) takes no update, so none
+# leaves update keys behind a drop. They then answer {0, 'missing'}.
+_VERSION_COMPLETE = """
+local record = redis.call('HGET', KEYS[3], ARGV[3])
+if not record or cjson.decode(record)['state'] ~= 'complete' then
+  return {0, 'missing'}
+end
+"""
+
+# KEYS: state, update_ids, versions. ARGV: update_id ('' for none), remembered ids, version.
 # A known update_id answers its sequence and state; else a new sequence is handed out.
-BEGIN = """
+BEGIN = (
+    _VERSION_COMPLETE
+    + """
 local uid = ARGV[1]
 if uid ~= '' then
   local held = redis.call('HGET', KEYS[1], 'id:' .. uid)
@@ -71,6 +90,7 @@ if uid ~= '' then
 end
 return {seq, 'new'}
 """
+)
 
 # KEYS: the tag's rowseq hash, then the row keys. ARGV: sequence, the ids, then the rows.
 # Each row is written (with its sequence) unless a newer update wrote it already.
@@ -89,9 +109,11 @@ end
 return written
 """
 
-# KEYS: state, log. ARGV: update_id ('' for none), sequence, ids (base64), version, channel,
-# log entries kept. Marks the update done, logs it, and tells every subscriber.
-COMMIT = """
+# KEYS: state, log, versions. ARGV: update_id ('' for none), sequence, version, ids (base64),
+# channel, log entries kept. Marks the update done, logs it, and tells every subscriber.
+COMMIT = (
+    _VERSION_COMPLETE
+    + """
 if ARGV[1] ~= '' then
   redis.call('HSET', KEYS[1], 'id:' .. ARGV[1], ARGV[2] .. ':done')
 end
@@ -100,11 +122,12 @@ if tonumber(ARGV[2]) > applied then
   redis.call('HSET', KEYS[1], 'applied', ARGV[2])
 end
 local entry = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*',
-  'sequence', ARGV[2], 'ids', ARGV[3])
-redis.call('PUBLISH', ARGV[5], cjson.encode({entry = entry, version = ARGV[4],
-  sequence = tonumber(ARGV[2]), ids = ARGV[3]}))
-return entry
+  'sequence', ARGV[2], 'ids', ARGV[4])
+redis.call('PUBLISH', ARGV[5], cjson.encode({entry = entry, version = ARGV[3],
+  sequence = tonumber(ARGV[2]), ids = ARGV[4]}))
+return {entry, 'done'}
 """
+)
 
 
 def packed_command(*args: bytes) -> bytes:

@@ -5,7 +5,16 @@ answers a known ``update_id``); (2) per hash tag, one ``WRITE_ROWS`` script writ
 rows and their sequences -- atomic per tag, so per row; every node's scripts go in one write,
 followed by ``WAIT 1`` on the same connection for each master that has replicas; (3) the
 ``COMMIT`` script marks the update done, raises ``applied``, appends it to the update log
-stream and publishes it, then ``WAIT`` again for the table slot's master.
+stream and publishes it, then ``WAIT`` again for the table slot's master. ``BEGIN`` and
+``COMMIT`` refuse a version that is no longer complete (``push --drop-old`` claimed it):
+``VersionMissing``, so no sequence, update id or log entry of it comes back behind the
+drop (an update already writing its rows as the drop unlinks them may leave those rows and
+their ``rowseq`` hashes behind: rows of a version no one serves, like a half push's).
+
+``WAIT`` blocks at most ``replica_wait_ms``: ``REPLICA_WAIT_MS``, and never past three quarters
+of the client's reply timeout (a table's ``redis_timeout_ms``), so a replica that does not
+acknowledge in time is WAIT's own answer -- ``BackendUnavailable`` (503), retry with the same
+``update_id`` -- never the client's timeout cutting the connection.
 
 What a multi-row update guarantees: each row is whole (old or new, never torn), and once the
 write answers every row of it is in Redis (on a replica of every master it touched, when there
@@ -21,12 +30,13 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from typing import Any
 
 import numpy as np
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from service.backends.redis_internals import node_info, slot_owner
+from service.backends.redis_internals import node_info, reply_timeout_s, slot_owner
 from service.backends.redis_store import (
     PackedCommands,
     RedisClient,
@@ -49,9 +59,21 @@ from service.updates.redis_keys import (
 )
 from service.updates.validation import RowUpdate, WriteResult, check_update
 
-REPLICA_WAIT_MS = 10_000
+REPLICA_WAIT_MS = 10_000  # the longest a write waits for a replica
+# The share of the client's reply timeout WAIT may take; the rest is for the round trip
+# and the event loop, so WAIT's reply arrives before the client gives up on it.
+WAIT_SHARE_OF_TIMEOUT = 0.75
 REPLICAS_RECHECK_S = 5.0  # how long a master's count of replicas is trusted
 _LOG = logging.getLogger(__name__)
+
+
+def replica_wait_ms(reply_timeout: float | None) -> int:
+    """WAIT's timeout for a client that waits ``reply_timeout`` seconds for a reply
+    (``None``: forever): ``REPLICA_WAIT_MS`` at most, inside the reply timeout, at least 1
+    (``WAIT`` with 0 would block forever)."""
+    if reply_timeout is None:
+        return REPLICA_WAIT_MS
+    return max(1, min(REPLICA_WAIT_MS, int(reply_timeout * 1000 * WAIT_SHARE_OF_TIMEOUT)))
 
 
 class VersionMissing(LookupError):
@@ -67,6 +89,11 @@ class RedisRowUpdates:
         self.layout = RedisLayout(name)
         self._packed = PackedCommands(client)
         self._replicated: dict[str, tuple[float, bool]] = {}  # master -> (checked at, has any)
+
+    @property
+    def replica_wait_ms(self) -> int:
+        """How long ``WAIT`` blocks for a replica with this writer's client."""
+        return replica_wait_ms(reply_timeout_s(self.client))
 
     @classmethod
     async def connect(cls, url: str, name: str, timeout_s: float = 30.0) -> RedisRowUpdates:
@@ -96,9 +123,18 @@ class RedisRowUpdates:
         update = check_update(ids, rows, meta.rows, meta.dim, meta.dtype, update_id)
         keys = UpdateKeys.of(self.name, meta.version)
         reply = await self.client.eval(
-            BEGIN, 2, keys.state, keys.update_ids, update_id or "", REMEMBERED_UPDATE_IDS
+            BEGIN,
+            3,
+            keys.state,
+            keys.update_ids,
+            self.layout.versions,
+            update_id or "",
+            REMEMBERED_UPDATE_IDS,
+            meta.version,
         )
         sequence, state = int(reply[0]), _text(reply[1])
+        if state == "missing":
+            raise VersionMissing(f"table {self.name} version {meta.version} is being dropped")
         if state == "done":
             return WriteResult(sequence, update.ids.size, False)
         await self._write_rows(meta, sequence, update)
@@ -141,22 +177,28 @@ class RedisRowUpdates:
         command = packed_command(
             b"EVAL",
             COMMIT.encode(),
-            b"2",
+            b"3",
             keys.state.encode(),
             keys.log.encode(),
+            self.layout.versions.encode(),
             (update.update_id or "").encode(),
             b"%d" % sequence,
-            ids,
             keys.version.encode(),
+            ids,
             keys.channel.encode(),
             b"%d" % LOG_ENTRIES,
         )
-        await self._run_and_wait([(key_slot(keys.state.encode()), command)])
+        [reply] = await self._run_and_wait([(key_slot(keys.state.encode()), command)])
+        if _text(reply[1]) == "missing":
+            raise VersionMissing(f"table {self.name} version {keys.version} is being dropped")
 
-    async def _run_and_wait(self, commands: list[tuple[int, bytes]]) -> None:
-        """Run ``commands``; then one replica of each master they touched has them."""
+    async def _run_and_wait(self, commands: list[tuple[int, bytes]]) -> list[Any]:
+        """Run ``commands``; then one replica of each master they touched has them.
+
+        Returns the commands' replies."""
         waits = await self._replicated_slots([slot for slot, _ in commands])
-        wait = packed_command(b"WAIT", b"1", b"%d" % REPLICA_WAIT_MS)
+        wait_ms = self.replica_wait_ms
+        wait = packed_command(b"WAIT", b"1", b"%d" % wait_ms)
         replies = await self._packed.run([*commands, *((slot, wait) for slot in waits)])
         for acks in replies[len(commands) :]:
             if int(acks) < 1:
@@ -164,9 +206,10 @@ class RedisRowUpdates:
                 # The same update_id sent again resumes it under the same sequence.
                 raise BackendUnavailable(
                     f"no replica acknowledged a row update of {self.name!r} within "
-                    f"{REPLICA_WAIT_MS} ms; retry with the same update_id",
-                    {"table": self.name, "replica_wait_ms": REPLICA_WAIT_MS},
+                    f"{wait_ms} ms; retry with the same update_id",
+                    {"table": self.name, "replica_wait_ms": wait_ms},
                 )
+        return replies[: len(commands)]
 
     async def _replicated_slots(self, slots: list[int]) -> list[int]:
         """One of ``slots`` per master that has replicas (on one server: the last slot)."""

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -28,8 +26,7 @@ from service.publishing import push as push_module
 from service.publishing import replicas as replicas_module
 from service.publishing.drop import drop_old
 from service.publishing.push import PushConflict, push_table
-from tests.support.polling import wait_until
-from tests.support.redis_servers import RedisCluster, RedisNode
+from tests.support.redis_servers import RedisCluster, RedisNode, paused, replicated_pair
 from tests.support.tables import random_table, write_npy
 
 ROWS, DIM = 1000, 4
@@ -324,18 +321,8 @@ def test_grace_seconds_below_30_is_refused(redis_single: RedisNode) -> None:
 @pytest.fixture
 def replicated(tmp_path: Path) -> Iterator[tuple[RedisNode, RedisNode]]:
     """A master and its replica (two servers, ``REPLICAOF``), the link up."""
-    master, replica = RedisNode(tmp_path / "master"), RedisNode(tmp_path / "replica")
-    try:
-        replica.client().replicaof("127.0.0.1", master.port)
-        wait_until(
-            lambda: replica.client().info("replication").get("master_link_status") == "up",
-            "the replica's link to its master",
-            timeout=HANG_GUARD_S,
-        )
-        yield master, replica
-    finally:
-        replica.stop()
-        master.stop()
+    with replicated_pair(tmp_path, timeout=HANG_GUARD_S) as pair:
+        yield pair
 
 
 def test_push_returns_once_a_replica_holds_every_row(
@@ -356,13 +343,9 @@ def test_push_warns_but_flips_when_no_replica_acknowledges(
 ) -> None:
     master, replica = replicated
     monkeypatch.setattr(replicas_module, "REPLICA_WAIT_MS", 100)
-    assert replica.process is not None
-    os.kill(replica.process.pid, signal.SIGSTOP)  # connected, but it acknowledges nothing
-    try:
-        with caplog.at_level(logging.WARNING, logger=replicas_module.__name__):
-            version = _push(write_npy(tmp_path, "one", random_table(ROWS, DIM, 14)), master, "w")
-    finally:
-        os.kill(replica.process.pid, signal.SIGCONT)
+    with paused([replica]), caplog.at_level(logging.WARNING, logger=replicas_module.__name__):
+        # connected, but it acknowledges nothing
+        version = _push(write_npy(tmp_path, "one", random_table(ROWS, DIM, 14)), master, "w")
     assert master.client().get(RedisLayout("w").pointer) == version.encode()
     assert "no replica of the server acknowledged the rows within 100 ms" in caplog.text
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -13,12 +16,15 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from service.backends.redis_store import RedisLayout, RowReader, connect
-from service.errors import IdOutOfRange
+from service.errors import BackendUnavailable, IdOutOfRange
+from service.publishing.drop import drop_old
 from service.publishing.push import push_table
 from service.updates.offline import run_update
 from service.updates.redis_feed import RedisUpdateFeed, UpdateEvent
+from service.updates.redis_keys import BEGIN, UpdateKeys
 from service.updates.redis_writer import RedisRowUpdates, VersionMissing
-from service.updates.validation import check_update
+from service.updates.validation import WriteResult, check_update
+from tests.support.redis_servers import paused, replicas_of, replicated_pair
 from tests.support.tables import random_table
 
 ROWS, DIM = 1000, 8
@@ -144,6 +150,143 @@ def test_a_reader_behind_the_trimmed_log_drops_everything(store: Any, tmp_path: 
             await feed.aclose()
 
     _run(store, tmp_path, "trimmed", scenario)
+
+
+@pytest.fixture(params=["replicated", "cluster"])
+def with_replicas(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A store whose masters have replicas: a master and its replica, or the cluster
+    (each has ``nodes``)."""
+    if request.param == "cluster":
+        yield request.getfixturevalue("redis_cluster")
+        return
+    with replicated_pair(tmp_path / "pair") as (master, replica):
+        yield SimpleNamespace(url=master.url, nodes=[master, replica])
+
+
+def test_a_replica_that_does_not_acknowledge_is_a_503_inside_the_client_timeout(
+    with_replicas: Any, tmp_path: Path
+) -> None:
+    store = with_replicas
+    np.save(tmp_path / "slow.npy", random_table(ROWS, DIM, 6))
+
+    async def main() -> None:
+        await push_table(tmp_path / "slow.npy", store.url, "slow", progress=False)
+        # The service's client for a table with redis_timeout_ms = 400: WAIT gets 300 ms.
+        writer = RedisRowUpdates(await connect(store.url, 0.4), "slow")
+        ids = np.arange(0, 200, 9)  # rows on many tags (every master of the cluster)
+        try:
+            assert writer.replica_wait_ms == 300
+            await writer.meta()
+            replicas = replicas_of(store.nodes)  # connected, but acknowledging nothing:
+            with paused(replicas), pytest.raises(BackendUnavailable, match="no replica ack"):
+                await writer.write(ids, _rows(7, ids.size), "slow-1")
+            # Retried with the same update_id (as the 503 says) once the replicas answer:
+            # the same sequence, applied whole.
+            result = await _retried(lambda: writer.write(ids, _rows(7, ids.size), "slow-1"))
+            assert (result.sequence, result.applied) == (1, True)
+            assert (await _read(writer, ids.tolist()) == 7).all()
+            again = await writer.write(ids, _rows(8, ids.size), "slow-1")
+            assert (again.sequence, again.applied) == (1, False)
+        finally:
+            await writer.aclose()
+
+    asyncio.run(main())
+
+
+async def _retried(write: Callable[[], Awaitable[WriteResult]]) -> WriteResult:
+    """``write()`` again while it answers 503 (replicas catching up), up to a deadline."""
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        try:
+            return await write()
+        except BackendUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+def _keys_naming(store: Any, name: str, version: str) -> list[str]:
+    """Every key of table ``name`` on any master (or the one server) naming ``version``."""
+    nodes = getattr(store, "nodes", [store])
+    found = []
+    for node in nodes:
+        client = node.client()
+        if client.info("replication")["role"] == "master":
+            keys = (key.decode() for key in client.scan_iter(f"emb:{{{name}*", count=1000))
+            found += [key for key in keys if version in key]
+    return sorted(found)
+
+
+async def _age_versions(writer: RedisRowUpdates, seconds: int) -> None:
+    """Every timestamp of every version record ``seconds`` in the past (past the grace)."""
+    versions = writer.layout.versions
+    for version, raw in (await writer.client.hgetall(versions)).items():
+        record = json.loads(raw)
+        for field in ("started_at", "heartbeat_at", "current_since", "replaced_at"):
+            if record.get(field) is not None:
+                record[field] = int(record[field]) - seconds
+        await writer.client.hset(versions, version, json.dumps(record))
+
+
+def test_drop_old_removes_the_update_keys_of_the_versions_it_drops(
+    store: Any, tmp_path: Path
+) -> None:
+    async def scenario(writer: RedisRowUpdates, version: str) -> None:
+        # Rows of many tags (so rowseq hashes on many slots), an update id, a log entry.
+        await writer.write(np.arange(0, 300, 7), _rows(1, 43), "first")
+        keys = UpdateKeys.of(writer.name, version)
+        assert set(keys.on_table_slot) <= set(_keys_naming(store, writer.name, version))
+        assert any(key.endswith(":rowseq") for key in _keys_naming(store, writer.name, version))
+        np.save(tmp_path / "next.npy", random_table(ROWS, DIM, 5))
+        newer = await push_table(tmp_path / "next.npy", store.url, writer.name, progress=False)
+        await writer.write(np.array([1, 2]), _rows(2, 2), "second")  # to the new current
+        kept = _keys_naming(store, writer.name, newer.version)
+        await _age_versions(writer, 3600)
+        assert await drop_old(store.url, writer.name, 30) == [version]
+        assert (
+            _keys_naming(store, writer.name, version) == []
+        )  # rows, sequences, ids, log: all gone
+        assert _keys_naming(store, writer.name, newer.version) == kept
+
+    _run(store, tmp_path, "dropped", scenario)
+
+
+async def _set_state(writer: RedisRowUpdates, version: str, state: str) -> None:
+    record = json.loads(await writer.client.hget(writer.layout.versions, version))
+    await writer.client.hset(
+        writer.layout.versions, version, json.dumps({**record, "state": state})
+    )
+
+
+def test_an_update_racing_a_drop_of_its_version_leaves_no_update_keys(
+    store: Any, tmp_path: Path
+) -> None:
+    async def scenario(writer: RedisRowUpdates, version: str) -> None:
+        await writer.write(np.array([1]), _rows(1), "before")
+        keys = UpdateKeys.of(writer.name, version)
+        meta = await writer.meta(version)
+
+        async def read_before_the_claim(_: str | None = None) -> Any:
+            return meta  # the writer checked the version before drop-old claimed it
+
+        writer.meta = read_before_the_claim  # type: ignore[method-assign]
+        await _set_state(writer, version, "deleting")  # drop-old's claim
+        with pytest.raises(VersionMissing):
+            await writer.write(np.array([2]), _rows(2), "during")
+        assert await writer.client.hget(keys.state, "id:during") is None
+        # Claimed between the update's first and last step: it is not logged or published.
+        await _set_state(writer, version, "complete")
+        update = check_update(np.array([3]), _rows(3), ROWS, DIM, meta.dtype, "late")
+        reply = await writer.client.eval(
+            BEGIN, 3, keys.state, keys.update_ids, writer.layout.versions, "late", 10, version
+        )
+        await _set_state(writer, version, "deleting")
+        with pytest.raises(VersionMissing):
+            await writer._commit(keys, int(reply[0]), update)
+        assert await writer.client.xlen(keys.log) == 1
+        assert await writer.client.hget(keys.state, "applied") == b"1"
+
+    _run(store, tmp_path, "claimed", scenario)
 
 
 def test_the_offline_command_updates_a_redis_table(redis_single: Any, tmp_path: Path) -> None:

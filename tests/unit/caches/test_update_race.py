@@ -7,6 +7,7 @@ import numpy as np
 import orjson
 import pytest
 
+from service.caches import hot_rows
 from service.caches.hot_rows import HotRowCache
 from service.caches.row_text_cache import RowTextCache
 from tests.unit.caches.row_text_answers import OPT
@@ -53,7 +54,8 @@ def test_hot_rows_read_before_a_discard_or_clear_are_not_stored() -> None:
     generation = cache.generation  # a read starts ...
     cache.discard([1])  # ... an update drops row 1 ...
     cache.store_if_fresh(generation, [1, 2], table[[1, 2]])  # ... the read ends
-    assert len(cache) == 0
+    assert cache.lookup([1, 2]).tolist()[0] == -1  # the row read before the update: not kept
+    assert len(cache) == 1  # row 2 was not updated: kept (no update starves the cache)
     cache.store_if_fresh(cache.generation, [1, 2], table[[1, 2]])
     assert len(cache) == 2
     generation = cache.generation
@@ -63,3 +65,39 @@ def test_hot_rows_read_before_a_discard_or_clear_are_not_stored() -> None:
     assert len(cache) == 0
     cache.store([3, 4, 5, 6], table[[3, 4, 5, 6]])  # slots are all free again after clear
     assert len(cache) == 4
+
+
+def test_a_read_keeps_the_rows_no_later_discard_touched() -> None:
+    table = np.arange(40, dtype=np.float32).reshape(20, 2)
+    cache = HotRowCache(8, 2, np.dtype(np.float32))
+    first = cache.generation
+    cache.discard([7])
+    second = cache.generation  # a read begun between two discards ...
+    cache.discard([3, 9])
+    cache.store_if_fresh(second, [5, 7, 9], table[[5, 7, 9]])  # ... is judged by the later only
+    assert sorted(cache._slot_of) == [5, 7]
+    cache.store_if_fresh(first, [6, 7, 8], table[[6, 7, 8]])  # one begun before both
+    assert sorted(cache._slot_of) == [5, 6, 7, 8]  # 7 is cached already (by the later read)
+    assert np.array_equal(cache.rows[cache.lookup([6, 8])], table[[6, 8]])
+
+
+def test_a_read_older_than_the_discards_remembered_stores_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(hot_rows, "RECENT_DISCARDS", 2)
+    table = np.arange(40, dtype=np.float32).reshape(20, 2)
+    cache = HotRowCache(8, 2, np.dtype(np.float32))
+    old = cache.generation
+    cache.discard([1])
+    recent = cache.generation
+    cache.discard([2])
+    cache.discard([3])  # the discard of 1 is forgotten: a read begun before it may hold row 1
+    cache.store_if_fresh(old, [4], table[[4]])
+    assert len(cache) == 0
+    cache.store_if_fresh(recent, [1, 2, 4], table[[1, 2, 4]])  # its discards are all known
+    assert sorted(cache._slot_of) == [1, 4]
+    monkeypatch.setattr(hot_rows, "RECENT_DISCARDED_IDS", 3)
+    current = cache.generation
+    cache.discard([10, 11, 12, 13])  # more ids than remembered: reads before it store nothing
+    cache.store_if_fresh(current, [5], table[[5]])
+    assert sorted(cache._slot_of) == [1, 4]
