@@ -76,7 +76,9 @@ class SortedState:
         places (in ``ids``) overwritten."""
         settled = self.settled.patch(ids, rows)
         recent = self.recent.patch(ids, rows)
-        return np.union1d(settled, recent) if settled.size and recent.size else settled + recent
+        if settled.size and recent.size:
+            return np.union1d(settled, recent)
+        return settled if settled.size else recent
 
     def install(self) -> SortedState:
         """Built whole aside: nothing left to do on the event loop."""
