@@ -5,11 +5,13 @@ broken by the lower id. Each block of rows is scored against all queries at once
 only the candidates that can still make a query's top k (all ties at the k-th score kept) go
 on to the final merge, so results equal a full sort of all scores. For cosine, the inverse row
 norms are computed once and cached (4 bytes per row, not a normalised copy of the table).
+Rows replaced by row updates (``updated``) are scored in place of the table's, per block.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -23,6 +25,10 @@ def _top(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
     """Best ``k`` by (score desc, id asc)."""
     order = np.lexsort((ids, -scores))[:k]
     return ids[order], scores[order]
+
+
+# (start, stop) -> the ids in [start, stop) whose rows were replaced, and those rows.
+UpdatedRows = Callable[[int, int], tuple[np.ndarray, np.ndarray]]
 
 
 class RowSource(Protocol):
@@ -72,11 +78,17 @@ class ExactNeighborIndex:
             return self._norms
 
     def search(
-        self, queries: np.ndarray, k: int, metric: str, exclude: np.ndarray | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        metric: str,
+        exclude: np.ndarray | None = None,
+        updated: UpdatedRows | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(ids, scores)`` of shape ``(len(queries), k')`` with ``k' = min(k, eligible rows)``.
 
-        Raises ``FloatingPointError`` when queries or scores leave float32's range.
+        ``updated``: rows that replace the table's (row updates), by block. Raises
+        ``FloatingPointError`` when queries or scores leave float32's range.
         """
         rows = self.rows
         queries = np.asarray(queries, dtype=np.float32)
@@ -85,23 +97,20 @@ class ExactNeighborIndex:
         n = queries.shape[0]
         norms = self.row_norms() if metric != "dot" else None
         if metric == "cosine":
-            assert norms is not None  # row_norms() serves every metric but dot
             qnorms = np.linalg.norm(queries.astype(np.float64), axis=1)
             queries = (queries / np.where(qnorms == 0, 1, qnorms)[:, None]).astype(np.float32)
-            inverse = np.where(norms == 0, 0, 1 / np.where(norms == 0, 1, norms)).astype(np.float32)
-        q_sq = np.einsum("ij,ij->i", queries, queries) if metric == "l2" else None
+        score = _Scorer(queries, metric)
         block = max(1024, min(self.block_rows, SCORE_BUDGET // max(n, 1)))
         best_ids = [np.zeros(0, np.int64) for _ in range(n)]
         best_scores = [np.zeros(0, np.float32) for _ in range(n)]
         for start in range(0, rows, block):
             chunk = self.table.block(start, start + block)
-            scores = queries @ chunk.T
-            if metric == "cosine":
-                scores *= inverse[start : start + chunk.shape[0]]
-            elif metric == "l2":
-                assert norms is not None and q_sq is not None  # both set above for l2
-                sq = norms[start : start + chunk.shape[0]].astype(np.float32) ** 2
-                scores = -(q_sq[:, None] - 2 * scores + sq[None, :])
+            stop = start + chunk.shape[0]
+            scores = score(chunk, None if norms is None else norms[start:stop])
+            if updated is not None:
+                ids, new_rows = updated(start, stop)
+                if ids.size:
+                    scores[:, ids - start] = score(new_rows, _norms(new_rows))
             if not np.isfinite(scores).all():
                 raise FloatingPointError("scores overflow float32")
             if exclude is not None:
@@ -123,3 +132,30 @@ class ExactNeighborIndex:
             np.stack([s[:width] for s in best_scores]) if n else np.zeros((0, width), np.float32)
         )
         return out_ids, out_scores
+
+
+def _norms(rows: np.ndarray) -> np.ndarray:
+    """L2 norm of each row (float64 accumulation), float32."""
+    wide = rows.astype(np.float64)
+    norms: np.ndarray = np.sqrt(np.einsum("ij,ij->i", wide, wide)).astype(np.float32)
+    return norms
+
+
+class _Scorer:
+    """Scores of rows (with their norms) against one search's queries."""
+
+    def __init__(self, queries: np.ndarray, metric: str) -> None:
+        self.queries = queries  # unit length for cosine
+        self.metric = metric
+        self.q_sq = np.einsum("ij,ij->i", queries, queries) if metric == "l2" else None
+
+    def __call__(self, rows: np.ndarray, norms: np.ndarray | None) -> np.ndarray:
+        scores: np.ndarray = self.queries @ rows.T
+        if self.metric == "cosine":
+            assert norms is not None  # every metric but dot has them
+            scores *= np.where(norms == 0, 0, 1 / np.where(norms == 0, 1, norms)).astype(np.float32)
+        elif self.metric == "l2":
+            assert norms is not None and self.q_sq is not None
+            sq = norms.astype(np.float32) ** 2
+            scores = -(self.q_sq[:, None] - 2 * scores + sq[None, :])
+        return scores

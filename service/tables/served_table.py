@@ -21,7 +21,7 @@ from service.errors import InvalidRequest, Overloaded
 from service.repository.options import TableOptions
 from service.repository.vocabulary import Vocabulary
 from service.repository.weights import TableWeights
-from service.semantics.neighbors import ExactNeighborIndex
+from service.semantics.neighbors import ExactNeighborIndex, UpdatedRows
 
 if TYPE_CHECKING:
     from service.tables.table_updates import TableUpdates
@@ -75,7 +75,12 @@ class ServedTable:
         return self.weights
 
     async def search(
-        self, queries: np.ndarray, k: int, metric: str, exclude: np.ndarray | None
+        self,
+        queries: np.ndarray,
+        k: int,
+        metric: str,
+        exclude: np.ndarray | None,
+        updated: UpdatedRows | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact nearest rows, on this table's own search thread (searches queue there, one
         at a time, and never stall the event loop or the table's gathers)."""
@@ -89,7 +94,7 @@ class ServedTable:
         self._searches += 1
         try:
             return await loop.run_in_executor(
-                self._search_pool, self._index.search, queries, k, metric, exclude
+                self._search_pool, self._index.search, queries, k, metric, exclude, updated
             )
         finally:
             self._searches -= 1

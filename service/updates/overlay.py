@@ -48,6 +48,17 @@ def apply_state(state: OverlayState | None, ids: np.ndarray, rows: np.ndarray) -
     return state.patch(flat_ids, rows.reshape(flat_ids.size, -1))  # a view: rows contiguous
 
 
+def rows_updated_between(
+    state: OverlayState, start: int, stop: int, dim: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ids in ``[start, stop)`` that ``state`` updated and their float32 rows (a scan of
+    the table by blocks, as a neighbour search makes, sees the updated rows this way)."""
+    ids = state.updated_between(start, stop)
+    rows = np.empty((ids.size, dim), np.float32)
+    held = state.patch(ids, rows)
+    return ids.take(held), rows.take(held, axis=0)
+
+
 @dataclass(frozen=True)
 class PendingState:
     """A state built aside from the overlay at sequence ``after``, and the files it read."""

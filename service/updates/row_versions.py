@@ -78,6 +78,10 @@ class DenseState:
         rows[hit] = store.rows.take(slots, axis=0)
         return hit
 
+    def updated_between(self, start: int, stop: int) -> np.ndarray:
+        """Ids in ``[start, stop)`` that may have an updated row (``patch`` says which do)."""
+        return (self.store.positions[start:stop] >= 0).nonzero()[0] + start
+
     def _held_versions(self, hit: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Step past slots installed after this state, back to the versions it holds."""
         store = self.store
@@ -104,8 +108,10 @@ class DenseRefresh:
     def install(self) -> DenseState:
         """Point the index at the new slots (one scatter; on the event loop)."""
         used = self.first + self.ids.size
-        self.store.positions[self.ids] = np.arange(self.first, used, dtype=np.int32)
+        # Counted first: a reader on another thread (a neighbour search) that meets a new slot
+        # has already seen the count move, and steps back past it.
         self.store.installed[0] = used
+        self.store.positions[self.ids] = np.arange(self.first, used, dtype=np.int32)
         return DenseState(self.sequence, self.store, used, self.rows)
 
 

@@ -80,6 +80,14 @@ class SortedState:
             return np.union1d(settled, recent)
         return settled if settled.size else recent
 
+    def updated_between(self, start: int, stop: int) -> np.ndarray:
+        """Ids in ``[start, stop)`` that have an updated row, sorted."""
+        parts = [
+            held.ids[np.searchsorted(held.ids, start) : np.searchsorted(held.ids, stop)]
+            for held in (self.settled, self.recent)
+        ]
+        return np.union1d(*parts)
+
     def install(self) -> SortedState:
         """Built whole aside: nothing left to do on the event loop."""
         return self

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from service.decoding.ids import check_in_range
@@ -10,12 +12,15 @@ from service.errors import InvalidRequest, UnknownKey
 from service.repository.weights import TableWeights
 from service.results import Neighbors
 from service.tables.served_table import ServedTable
-from service.updates.overlay import apply_state
+from service.updates.overlay import OverlayState, apply_state, rows_updated_between
 from service.usecases.gather import key_ids
 
 
 def _queries(
-    table: ServedTable, weights: TableWeights, request: NeighborsRequest
+    table: ServedTable,
+    weights: TableWeights,
+    request: NeighborsRequest,
+    state: OverlayState | None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Query vectors, and the query ids to leave out of their own answers (exclude_self)."""
     query_ids = request.ids
@@ -29,9 +34,9 @@ def _queries(
     if query_ids is not None:
         check_in_range(query_ids, table.rows)
         found = weights.take(query_ids)
-        if table.updates is not None and table.updates.state is not None:  # updated rows
+        if state is not None:  # updated rows
             found = np.array(found, np.float32, order="C")
-            apply_state(table.updates.state, query_ids, found)
+            apply_state(state, query_ids, found)
         return found, query_ids if request.exclude_self else None
     queries = request.vectors
     assert queries is not None
@@ -45,9 +50,12 @@ def _queries(
 async def neighbors(table: ServedTable, request: NeighborsRequest) -> Neighbors:
     """The ``k`` nearest rows of each query."""
     weights = table.local_weights("neighbors")  # Redis tables: a clear 422, no full scan
-    queries, exclude = _queries(table, weights, request)
+    # One overlay state for the queries and every candidate: the answer sees an update whole.
+    state = None if table.updates is None else table.updates.state
+    queries, exclude = _queries(table, weights, request, state)
+    updated = None if state is None else partial(rows_updated_between, state, dim=table.dim)
     try:
-        ids, scores = await table.search(queries, request.k, request.metric, exclude)
+        ids, scores = await table.search(queries, request.k, request.metric, exclude, updated)
     except FloatingPointError:
         raise InvalidRequest("query vectors too large: their scores overflow float32") from None
     keys = table.vocabulary.keys_of(ids) if table.vocabulary is not None else None

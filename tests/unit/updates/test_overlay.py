@@ -116,3 +116,26 @@ def test_float16_tables_serve_the_stored_rounding(tmp_path: Path) -> None:
     rows = np.zeros((1, 2), np.float32)
     log.overlay().apply(np.array([1]), rows)
     assert rows[0, 0] == np.float32(np.float16(0.1))
+
+
+@KINDS
+def test_rows_updated_between_a_range_at_a_state(
+    log: FileUpdateLog, monkeypatch: pytest.MonkeyPatch, dense_max_rows: int
+) -> None:
+    """What a neighbour search scores in place of a block's rows: the ids of the block the
+    state updated, with their rows at that state (not a later one)."""
+    from service.updates.overlay import rows_updated_between
+
+    monkeypatch.setattr(overlay_module, "DENSE_MAX_ROWS", dense_max_rows)
+    overlay = log.overlay()
+    log.write(np.array([5, 50, 95]), rows_of(1, 3))
+    overlay.refresh()
+    first = overlay.state
+    assert first is not None
+    log.write(np.array([50, 60]), rows_of(2, 2))
+    overlay.refresh()
+    ids, rows = rows_updated_between(first, 40, 96, DIM)
+    assert ids.tolist() == [50, 95] and rows[:, 0].tolist() == [1, 1]
+    assert overlay.state is not None
+    ids, rows = rows_updated_between(overlay.state, 0, 61, DIM)
+    assert ids.tolist() == [5, 50, 60] and rows[:, 0].tolist() == [1, 2, 2]
