@@ -7,7 +7,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.repository.discovery import TableSource, discover_tables, folder_kind, outside_reason
+from service.repository.discovery import (
+    LOST_AND_FOUND,
+    TableSource,
+    discover_tables,
+    folder_kind,
+    outside_reason,
+)
 from service.repository.groups import Group, read_group
 from service.repository.versioned_tables import VersionedTable, read_versioned_table
 
@@ -47,7 +53,13 @@ def discover_repository(folder: Path) -> Repository:
         # Outside folders are named by discover_tables already; never list them.
         if entry.name.startswith(".") or not entry.is_dir() or outside_reason(entry, root):
             continue
-        kind = folder_kind(entry)
+        if entry.name == LOST_AND_FOUND:
+            continue
+        try:
+            kind = folder_kind(entry)
+        except PermissionError as exc:
+            problems[entry.name] = f"{entry}: cannot be read ({exc.strerror}); fix its permissions"
+            continue
         made: VersionedTable | Group | str
         if kind == "versioned":
             made = read_versioned_table(entry, root)

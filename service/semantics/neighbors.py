@@ -106,11 +106,10 @@ class ExactNeighborIndex:
         for start in range(0, rows, block):
             chunk = self.table.block(start, start + block)
             stop = start + chunk.shape[0]
-            scores = score(chunk, None if norms is None else norms[start:stop])
+            chunk_norms = None if norms is None else norms[start:stop]
             if updated is not None:
-                ids, new_rows = updated(start, stop)
-                if ids.size:
-                    scores[:, ids - start] = score(new_rows, _norms(new_rows))
+                chunk, chunk_norms = _with_updates(chunk, chunk_norms, *updated(start, stop), start)
+            scores = score(chunk, chunk_norms)
             if not np.isfinite(scores).all():
                 raise FloatingPointError("scores overflow float32")
             if exclude is not None:
@@ -132,6 +131,23 @@ class ExactNeighborIndex:
             np.stack([s[:width] for s in best_scores]) if n else np.zeros((0, width), np.float32)
         )
         return out_ids, out_scores
+
+
+def _with_updates(
+    chunk: np.ndarray, norms: np.ndarray | None, ids: np.ndarray, rows: np.ndarray, start: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The block (and its norms) with updated ``rows`` of ``ids`` in place of the table's: a
+    copy scored by one product, so scores are bit for bit those of the same rows folded into
+    the table (a separate product for the updated rows would round differently)."""
+    if ids.size == 0:
+        return chunk, norms
+    local = ids - start
+    chunk = np.array(chunk, np.float32, order="C")
+    chunk[local] = rows
+    if norms is not None:
+        norms = norms.copy()
+        norms[local] = _norms(rows)
+    return chunk, norms
 
 
 def _norms(rows: np.ndarray) -> np.ndarray:

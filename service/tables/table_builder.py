@@ -38,7 +38,7 @@ from service.tables.served_table import ServedTable
 from service.tables.source_versions import file_source_version, redis_source_version
 from service.tables.store_clients import StoreClients, redacted
 from service.tables.table_updates import RedisTableUpdates, attach_updates
-from service.updates.base_manifest import is_compacted_base
+from service.updates.base_manifest import FileIdentity, is_compacted_base
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,13 @@ def _load_weights(source: TableSource) -> TableWeights:
     fold, and the scan would read the whole table in each of them."""
     if source.format != "npy":
         return load_onnx(source.path)
-    return load_npy(source.path, check_values=not is_compacted_base(source.path))
+    before = FileIdentity.of(source.path)
+    compacted = is_compacted_base(source.path)
+    weights = load_npy(source.path, check_values=not compacted)
+    if compacted and FileIdentity.of(source.path) != before:
+        # Renamed over while it was mapped: the file mapped may not be the one recorded.
+        raise TableLoadError(f"{source.path}: the file changed while it was loaded; retrying")
+    return weights
 
 
 class TableBuilder:

@@ -316,8 +316,9 @@ def _keep_row_cache(new: ServedTable, old: ServedTable | None) -> None:
     with the same options (a table loaded again after a compaction) -- it takes over
     ``old``'s row-text cache rather than start cold: every text in it is still right. Only
     right before the swap (no await between): later updates are dropped from the cache by
-    ``new``'s refreshes, and what ``old``'s requests gathered before a drop is never admitted
-    (``RowTextCache.generation``)."""
+    ``new``'s refreshes, what ``old``'s requests gathered before a drop is never admitted
+    (``RowTextCache.generation``), and what they plan after the swap goes to an empty cache
+    of ``old``'s own."""
     if old is None or old is new:
         return
     ours, theirs = new.updates, old.updates
@@ -328,6 +329,10 @@ def _keep_row_cache(new: ServedTable, old: ServedTable | None) -> None:
     if new.options != old.options or new.row_cache.repeats_cheap != old.row_cache.repeats_cheap:
         return
     new.row_cache = ours.row_cache = old.row_cache
+    # Requests still on the old table may plan later (a group lookup plans member after
+    # member, awaiting between) at its old overlay state: from now on into a cache of their
+    # own that admits nothing, so no text of theirs lands in the one handed over.
+    old.row_cache = theirs.row_cache = RowTextCache(0)
 
 
 async def catch_up(pairs: list[tuple[ServedTable, ServedTable | None]]) -> None:

@@ -64,7 +64,15 @@ def read_folds(folder: Path) -> list[Fold]:
 
 def record_fold(folder: Path, fold: Fold) -> None:
     """Add ``fold`` to the manifest (durably), keeping the last ``KEPT_FOLDS``."""
-    folds = [*read_folds(folder), fold][-KEPT_FOLDS:]
+    _write_folds(folder, [*read_folds(folder), fold][-KEPT_FOLDS:])
+
+
+def forget_fold(folder: Path, fold: Fold) -> None:
+    """Take ``fold`` (recorded, never renamed in) out of the manifest again."""
+    _write_folds(folder, [f for f in read_folds(folder) if f != fold])
+
+
+def _write_folds(folder: Path, folds: list[Fold]) -> None:
     entries = [
         {"size": f.base.size, "mtime_ns": f.base.mtime_ns, "sequence": f.sequence} for f in folds
     ]

@@ -37,6 +37,7 @@ from service.updates.base_manifest import (
     FileIdentity,
     Fold,
     folded_sequence,
+    forget_fold,
     record_fold,
     served_version,
 )
@@ -164,25 +165,30 @@ def _fold(log: FileUpdateLog) -> int | None:
     """``fold_into_base``, this process being the only compactor of the table file."""
     for leftover in log.table_file.parent.glob(f".{log.table_file.name}{FOLD_TEMP}*"):
         leftover.unlink(missing_ok=True)  # of a compaction that died mid-way
+    # The file folded is this one: a file renamed in later fails the identity checks below
+    # (never mistaken for this version's base, its rows never mixed with this version's).
+    source = FileIdentity.of(log.table_file)
     if served_version(log.table_file, file_version(log.table_file)) != log.version:
         return None  # the file was replaced: a new version, with its own log
     sequence = compact_log(log)
     if not sequence:
         return None
     snapshot = read_file(log.folder / file_name(sequence, SNAPSHOT))
-    source = FileIdentity.of(log.table_file)
     if folded_sequence(log.folder, source) < snapshot.since:
         return None  # the file lacks rows the snapshot does not carry: not this version's base
     temp = log.table_file.with_name(f".{log.table_file.name}{FOLD_TEMP}{secrets.token_hex(4)}")
     try:
         _write_folded(log.table_file, temp, snapshot)
         with log.locked():
-            # Recorded (durably) before the check: an operator renaming a new file in is
-            # then overwritten only in the microseconds from the check to our rename, not
-            # for a manifest write too. A record whose rename never happens is harmless.
-            record_fold(log.folder, Fold(FileIdentity.of(temp), sequence))
             if FileIdentity.of(log.table_file) != source:
                 return None  # replaced or compacted by another process meanwhile
+            fold = Fold(FileIdentity.of(temp), sequence)
+            record_fold(log.folder, fold)  # durably, before the file it names is renamed in
+            # Checked again after the record's fsync: an operator's rename in is overwritten
+            # only in the microseconds from this check to ours.
+            if FileIdentity.of(log.table_file) != source:
+                forget_fold(log.folder, fold)
+                return None
             os.replace(temp, log.table_file)
             fsync_folder(log.table_file.parent)
     finally:

@@ -58,8 +58,8 @@ def _unwritable(folder: Path, exc: OSError) -> Exception:
         )
     if exc.errno in _FULL:
         return BackendUnavailable(
-            f"{folder}: the update log cannot be written ({exc.strerror}); nothing was "
-            "applied: retry with the same update_id once there is room"
+            f"{folder}: the update log cannot be written ({exc.strerror}); retry with the "
+            "same update_id once there is room (it is applied once)"
         )
     return exc
 

@@ -42,7 +42,7 @@ OverlayState = DenseState | SortedState
 def apply_state(state: OverlayState | None, ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Patch float32 ``rows`` (gathered for ``ids``, C-contiguous) with ``state``'s rows; the
     places (in the flattened ``ids``) overwritten."""
-    if state is None:
+    if state is None or ids.size == 0:
         return _NO_IDS
     flat_ids = ids.reshape(-1)
     return state.patch(flat_ids, rows.reshape(flat_ids.size, -1))  # a view: rows contiguous
@@ -55,7 +55,7 @@ def rows_updated_between(
     the table by blocks, as a neighbour search makes, sees the updated rows this way)."""
     ids = state.updated_between(start, stop)
     rows = np.empty((ids.size, dim), np.float32)
-    held = state.patch(ids, rows)
+    held = state.patch(ids, rows, off_loop=True)  # a search thread
     return ids.take(held), rows.take(held, axis=0)
 
 

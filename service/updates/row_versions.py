@@ -61,7 +61,8 @@ class RowVersions:
 
     def maybe_updated(self, ids: np.ndarray) -> np.ndarray:
         """The places in ``ids`` whose bit is set (their ``positions`` are worth reading)."""
-        return ((self.bits.take(ids >> 3) >> (ids & 7)) & 1).nonzero()[0]
+        places: np.ndarray = ((self.bits.take(ids >> 3) >> (ids & 7)) & 1).nonzero()[0]
+        return places
 
     @property
     def slots(self) -> int:
@@ -77,15 +78,17 @@ class DenseState:
     used: int
     rows: int
 
-    def patch(self, ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    def patch(self, ids: np.ndarray, rows: np.ndarray, off_loop: bool = False) -> np.ndarray:
         """Overwrite the rows of ``rows`` (gathered for 1-D ``ids``) this state updated; the
-        places (in ``ids``) overwritten."""
+        places (in ``ids``) overwritten. ``off_loop``: called from another thread than the
+        event loop's, which may be installing a refresh meanwhile: every slot's sequence is
+        checked (no reliance on the order another CPU sees the loop's stores in)."""
         store = self.store
         hit = store.maybe_updated(ids)
         if hit.size == 0:
             return hit
         slots = store.positions.take(ids.take(hit))
-        if store.installed[0] != self.used:
+        if off_loop or store.installed[0] != self.used:
             hit, slots = self._held_versions(hit, slots)
         rows[hit] = store.rows.take(slots, axis=0)
         return hit

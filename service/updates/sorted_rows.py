@@ -71,9 +71,9 @@ class SortedState:
     def rows(self) -> int:
         return int(self.settled.ids.size + self.recent.ids.size)
 
-    def patch(self, ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    def patch(self, ids: np.ndarray, rows: np.ndarray, off_loop: bool = False) -> np.ndarray:
         """Overwrite the rows of ``rows`` (gathered for 1-D ``ids``) this state updated; the
-        places (in ``ids``) overwritten."""
+        places (in ``ids``) overwritten (``off_loop``: nothing changes, states are whole)."""
         settled = self.settled.patch(ids, rows)
         recent = self.recent.patch(ids, rows)
         if settled.size and recent.size:

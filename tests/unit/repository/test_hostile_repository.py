@@ -107,7 +107,7 @@ def test_lost_and_found_is_no_table_and_an_unreadable_folder_fails_alone(
 ) -> None:
     """An ext4 volume's root-only lost+found is skipped (uid 10001 cannot list it); any other
     folder that cannot be read is a failed table named with the reason, never a crash."""
-    from service.repository import discovery
+    from service.repository import discovery, layout
 
     np.save(tmp_path / "good.npy", np.zeros((2, 2), np.float32))
     (tmp_path / "lost+found").mkdir()
@@ -124,3 +124,13 @@ def test_lost_and_found_is_no_table_and_an_unreadable_folder_fails_alone(
     sources, problems = discover_tables(tmp_path)
     assert set(sources) == {"good"}
     assert set(problems) == {"locked"} and "cannot be read" in problems["locked"]
+    real_kind = discovery.folder_kind
+
+    def unreadable_kind(folder: Path) -> object:
+        if folder.name in ("locked", "lost+found"):
+            raise PermissionError(13, "Permission denied")
+        return real_kind(folder)
+
+    monkeypatch.setattr(layout, "folder_kind", unreadable_kind)
+    repository = layout.discover_repository(tmp_path)  # what the registry reads at start
+    assert set(repository.flat) == {"good"} and set(repository.problems) == {"locked"}

@@ -166,17 +166,23 @@ def test_a_table_loaded_again_at_the_same_update_keeps_the_row_text_cache(
     async def scenario() -> None:
         await old_updates.refresh()
         same, same_updates = loaded_again()  # at sequence 1, as the old table
+        warm = old.row_cache
         await catch_up([(same, old)])
-        assert same.row_cache is old.row_cache and same_updates.row_cache is old.row_cache
-        cache = old.row_cache
+        assert same.row_cache is warm and same_updates.row_cache is warm
+        # The old table's late plans (at its older overlay state) admit nothing into it.
+        assert old.row_cache is not warm and not old.row_cache.enabled
+        assert old_updates.row_cache is old.row_cache
+        cache = warm
         plan = cache.plan(np.array([5], np.int64))
         cache.render(plan, table[plan.fetch_ids], (1, DIM))
         assert len(cache) == 1
         _offline(tmp_path, [5], 9.0)
         await same_updates.refresh()  # the new table's refresh drops the row it replaced
         assert len(cache) == 0
-        ahead, _ = loaded_again()  # at sequence 2: other rows than the old one
-        await catch_up([(ahead, old)])
-        assert ahead.row_cache is not old.row_cache
+        ahead, ahead_updates = loaded_again()
+        _offline(tmp_path, [6], 3.0)
+        await ahead_updates.refresh()  # at sequence 3: other rows than the table it replaces
+        await catch_up([(ahead, same)])
+        assert ahead.row_cache is not warm and same.row_cache is warm
 
     asyncio.run(scenario())

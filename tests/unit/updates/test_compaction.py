@@ -11,7 +11,12 @@ from service.repository.layout import discover_repository
 from service.repository.npy_loader import load_npy
 from service.repository.weights import TableWeights
 from service.updates import compaction
-from service.updates.base_manifest import is_compacted_base, is_compaction_of, served_version
+from service.updates.base_manifest import (
+    is_compacted_base,
+    is_compaction_of,
+    read_folds,
+    served_version,
+)
 from service.updates.catch_up import OverlayStale
 from service.updates.compaction import compact_if_due, compact_log, fold_into_base
 from service.updates.delta_files import DELTA, SNAPSHOT, listed
@@ -152,6 +157,33 @@ def test_a_fold_does_not_touch_a_replaced_file(tmp_path: Path, log: FileUpdateLo
     np.save(tmp_path / "emb.npy", np.ones((ROWS, 4), np.float32))
     assert fold_into_base(log) is None
     assert (np.load(tmp_path / "emb.npy") == 1).all()
+
+
+@pytest.mark.parametrize("moment", ["after the log compaction", "after the fold's record"])
+def test_a_file_renamed_in_during_a_fold_is_left_alone(
+    tmp_path: Path, log: FileUpdateLog, monkeypatch: pytest.MonkeyPatch, moment: str
+) -> None:
+    """An operator pushing a new file while a fold runs: the fold gives up, the new file is
+    served as what it is (a new version), never recorded as this version's compacted base."""
+    _write_some(log, 2)
+
+    def push() -> None:
+        temp = tmp_path / "pushed.npy"
+        np.save(temp, np.full((ROWS, 4), 7.0, np.float32))
+        temp.replace(tmp_path / "emb.npy")
+
+    if moment == "after the log compaction":
+        real = compaction.compact_log
+        monkeypatch.setattr(compaction, "compact_log", lambda log: (real(log), push())[0])
+    else:
+        record = compaction.record_fold
+        monkeypatch.setattr(
+            compaction, "record_fold", lambda folder, fold: (record(folder, fold), push())[0]
+        )
+    assert fold_into_base(log) is None
+    assert (np.load(tmp_path / "emb.npy") == 7).all()
+    assert not is_compacted_base(tmp_path / "emb.npy")
+    assert read_folds(log.folder) == []
 
 
 def test_a_compacted_base_is_not_scanned_again_and_a_plain_file_is(

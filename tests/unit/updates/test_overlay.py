@@ -139,3 +139,23 @@ def test_rows_updated_between_a_range_at_a_state(
     assert overlay.state is not None
     ids, rows = rows_updated_between(overlay.state, 0, 61, DIM)
     assert ids.tolist() == [5, 50, 60] and rows[:, 0].tolist() == [1, 2, 2]
+
+
+@KINDS
+def test_no_ids_patch_nothing(
+    log: FileUpdateLog, monkeypatch: pytest.MonkeyPatch, dense_max_rows: int
+) -> None:
+    """An empty lookup of an updated table (``ids: []``) is an empty answer, not an error."""
+    monkeypatch.setattr(overlay_module, "DENSE_MAX_ROWS", dense_max_rows)
+    overlay = log.overlay()
+    log.write(np.array([1]), rows_of(1.0))
+    overlay.refresh()
+    assert (
+        apply_state(overlay.state, np.empty(0, np.int64), np.empty((0, DIM), np.float32)).size == 0
+    )
+    assert (
+        apply_state(
+            overlay.state, np.empty((0, 3), np.int64), np.empty((0, 3, DIM), np.float32)
+        ).size
+        == 0
+    )
