@@ -10,7 +10,7 @@ Two service processes of two workers each over one model repository holding a
    with 100,000 updated rows not yet compacted (50 updates of 2,000 rows: fewer than the 64
    files that start a compaction) and on the same rows never updated (a second table, a hard
    link of the same file). Per server CPU-second (``/proc``); runs interleaved ``--repeats``
-   times, medians (the machine's other load weighs on each alike).
+   times, medians, and the median of each repeat's ratio to the run measured next to it.
 2. W2 JSON while 10,000 rows/s are applied (10 updates of 1,000 rows a second, by HTTP),
    interleaved with the same run with none (``SETTLE_SECONDS`` after each burst first: the
    compaction it made due is not charged to the next run).
@@ -196,43 +196,32 @@ def offline_rate(repo: Path, args: argparse.Namespace) -> float:
     return written / (time.perf_counter() - started)
 
 
+Runs = dict[str, list[tuple[float, float]]]  # name -> (vectors / CPU-s, requests/s) per repeat
+# Each measured run and the run it is compared with (measured right before it, each repeat).
+REFERENCE = {
+    "W2 json, 100,000 updated rows": "W2 json, never updated",
+    "W3 binary, 100,000 updated rows": "W3 binary, never updated",
+    "W2 json, applying 10,000 rows/s": "W2 json, none being applied",
+}
+
+
 def compare(
-    servers: list[Server],
-    runs: dict[str, tuple[str, str, str]],
-    args: argparse.Namespace,
-    during: threading.Event | None = None,
-) -> dict[str, tuple[float, float]]:
-    """Median figures of ``runs`` (name -> table, workload, wire), interleaved ``--repeats``
+    servers: list[Server], runs: dict[str, tuple[str, str, str]], args: argparse.Namespace
+) -> Runs:
+    """The figures of ``runs`` (name -> table, workload, wire), interleaved ``--repeats``
     times so that the machine's other load weighs on each alike."""
-    seen: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+    seen: Runs = {name: [] for name in runs}
     for _ in range(args.repeats):
         for name, (table, workload, wire) in runs.items():
             seen[name].append(lookups(servers[0], workload, wire, args, table))
-    return {
-        name: (statistics.median(v[0] for v in got), statistics.median(v[1] for v in got))
-        for name, got in seen.items()
-    }
+    return seen
 
 
-def measure_served(
-    servers: list[Server], args: argparse.Namespace
-) -> tuple[dict[str, tuple[float, float]], list[float], float]:
-    """Lookup figures, visibility delays and the HTTP update rate, on running servers."""
+def while_applying(servers: list[Server], args: argparse.Namespace) -> Runs:
+    """W2 JSON on the updated table with none being applied, then while 10,000 rows/s are
+    (``--repeats`` pairs)."""
     url = f"http://127.0.0.1:{servers[0].port}"
-    write_many(url, 100_000, 2000, args.dim, args.rows, None)
-    while min(applied(s) for s in servers) < 100:
-        time.sleep(0.05)
-    figures = compare(
-        servers,
-        {
-            "W2 json, never updated": ("plain", "W2", "json"),
-            "W2 json, 100,000 updated rows": ("big", "W2", "json"),
-            "W3 binary, never updated": ("plain", "W3", "binary"),
-            "W3 binary, 100,000 updated rows": ("big", "W3", "binary"),
-        },
-        args,
-    )
-    during: dict[str, list[tuple[float, float]]] = {}
+    during: Runs = {}
     for applying in (False, True) * args.repeats:
         stop = threading.Event()
         writer = threading.Thread(
@@ -248,14 +237,47 @@ def measure_served(
             # Let the compaction and reloads the burst left due finish before the next run
             # (else the run with none being applied pays for them).
             time.sleep(SETTLE_SECONDS)
-    for name, got in during.items():
-        figures[name] = (
-            statistics.median(v[0] for v in got),
-            statistics.median(v[1] for v in got),
-        )
+    return during
+
+
+def measure_served(
+    servers: list[Server], args: argparse.Namespace
+) -> tuple[Runs, list[float], float]:
+    """Lookup figures, visibility delays and the HTTP update rate, on running servers."""
+    url = f"http://127.0.0.1:{servers[0].port}"
+    write_many(url, 100_000, 2000, args.dim, args.rows, None)
+    while min(applied(s) for s in servers) < 100:
+        time.sleep(0.05)
+    figures = compare(
+        servers,
+        {
+            "W2 json, never updated": ("plain", "W2", "json"),
+            "W2 json, 100,000 updated rows": ("big", "W2", "json"),
+            "W3 binary, never updated": ("plain", "W3", "binary"),
+            "W3 binary, 100,000 updated rows": ("big", "W3", "binary"),
+        },
+        args,
+    )
+    figures.update(while_applying(servers, args))
     delays = visibility(servers, args)
     rate_http = http_rate(servers[0], args)
     return figures, delays, rate_http
+
+
+def print_figures(figures: Runs) -> None:
+    """Medians of each run, and of each repeat's ratio to its reference run (measured next to
+    it: steadier than a ratio of medians while the machine's speed drifts)."""
+    print("| run | vectors / server CPU-s | requests/s | ratio (per repeat) |")
+    print("|---|---:|---:|---|")
+    for name, got in figures.items():
+        per_cpu = statistics.median(v[0] for v in got)
+        rps = statistics.median(v[1] for v in got)
+        ratio = ""
+        if name in REFERENCE:
+            pairs = [a[0] / b[0] for a, b in zip(got, figures[REFERENCE[name]], strict=True)]
+            each = ", ".join(f"{r:.2f}" for r in pairs)
+            ratio = f"{statistics.median(pairs):.2f}x ({each})"
+        print(f"| {name} | {per_cpu:,.0f} | {rps:,.0f} | {ratio} |")
 
 
 def main() -> None:
@@ -280,9 +302,7 @@ def main() -> None:
             server.stop()
     rate_offline = offline_rate(repo, args)
     print(f"\n{args.rows:,} x {args.dim} float32, uniform ids, 2 processes x 2 workers\n")
-    print("| run | vectors / server CPU-s | requests/s |\n|---|---:|---:|")
-    for name, (per_cpu, rps) in figures.items():
-        print(f"| {name} | {per_cpu:,.0f} | {rps:,.0f} |")
+    print_figures(figures)
     p50 = statistics.median(delays)
     p99 = sorted(delays)[max(0, round(0.99 * len(delays)) - 1)]
     print(
