@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,17 @@ def test_check_finite_float16_by_bits() -> None:
             check_finite(table, Path("t.npy"))
 
 
+def _unreadable(real: Callable[[Path], object]) -> Callable[[Path], object]:
+    """``real``, except that the folders ``locked`` and ``lost+found`` cannot be read."""
+
+    def read(folder: Path) -> object:
+        if folder.name in ("locked", "lost+found"):
+            raise PermissionError(13, "Permission denied")
+        return real(folder)
+
+    return read
+
+
 def test_lost_and_found_is_no_table_and_an_unreadable_folder_fails_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -113,24 +125,10 @@ def test_lost_and_found_is_no_table_and_an_unreadable_folder_fails_alone(
     (tmp_path / "lost+found").mkdir()
     (tmp_path / "locked").mkdir()
     np.save(tmp_path / "locked" / "t.npy", np.zeros((2, 2), np.float32))
-    real = discovery._folder_table
-
-    def unreadable(folder: Path) -> object:
-        if folder.name in ("locked", "lost+found"):
-            raise PermissionError(13, "Permission denied")
-        return real(folder)
-
-    monkeypatch.setattr(discovery, "_folder_table", unreadable)
+    monkeypatch.setattr(discovery, "_folder_table", _unreadable(discovery._folder_table))
     sources, problems = discover_tables(tmp_path)
     assert set(sources) == {"good"}
     assert set(problems) == {"locked"} and "cannot be read" in problems["locked"]
-    real_kind = discovery.folder_kind
-
-    def unreadable_kind(folder: Path) -> object:
-        if folder.name in ("locked", "lost+found"):
-            raise PermissionError(13, "Permission denied")
-        return real_kind(folder)
-
-    monkeypatch.setattr(layout, "folder_kind", unreadable_kind)
+    monkeypatch.setattr(layout, "folder_kind", _unreadable(discovery.folder_kind))
     repository = layout.discover_repository(tmp_path)  # what the registry reads at start
     assert set(repository.flat) == {"good"} and set(repository.problems) == {"locked"}
