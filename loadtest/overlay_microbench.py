@@ -26,6 +26,7 @@ if str(ROOT) not in sys.path:
 
 from loadtest.bench import make_table  # noqa: E402
 from service.updates.delta_files import UpdateFile  # noqa: E402
+from service.updates.overlay import OverlayState  # noqa: E402
 from service.updates.row_versions import prepare_refresh  # noqa: E402
 from service.updates.sorted_rows import SortedState  # noqa: E402
 
@@ -44,9 +45,9 @@ def main() -> None:
     dense = prepare_refresh(None, ROWS, ids, rows, 1).install()
     searched = SortedState.empty(DIM).newer([UpdateFile(1, ids, rows, {}, 0)])
 
-    def patched(state: object) -> Callable[[np.ndarray], None]:
+    def patched(state: OverlayState) -> Callable[[np.ndarray], None]:
         def run(q: np.ndarray) -> None:
-            state.patch(q, base.take(q, axis=0))  # type: ignore[attr-defined]
+            state.patch(q, base.take(q, axis=0))
 
         return run
 
